@@ -1,0 +1,127 @@
+"""One exception hierarchy with a stable exit code per cause, and a Vietnamese message for people."""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Stable process exit codes of the ``hoso`` command (never renumber; append only)."""
+
+    ok = 0
+    failed = 1  # a check ran and said no (e.g. verification failed)
+    usage = 2
+    input_missing = 3
+    input_empty = 4
+    input_corrupt = 5
+    input_encrypted = 6
+    input_unsupported = 7
+    input_too_large = 8
+    input_invalid_page = 9
+    unknown_procedure = 10
+    ocr_failed = 11
+    signing_failed = 12
+    storage_failed = 13
+    dossier_not_found = 14
+    invalid_state = 15
+    integrity_error = 16
+    configuration = 17
+    internal = 99
+
+
+class HosoError(Exception):
+    """Base of every error hoso reports to a person.
+
+    ``str(err)`` is the English message for logs; ``message_vi`` is for citizens and clerks.
+    """
+
+    exit_code: ExitCode = ExitCode.internal
+    default_vi: str = "Lỗi hệ thống không mong đợi."
+
+    def __init__(self, message: str, message_vi: str | None = None) -> None:
+        super().__init__(message)
+        self.message_vi = message_vi or self.default_vi
+
+    @property
+    def reason(self) -> str:
+        """Short machine-readable cause, e.g. ``input_encrypted``."""
+        return self.exit_code.name
+
+
+class InputError(HosoError):
+    """The citizen's input cannot be processed."""
+
+
+class InputMissing(InputError):
+    exit_code = ExitCode.input_missing
+    default_vi = "Không tìm thấy tệp đầu vào."
+
+
+class InputEmpty(InputError):
+    exit_code = ExitCode.input_empty
+    default_vi = "Tệp đầu vào rỗng (0 byte); vui lòng quét lại."
+
+
+class InputCorrupt(InputError):
+    exit_code = ExitCode.input_corrupt
+    default_vi = "Tệp bị hỏng hoặc không đầy đủ; vui lòng quét hoặc xuất lại tệp."
+
+
+class InputEncrypted(InputError):
+    exit_code = ExitCode.input_encrypted
+    default_vi = "Tệp PDF được đặt mật khẩu; vui lòng cung cấp bản không khóa."
+
+
+class InputUnsupported(InputError):
+    exit_code = ExitCode.input_unsupported
+    default_vi = "Định dạng tệp không được hỗ trợ (chỉ nhận PDF, PNG, JPEG, TIFF)."
+
+
+class InputTooLarge(InputError):
+    exit_code = ExitCode.input_too_large
+    default_vi = "Ảnh trang quá lớn; vui lòng quét lại ở độ phân giải 200–600 dpi."
+
+
+class InputInvalidPage(InputError):
+    exit_code = ExitCode.input_invalid_page
+    default_vi = "Tệp có trang không hợp lệ (kích thước bằng 0); vui lòng quét lại."
+
+
+class UnknownProcedure(HosoError):
+    exit_code = ExitCode.unknown_procedure
+    default_vi = "Không tìm thấy thủ tục hành chính đã chọn."
+
+
+class OcrFailed(HosoError):
+    exit_code = ExitCode.ocr_failed
+    default_vi = "Không nhận dạng được văn bản trên trang quét."
+
+
+class SigningFailed(HosoError):
+    exit_code = ExitCode.signing_failed
+    default_vi = "Không ký số được tài liệu."
+
+
+class StorageFailed(HosoError):
+    exit_code = ExitCode.storage_failed
+    default_vi = "Không lưu trữ được dữ liệu; hồ sơ chưa được ghi nhận."
+
+
+class IntegrityError(HosoError):
+    exit_code = ExitCode.integrity_error
+    default_vi = "Dữ liệu lưu trữ không toàn vẹn (sai mã băm)."
+
+
+class DossierNotFound(HosoError):
+    exit_code = ExitCode.dossier_not_found
+    default_vi = "Không tìm thấy hồ sơ với mã đã nhập."
+
+
+class InvalidState(HosoError):
+    exit_code = ExitCode.invalid_state
+    default_vi = "Hồ sơ không ở trạng thái cho phép thao tác này."
+
+
+class ConfigurationError(HosoError):
+    exit_code = ExitCode.configuration
+    default_vi = "Cấu hình hệ thống không hợp lệ."
