@@ -1,0 +1,218 @@
+"""Stage 6: the OCR run: validate, stream pages to worker processes, merge results in page order."""
+
+from __future__ import annotations
+
+import atexit
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections import deque
+from collections.abc import Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from ocr.load import InputInfo, LoadedPage, inspect_input, iter_pages
+from ocr.models import OcrOptions, OcrResult, RecognizedPage, Word
+from ocr.pdf import assemble, write_page_pdf
+from ocr.preprocess import Geometry, analyse_geometry, normalise_for_ocr, rotate_image
+from ocr.recognize import Recognition, recognize
+from ocr.triage import to_gray, triage
+from pipeline.errors import OcrFailed
+
+__all__ = ["inspect_input", "ocr_input", "process_page", "InputInfo"]
+
+# Upright text scores ~0.85-0.96 mean word confidence; upside-down or sideways text ~0.35-0.55.
+LOW_CONFIDENCE = 0.7
+# Row/column profile ratios in this band do not say reliably whether a page lies sideways.
+AMBIGUOUS_SIDEWAYS = (0.7, 1.25)
+
+
+@dataclass(frozen=True)
+class PageJob:
+    index: int
+    image_path: Path
+    dpi: int
+    pdf_path: Path
+
+
+def _prepare(image: Image.Image, dpi: int, rotation: int, skew: float) -> tuple[Image.Image, np.ndarray, int]:
+    upright = rotate_image(image, rotation, skew)
+    gray, ocr_dpi = normalise_for_ocr(upright, dpi)
+    return upright, gray, ocr_dpi
+
+
+def _candidates(geo: Geometry) -> list[int]:
+    """Quarter turns to try after the first, most likely first."""
+    first = geo.rotation
+    others = [(first + 180) % 360]
+    if AMBIGUOUS_SIDEWAYS[0] <= geo.sideways_ratio <= AMBIGUOUS_SIDEWAYS[1]:
+        others += [(first + 90) % 360, (first + 270) % 360]
+    return others
+
+
+def _recognize_upright(
+    image: Image.Image, dpi: int, geo: Geometry, options: OcrOptions
+) -> tuple[int, float, Image.Image, Recognition, int]:
+    """OCR at the most likely orientation; if confidence is low, try the others and keep the best."""
+    best: tuple[int, float, Image.Image, Recognition, int] | None = None
+    for rotation in [geo.rotation, *_candidates(geo)]:
+        skew = geo.skew if rotation % 180 == geo.rotation % 180 else geo.other_skew
+        upright, gray, ocr_dpi = _prepare(image, dpi, rotation, skew)
+        rec = recognize(gray, ocr_dpi, options.language, cache_dir=options.cache_dir)
+        if best is None or rec.confidence > best[3].confidence:
+            best = (rotation, skew, upright, rec, ocr_dpi)
+        if rec.confidence >= LOW_CONFIDENCE and len(rec.words) >= 3:
+            break
+    assert best is not None
+    return best
+
+
+def process_page(
+    image: Image.Image, index: int, dpi: int, options: OcrOptions, pdf_path: Path
+) -> RecognizedPage:
+    """Triage, straighten, recognise one page and write its one-page searchable PDF to ``pdf_path``."""
+    gray = to_gray(image)
+    tri = triage(gray, dpi)
+    if tri.kind == "blank":
+        write_page_pdf(image, dpi, None, pdf_path)
+        return RecognizedPage(
+            index=index,
+            kind="blank",
+            rotation=0,
+            dpi=dpi,
+            width_px=image.width,
+            height_px=image.height,
+            text="",
+            confidence=0.0,
+            rescan_reason=None,
+        )
+    geo = analyse_geometry(gray, dpi)
+    del gray
+    rotation, skew, upright, rec, ocr_dpi = _recognize_upright(image, dpi, geo, options)
+    write_page_pdf(upright, dpi, rec.pdf, pdf_path)
+    f = dpi / ocr_dpi
+    words = [
+        Word(
+            text=w.text,
+            left=round(w.left * f),
+            top=round(w.top * f),
+            width=round(w.width * f),
+            height=round(w.height * f),
+            confidence=w.confidence,
+        )
+        for w in rec.words
+    ]
+    return RecognizedPage(
+        index=index,
+        kind=tri.kind,
+        rotation=rotation,  # type: ignore[arg-type]
+        skew_degrees=round(skew, 2),
+        dpi=dpi,
+        width_px=upright.width,
+        height_px=upright.height,
+        text=rec.text,
+        words=words,
+        confidence=round(rec.confidence, 4),
+        separator_payload=tri.separator_payload,
+        rescan_reason=tri.rescan_reason,
+    )
+
+
+def _run_job(job: PageJob, options: OcrOptions) -> RecognizedPage:
+    with Image.open(job.image_path) as im:
+        im.load()
+        page = process_page(im, job.index, job.dpi, options, job.pdf_path)
+    job.image_path.unlink(missing_ok=True)
+    return page
+
+
+def _worker_init() -> None:
+    os.environ["OMP_THREAD_LIMIT"] = "1"
+    cv2.setNumThreads(1)  # parallelism is across pages
+
+
+_POOL: tuple[int, ProcessPoolExecutor] | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def _pool(jobs: int) -> ProcessPoolExecutor:
+    """A process pool kept across runs: starting workers costs ~1 s, a lot for a 5-page dossier."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None and _POOL[0] != jobs:
+            _POOL[1].shutdown(wait=True)
+            _POOL = None
+        if _POOL is None:
+            ctx = multiprocessing.get_context("forkserver")  # no fork of a possibly threaded parent
+            _POOL = (jobs, ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_worker_init))
+        return _POOL[1]
+
+
+def _shutdown_pool() -> None:
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is not None:
+            _POOL[1].shutdown(wait=False, cancel_futures=True)
+            _POOL = None
+
+
+atexit.register(_shutdown_pool)
+
+
+def _spool(pages: Iterator[LoadedPage], work: Path) -> Iterator[PageJob]:
+    """Write each page to a temp file for a worker (uncompressed TIFF: fast to write and read)."""
+    for page in pages:
+        img_path = work / f"in-{page.index:05d}.tiff"
+        page.image.save(img_path, "TIFF")
+        yield PageJob(page.index, img_path, page.dpi, work / f"page-{page.index:05d}.pdf")
+
+
+def ocr_input(path: Path, out_pdf: Path, options: OcrOptions) -> OcrResult:
+    """OCR a PDF, an image or a folder of page images into a searchable PDF and per-page results."""
+    start = time.monotonic()
+    info = inspect_input(Path(path), options)
+    jobs = options.jobs or os.cpu_count() or 1
+    out_pdf = Path(out_pdf)
+    out_pdf.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="hoso-ocr-", dir=out_pdf.parent))
+    try:
+        results: list[RecognizedPage] = []
+        job_list: list[PageJob] = []
+        if jobs == 1 or info.page_count == 1:
+            for page in iter_pages(info, options):
+                pdf_path = work / f"page-{page.index:05d}.pdf"
+                job_list.append(PageJob(page.index, Path(), page.dpi, pdf_path))
+                results.append(process_page(page.image, page.index, page.dpi, options, pdf_path))
+        else:
+            pool = _pool(jobs)
+            pending: deque[Future[RecognizedPage]] = deque()
+            try:
+                # At most 2 pages per worker wait on disk: memory and temp space stay bounded.
+                for job in _spool(iter_pages(info, options), work):
+                    job_list.append(job)
+                    pending.append(pool.submit(_run_job, job, options))
+                    while len(pending) >= 2 * jobs:
+                        results.append(pending.popleft().result())
+                while pending:
+                    results.append(pending.popleft().result())
+            except BrokenProcessPool as exc:
+                _shutdown_pool()
+                raise OcrFailed(f"an OCR worker process died: {exc}") from exc
+            finally:
+                for fut in pending:
+                    fut.cancel()
+        tmp_out = work / "out.pdf"
+        assemble([j.pdf_path for j in job_list], tmp_out)
+        shutil.move(tmp_out, out_pdf)
+        return OcrResult(pages=results, pdf_path=out_pdf, seconds=round(time.monotonic() - start, 3))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)

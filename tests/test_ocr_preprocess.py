@@ -1,0 +1,135 @@
+"""Triage and geometry on small generated pages: blank, QR separator, rotation, skew."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import qrcode
+from PIL import Image, ImageDraw, ImageFont
+
+from ocr.preprocess import analyse_geometry, normalise_for_ocr, rotate_image
+from ocr.triage import to_gray, triage
+
+FONT = Path("/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf")
+DPI = 150
+LINES = [
+    "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM",
+    "Độc lập - Tự do - Hạnh phúc",
+    "ĐƠN ĐỀ NGHỊ CẤP GIẤY CHỨNG NHẬN",
+    "Họ và tên người đề nghị: Nguyễn Thị Hương",
+    "Ngày sinh: 12/03/1985, nơi cư trú: xã Kim Chung",
+    "Số định danh cá nhân: 001185012345",
+    "Tôi xin cam đoan những lời khai trên là đúng sự thật.",
+]
+
+
+def text_page(lines: list[str] = LINES, size: tuple[int, int] = (1240, 1754), font_px: int = 30) -> Image.Image:
+    """An A4 page at 150 dpi with Vietnamese text lines."""
+    im = Image.new("L", size, 255)
+    draw = ImageDraw.Draw(im)
+    font = ImageFont.truetype(str(FONT), font_px)
+    y = 150
+    for line in lines * 3:
+        draw.text((120, y), line, fill=0, font=font)
+        y += int(font_px * 1.8)
+    return im
+
+
+def noisy_blank(size: tuple[int, int] = (1240, 1754)) -> Image.Image:
+    """A blank back: paper noise, a few specks, dark scanner borders on two sides."""
+    rng = np.random.default_rng(1)
+    arr = np.clip(rng.normal(236, 6, size[::-1]), 0, 255).astype(np.uint8)
+    ys, xs = rng.integers(0, size[1], 300), rng.integers(0, size[0], 300)
+    arr[ys, xs] = 20  # salt-and-pepper specks
+    arr[:, -40:] = 25  # dark border right
+    arr[-30:, :] = 30  # dark border bottom
+    return Image.fromarray(arr)
+
+
+def separator_page(payload: str = "SEP|TEST|01") -> Image.Image:
+    im = Image.new("L", (1240, 1754), 255)
+    qr = qrcode.make(payload, box_size=12, border=2).get_image().convert("L")
+    im.paste(qr, ((1240 - qr.width) // 2, 500))
+    draw = ImageDraw.Draw(im)
+    draw.text((300, 300), "TRANG PHÂN TÁCH TÀI LIỆU", fill=0, font=ImageFont.truetype(str(FONT), 36))
+    return im
+
+
+needs_font = pytest.mark.skipif(not FONT.exists(), reason="Noto Sans not installed")
+
+
+def test_blank_page_despite_noise_and_borders() -> None:
+    t = triage(to_gray(noisy_blank()), DPI)
+    assert t.kind == "blank"
+
+
+@needs_font
+def test_text_page_is_content() -> None:
+    t = triage(to_gray(text_page()), DPI)
+    assert t.kind == "content" and t.rescan_reason is None
+
+
+@needs_font
+def test_qr_separator_with_payload() -> None:
+    t = triage(to_gray(separator_page("SEP|HS-42|03")), DPI)
+    assert t.kind == "separator" and t.separator_payload == "SEP|HS-42|03"
+
+
+@needs_font
+def test_small_qr_on_a_text_page_is_content() -> None:
+    im = text_page()
+    qr = qrcode.make("001185012345|Nguyen", box_size=3, border=1).get_image().convert("L")
+    im.paste(qr, (1000, 100))
+    assert triage(to_gray(im), DPI).kind == "content"
+
+
+@needs_font
+def test_rescan_reasons() -> None:
+    low_dpi = triage(to_gray(text_page()), 100)
+    assert low_dpi.rescan_reason is not None and "dpi" in low_dpi.rescan_reason
+    faint = Image.fromarray((200 + np.asarray(text_page()) // 255 * 30).astype(np.uint8))
+    reason = triage(to_gray(faint), DPI).rescan_reason
+    assert reason is not None and "tương phản" in reason
+
+
+@needs_font
+@pytest.mark.parametrize("turned", [90, 270])
+def test_sideways_page_detected(turned: int) -> None:
+    # Content turned `turned` degrees clockwise (PIL rotates counter-clockwise).
+    page = text_page().rotate(-turned, expand=True, fillcolor=255)
+    geo = analyse_geometry(to_gray(page), DPI)
+    assert geo.rotation % 180 == 90
+    upright = rotate_image(page, geo.rotation, geo.skew)
+    assert upright.size == (1240, 1754)
+
+
+@needs_font
+@pytest.mark.parametrize("angle", [-3.2, 1.7, 6.0])
+def test_skewed_page_comes_back_level(angle: float) -> None:
+    skewed = text_page().rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
+    geo = analyse_geometry(to_gray(skewed), DPI)
+    assert geo.rotation == 0
+    assert abs(geo.skew + angle) < 0.5
+    level = rotate_image(skewed, 0, geo.skew)
+    assert abs(analyse_geometry(to_gray(level), DPI).skew) < 0.5
+
+
+def test_rotate_keeps_bilevel_pages_bilevel() -> None:
+    im = Image.new("1", (400, 600), 1)
+    ImageDraw.Draw(im).rectangle((50, 50, 350, 60), fill=0)
+    out = rotate_image(im, 90, 2.0)
+    assert out.mode == "1" and out.size == (600, 400)
+
+
+@needs_font
+def test_normalise_flattens_light_and_upscales() -> None:
+    page = np.asarray(text_page(), dtype=np.float32)
+    gradient = np.linspace(0.55, 1.0, page.shape[1], dtype=np.float32)[None, :]
+    dim = Image.fromarray((page * gradient).astype(np.uint8))  # lamp falloff: left side darker
+    gray, dpi = normalise_for_ocr(dim, DPI)
+    assert dpi == 300 and gray.shape == (1754 * 2, 1240 * 2)
+    # Paper on the dark left and bright right edges ends up equally white.
+    left, right = np.median(gray[:, :150]), np.median(gray[:, -150:])
+    assert left > 230 and right > 230
