@@ -1,0 +1,255 @@
+"""End to end through the ``hoso`` command, on real OCR, signing, storage and registry."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+
+import pikepdf
+import pytest
+
+from pipeline.errors import ExitCode
+from pipeline.samples import render_sample_dossier
+from storage.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"
+CONTRACT_KEYS = {"dossier_code", "procedure", "status", "received_at", "due_at", "pages", "documents", "missing",
+                 "unexpected", "artifacts"}
+
+
+class Hoso:
+    """Runs the real command in a fresh process with its own data folder."""
+
+    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
+        self.data_dir = data_dir
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSO_", "PREFECT_API_URL"))}
+        self.env |= {"HOSO_DATA_DIR": str(data_dir)} | (extra_env or {})
+
+    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.data_dir.parent,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", *args],
+            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.data_dir.parent,
+        )
+
+    @property
+    def registry(self) -> Registry:
+        url = self.env.get("HOSO_DATABASE_URL") or f"sqlite:///{self.data_dir / 'registry.db'}"
+        return Registry(url)
+
+    def stored_keys(self) -> list[str]:
+        root = self.data_dir / "objects"
+        if not root.exists():
+            return []
+        return sorted(
+            str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".meta" not in p.parts
+        )
+
+
+@pytest.fixture
+def hoso(tmp_path: Path) -> Hoso:
+    return Hoso(tmp_path / "var")
+
+
+@pytest.fixture(scope="module")
+def received(tmp_path_factory: pytest.TempPathFactory) -> tuple[Hoso, Path, dict]:
+    """One real ingest of the bundled sample, shared by the tests that look at its outputs."""
+    base = tmp_path_factory.mktemp("desk")
+    runner = Hoso(base / "var")
+    out = base / "d"
+    proc = runner("ingest", str(SAMPLE), "--procedure", "business_household_registration", "--out", str(out),
+                  "--json")
+    assert proc.returncode == 0, proc.stderr
+    return runner, out, json.loads(proc.stdout)
+
+
+def test_ingest_writes_contract_json_and_signed_searchable_pdf(received: tuple[Hoso, Path, dict]) -> None:
+    import pymupdf  # as the acceptance asks
+
+    runner, out, printed = received
+    written = json.loads((out / "sample_dossier.json").read_text(encoding="utf-8"))
+    assert set(written) >= CONTRACT_KEYS
+    assert written["dossier_code"] == printed["dossier_code"]
+    assert written["procedure"] == "business_household_registration"
+    assert written["status"] == "accepted", written
+    assert [p["index"] for p in written["pages"]] == list(range(1, len(written["pages"]) + 1))
+    types = {d["type"] for d in written["documents"]}
+    assert {"giay_de_nghi_dang_ky_ho_kinh_doanh", "cccd"} <= types
+    truth = json.loads(SAMPLE.with_suffix(".json").read_text(encoding="utf-8"))
+    ids = {d["fields"].get("id_number") for d in written["documents"]}
+    assert any(doc["fields"].get("id_number") in ids for doc in truth["documents"])
+    with pymupdf.open(out / "sample_dossier.pdf") as pdf:
+        text = "".join(page.get_text() for page in pdf)
+    assert "HỘ KINH DOANH" in text.upper()
+    assert set(written["artifacts"]) >= {"input", "digitised", "manifest"}
+    assert set(written["artifacts"].values()) <= set(runner.stored_keys())
+
+
+def test_verify_accepts_the_signed_copy_and_detects_one_changed_byte(
+    received: tuple[Hoso, Path, dict], tmp_path: Path
+) -> None:
+    runner, out, _ = received
+    ok = runner("verify", str(out / "sample_dossier.pdf"))
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    data = bytearray((out / "sample_dossier.pdf").read_bytes())
+    with pikepdf.open(out / "sample_dossier.pdf") as pdf:
+        byte_range = [int(v) for v in pdf.Root.AcroForm.Fields[0].V.ByteRange]
+    target = byte_range[0] + byte_range[1] // 2  # inside the first signed range
+    data[target] ^= 0x01
+    tampered = tmp_path / "tampered.pdf"
+    tampered.write_bytes(bytes(data))
+    bad = runner("verify", str(tampered))
+    assert bad.returncode != 0
+
+
+def test_result_is_signed_twice_and_the_dossier_is_returned(received: tuple[Hoso, Path, dict]) -> None:
+    runner, out, receipt = received
+    code = receipt["dossier_code"]
+    issued = runner("issue-result", code, "--out", str(out))
+    assert issued.returncode == 0, issued.stderr
+    result_pdf = out / f"{code}-ket-qua.pdf"
+    report = runner("verify", str(result_pdf), "--json")
+    assert report.returncode == 0, report.stdout
+    signatures = json.loads(report.stdout)["signatures"]
+    assert len(signatures) == 2 and all(s["intact"] and s["trusted"] for s in signatures)
+    status = json.loads(runner("status", code, "--json").stdout)
+    assert status["state"] == "returned"
+    assert [e["to_state"] for e in status["events"]][-1] == "returned"
+    assert "result" in status["artifacts"]
+    again = runner("issue-result", code)
+    assert again.returncode == ExitCode.invalid_state
+
+
+def test_second_ingest_of_the_same_input_does_no_work(received: tuple[Hoso, Path, dict]) -> None:
+    runner, _, first = received
+    proc = runner("ingest", str(SAMPLE), "--procedure", "business_household_registration", "--json")
+    assert proc.returncode == 0, proc.stderr
+    again = json.loads(proc.stdout)
+    assert again["already_done"] is True
+    assert again["dossier_code"] == first["dossier_code"]
+    assert len(runner.registry.list_dossiers()) == 1
+
+
+def _png_header_bomb(path: Path, side: int = 30000) -> None:
+    """A 1-bit PNG of side×side pixels that is tiny on disk (rows of zeros compress away)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return len(data).to_bytes(4, "big") + kind + data + zlib.crc32(kind + data).to_bytes(4, "big")
+    ihdr = side.to_bytes(4, "big") * 2 + bytes([1, 0, 0, 0, 0])
+    comp = zlib.compressobj(9)
+    row = b"\x00" * (1 + (side + 7) // 8)
+    body = b"".join(comp.compress(row) for _ in range(side)) + comp.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def _bad_inputs(folder: Path) -> dict[str, tuple[Path, ExitCode]]:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "zero_byte.pdf").write_bytes(b"")
+    sample = SAMPLE.read_bytes()
+    (folder / "truncated.pdf").write_bytes(sample[: int(len(sample) * 0.4)])
+    with pikepdf.open(SAMPLE) as pdf:
+        pdf.save(folder / "encrypted.pdf", encryption=pikepdf.Encryption(user="u", owner="o", R=6))
+    pdf = pikepdf.new()
+    pdf.add_blank_page()
+    pdf.pages[0].MediaBox = pikepdf.Array([0, 0, 0, 0])
+    pdf.save(folder / "zero_size_page.pdf")
+    _png_header_bomb(folder / "bomb.png")
+    (folder / "notes.pdf").write_bytes(b"just some text, not a scan\n" * 10)
+    return {
+        "zero_byte.pdf": (folder / "zero_byte.pdf", ExitCode.input_empty),
+        "truncated.pdf": (folder / "truncated.pdf", ExitCode.input_corrupt),
+        "encrypted.pdf": (folder / "encrypted.pdf", ExitCode.input_encrypted),
+        "zero_size_page.pdf": (folder / "zero_size_page.pdf", ExitCode.input_invalid_page),
+        "bomb.png": (folder / "bomb.png", ExitCode.input_too_large),
+        "notes.pdf": (folder / "notes.pdf", ExitCode.input_unsupported),
+    }
+
+
+@pytest.mark.parametrize(
+    "name", ["zero_byte.pdf", "truncated.pdf", "encrypted.pdf", "zero_size_page.pdf", "bomb.png", "notes.pdf"]
+)
+def test_bad_input_gets_one_clear_line_its_exit_code_and_leaves_nothing(
+    hoso: Hoso, tmp_path: Path, name: str
+) -> None:
+    path, code = _bad_inputs(tmp_path / "bad")[name]
+    start = time.monotonic()
+    proc = hoso("ingest", str(path), "--procedure", "business_household_registration", timeout=120)
+    assert time.monotonic() - start < 60
+    assert proc.returncode == code, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hoso: lỗi"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert hoso.stored_keys() == []
+    assert hoso.registry.list_dossiers() == []
+
+
+def test_unknown_procedure_is_refused_before_any_work(hoso: Hoso) -> None:
+    proc = hoso("ingest", str(SAMPLE), "--procedure", "no_such_procedure")
+    assert proc.returncode == ExitCode.unknown_procedure
+    assert "no_such_procedure" in proc.stderr
+    assert hoso.stored_keys() == []
+
+
+def _batch(folder: Path, seeds: list[int], bad: bool = True) -> Path:
+    folder.mkdir(parents=True)
+    rows = ["file,procedure"]
+    for seed in seeds:
+        render_sample_dossier(folder / f"ARC-{seed:04d}.pdf", seed=seed)
+        rows.append(f"ARC-{seed:04d}.pdf,business_household_registration")
+    if bad:
+        (folder / "ARC-9999.pdf").write_bytes(b"")
+        rows.append("ARC-9999.pdf,business_household_registration")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_reprocess_accounts_for_every_input_and_skips_finished_work(hoso: Hoso, tmp_path: Path) -> None:
+    folder = _batch(tmp_path / "batch", [11, 12])
+    first = hoso("reprocess", str(folder), "--json", timeout=600)
+    summary = json.loads(first.stdout)
+    assert (summary["total"], summary["processed"], summary["failed"]) == (3, 2, 1), first.stderr
+    assert "input_empty" in summary["failures"]["ARC-9999.pdf"]
+    assert first.returncode == ExitCode.failed
+    keys_after_first = hoso.stored_keys()
+    second = json.loads(hoso("reprocess", str(folder), "--json", timeout=600).stdout)
+    assert (second["processed"], second["already_done"], second["failed"]) == (0, 2, 1)
+    assert hoso.stored_keys() == keys_after_first
+    items = hoso.registry.batch_items(second["batch_id"])
+    assert sorted(i.outcome for i in items) == ["already_done", "already_done", "failed"]
+
+
+def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso: Hoso, tmp_path: Path) -> None:
+    folder = _batch(tmp_path / "batch", [21, 22, 23, 24], bad=False)
+    run = hoso.popen("reprocess", str(folder), "--json")
+    deadline = time.monotonic() + 400
+    while time.monotonic() < deadline and run.poll() is None:
+        if hoso.data_dir.joinpath("registry.db").exists() and len(hoso.registry.list_dossiers()) >= 1:
+            break
+        time.sleep(0.5)
+    assert run.poll() is None, "the first run ended before it could be interrupted"
+    run.send_signal(signal.SIGKILL)
+    run.wait(timeout=30)
+    done_before = len(hoso.registry.list_dossiers())
+    assert 1 <= done_before < 4
+    rerun = hoso("reprocess", str(folder), "--json", timeout=900)
+    summary = json.loads(rerun.stdout)
+    assert summary["failed"] == 0, summary
+    dossiers = hoso.registry.list_dossiers()
+    assert len(dossiers) == 4
+    assert len({d.input_sha256 for d in dossiers}) == 4
+    assert all(d.state == "received" for d in dossiers)
+    prefixes = {key.split("/")[1] for key in hoso.stored_keys()}
+    assert prefixes == {d.code for d in dossiers}
+    for d in dossiers:
+        assert sum(1 for k in hoso.stored_keys() if k.startswith(f"dossiers/{d.code}/input/")) == 1

@@ -1,0 +1,134 @@
+"""The e-result PDF: content, QR code, and the approver's + seal's signatures."""
+
+from __future__ import annotations
+
+import datetime as dt
+import unicodedata
+
+import pypdfium2 as pdfium
+import pytest
+import zxingcpp
+from pydantic import ValidationError
+
+from pipeline.results import (
+    ResultContent,
+    issue_signed_result,
+    qr_payload,
+    render_result_pdf,
+    result_signature_boxes,
+)
+from signing.pki import DevPki, ensure_dev_pki
+from signing.signers import SigningKeys
+from signing.verify import verify_pdf
+
+PASS = b"results-test"
+AGENCY = "Ủy ban nhân dân phường Dịch Vọng"
+
+
+def content(**overrides: object) -> ResultContent:
+    data: dict[str, object] = {
+        "dossier_code": "000.00.00.H00-250305-0042",
+        "procedure_label": "Đăng ký khai sinh",
+        "procedure_code": "1.001193",
+        "applicant_name": "Trần Thị Bích Ngọc",
+        "applicant_id": "001189012345",
+        "agency_name": AGENCY,
+        "issued_at": dt.datetime(2025, 3, 4, 20, 30, tzinfo=dt.UTC),  # 5 March 03:30 in Hà Nội
+        "verification_code": "7KQ2-M9XD",
+        "body_lines": ["Hồ sơ đã được giải quyết xong theo đúng quy định.", "", "Kết quả: Giấy khai sinh."],
+        "place": "Hà Nội",
+    }
+    data.update(overrides)
+    return ResultContent.model_validate(data)
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return ensure_dev_pki(tmp_path_factory.mktemp("pki"), PASS, agency_name=AGENCY)
+
+
+@pytest.fixture(scope="module")
+def keys(pki: DevPki) -> SigningKeys:
+    return SigningKeys(pki, PASS)
+
+
+@pytest.fixture(scope="module")
+def signed(keys: SigningKeys) -> bytes:
+    return issue_signed_result(content(), keys, approver_name="Phạm Thị Hoa", agency_name=AGENCY)
+
+
+def page_texts(pdf: bytes) -> list[str]:
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        return [unicodedata.normalize("NFC", page.get_textpage().get_text_range()) for page in doc]
+    finally:
+        doc.close()
+
+
+def decode_qr(pdf: bytes, page_index: int) -> list[str]:
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        image = doc[page_index].render(scale=200 / 72).to_pil()
+    finally:
+        doc.close()
+    return [r.text for r in zxingcpp.read_barcodes(image) if r.format == zxingcpp.BarcodeFormat.QRCode]
+
+
+def test_signed_result_has_two_valid_signatures(signed: bytes, pki: DevPki) -> None:
+    report = verify_pdf(signed, [pki.root_cert])
+    assert report.ok, report
+    assert [s.field for s in report.signatures] == ["approver", "seal"]
+    approver, seal = report.signatures
+    assert approver.signer == "Lãnh đạo phê duyệt"
+    assert seal.signer == AGENCY  # the organisation certificate signs last
+    assert approver.modification_level == "FORM_FILLING" and seal.modification_level == "NONE"
+    assert seal.coverage == "ENTIRE_FILE"
+
+
+def test_result_text_extracts_back(signed: bytes) -> None:
+    (text,) = page_texts(signed)
+    assert "KẾT QUẢ GIẢI QUYẾT THỦ TỤC HÀNH CHÍNH" in text
+    assert "Mã hồ sơ: 000.00.00.H00-250305-0042" in text
+    assert "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM" in text
+    assert "Trần Thị Bích Ngọc" in text
+    assert "Hà Nội, ngày 05 tháng 03 năm 2025" in text  # converted to Asia/Ho_Chi_Minh
+
+
+def test_qr_code_decodes_to_the_verification_payload(signed: bytes) -> None:
+    expected = qr_payload(content())
+    assert expected == "HOSO-VERIFY:000.00.00.H00-250305-0042:7KQ2-M9XD"
+    assert decode_qr(signed, 0) == [expected]
+
+
+def test_long_body_puts_signatures_on_the_last_page(keys: SigningKeys, pki: DevPki) -> None:
+    body = [f"Dòng nội dung số {i}: thông tin chi tiết về kết quả giải quyết hồ sơ." for i in range(60)]
+    c = content(body_lines=body, dossier_code="DAI-0001", place=None)
+    unsigned = render_result_pdf(c)
+    texts = page_texts(unsigned)
+    assert len(texts) == 2
+    assert "Dòng nội dung số 0:" in texts[0] and "Dòng nội dung số 59:" in texts[1]
+    assert "LÃNH ĐẠO PHÊ DUYỆT" not in texts[0] and "LÃNH ĐẠO PHÊ DUYỆT" in texts[1]
+    assert "Ngày " in texts[0]  # no place given: the date line starts with "Ngày"
+    signed = issue_signed_result(c, keys, approver_name="Phạm Thị Hoa", agency_name=AGENCY)
+    assert verify_pdf(signed, [pki.root_cert]).ok
+    last = len(texts) - 1
+    assert decode_qr(signed, last) == ["HOSO-VERIFY:DAI-0001:7KQ2-M9XD"]
+    assert "LÃNH ĐẠO PHÊ DUYỆT" in page_texts(signed)[last]
+
+
+def test_signature_boxes_are_on_the_page_and_do_not_overlap() -> None:
+    boxes = result_signature_boxes()
+    (ax1, ay1, ax2, ay2), (sx1, sy1, sx2, sy2) = boxes["approver"], boxes["seal"]
+    assert 0 < ax1 < ax2 < sx1 < sx2 < 595.28
+    assert 0 < ay1 < ay2 < 842 and 0 < sy1 < sy2 < 842
+
+
+def test_result_content_rejects_empty_dossier_code() -> None:
+    with pytest.raises(ValidationError):
+        content(dossier_code="")
+
+
+def test_result_fonts_are_embedded(signed: bytes) -> None:
+    # Every font actually used must be embedded (reportlab subsets Noto Sans; stamps add their own).
+    assert signed.count(b"/FontFile2") >= 2
+    assert b"NotoSans-Bold" in signed

@@ -1,0 +1,376 @@
+"""Dev PKI, PAdES signing by role and verification (all fixtures generated here)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import threading
+import unicodedata
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pypdfium2 as pdfium
+import pytest
+from cryptography import x509
+from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from reportlab.pdfgen import canvas
+
+from pipeline.errors import ConfigurationError, InputCorrupt, InputEmpty, SigningFailed
+from signing.pki import ROLES, DevPki, ensure_dev_pki
+from signing.signers import OFFICER_STAMP_BOX, SigningKeys, prepare_fields, sign_pdf, stamp_box_top_right
+from signing.verify import REVOCATION_INFO, verify_pdf
+
+PASS = b"test-passphrase"
+SIGNER_NAME = "Nguyễn Thị Ánh Tuyết"
+ROLE_LABEL = "Cán bộ tiếp nhận hồ sơ"
+
+
+def make_pdf(text: str = "Hello dossier", pages: int = 1) -> bytes:
+    """A small uncompressed A4 PDF, so that its page text is visible in the raw bytes."""
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=(595.28, 841.89), pageCompression=0)
+    for i in range(pages):
+        c.drawString(72, 700, f"{text} {i + 1}")
+        c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return ensure_dev_pki(tmp_path_factory.mktemp("pki"), PASS)
+
+
+@pytest.fixture(scope="module")
+def other_pki(tmp_path_factory: pytest.TempPathFactory) -> DevPki:
+    return ensure_dev_pki(tmp_path_factory.mktemp("other-pki"), PASS)
+
+
+@pytest.fixture(scope="module")
+def keys(pki: DevPki) -> SigningKeys:
+    return SigningKeys(pki, PASS)
+
+
+@pytest.fixture(scope="module")
+def signed(keys: SigningKeys) -> bytes:
+    return sign_pdf(
+        make_pdf(),
+        keys.signer("officer"),
+        field_name="officer",
+        reason="Tiếp nhận hồ sơ",
+        location="Hà Nội",
+        signer_name=SIGNER_NAME,
+        role_label=ROLE_LABEL,
+        visible_box=OFFICER_STAMP_BOX,
+    )
+
+
+def roots(pki: DevPki) -> list[bytes | Path]:
+    return [pki.root_cert]
+
+
+# --- dev PKI ---------------------------------------------------------------------------------------
+
+
+def test_pki_files_chain_and_permissions(pki: DevPki) -> None:
+    root = x509.load_pem_x509_certificate(pki.root_cert.read_bytes())
+    inter = x509.load_pem_x509_certificate(pki.intermediate_cert.read_bytes())
+    inter.verify_directly_issued_by(root)
+    assert set(pki.p12) == set(ROLES)
+    for path in [pki.root_cert, pki.intermediate_cert, *pki.p12.values()]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    for role, path in pki.p12.items():
+        key, cert, extra = pkcs12.load_key_and_certificates(path.read_bytes(), PASS)
+        assert key is not None and cert is not None
+        cert.verify_directly_issued_by(inter)
+        assert inter in extra
+        ku = cert.extensions.get_extension_for_class(x509.KeyUsage).value
+        assert ku.digital_signature and ku.content_commitment and not ku.key_cert_sign
+        years = (cert.not_valid_after_utc - cert.not_valid_before_utc).days / 365
+        assert 2.9 < years < 3.1, role
+    seal = pkcs12.load_key_and_certificates(pki.p12["seal"].read_bytes(), PASS)[1]
+    assert seal is not None
+    cn = seal.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value
+    org = seal.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)[0].value
+    assert cn == org
+
+
+def test_pki_is_idempotent_and_repairs_only_what_is_missing(tmp_path: Path) -> None:
+    first = ensure_dev_pki(tmp_path, PASS)
+    before = {p: p.read_bytes() for p in tmp_path.iterdir() if not p.name.startswith(".")}
+    second = ensure_dev_pki(tmp_path, PASS)
+    assert second == first
+    assert {p: p.read_bytes() for p in before} == before  # nothing rewritten
+
+    first.p12["approver"].unlink()
+    ensure_dev_pki(tmp_path, PASS)
+    assert first.root_cert.read_bytes() == before[first.root_cert]
+    assert first.p12["officer"].read_bytes() == before[first.p12["officer"]]
+    assert first.p12["approver"].exists()
+    assert first.p12["approver"].read_bytes() != before[first.p12["approver"]]
+
+
+def test_pki_wrong_passphrase_does_not_replace_the_root(tmp_path: Path) -> None:
+    pki = ensure_dev_pki(tmp_path, PASS)
+    root = pki.root_cert.read_bytes()
+    with pytest.raises(ConfigurationError) as err:
+        ensure_dev_pki(tmp_path, b"not-the-passphrase")
+    assert "not-the-passphrase" not in str(err.value)
+    assert pki.root_cert.read_bytes() == root
+
+
+# --- signing and verification -----------------------------------------------------------------------
+
+
+def test_signed_pdf_verifies(signed: bytes, pki: DevPki) -> None:
+    report = verify_pdf(signed, roots(pki))
+    assert report.ok, report
+    (sig,) = report.signatures
+    assert sig.field == "officer"
+    assert sig.signer == "Cán bộ tiếp nhận"
+    assert sig.intact and sig.trusted and sig.ok
+    assert sig.coverage == "ENTIRE_FILE"
+    assert sig.modification_level == "NONE"
+    assert sig.signing_time is not None
+    assert abs(dt.datetime.now(dt.UTC) - sig.signing_time) < dt.timedelta(minutes=10)
+    assert REVOCATION_INFO in sig.problems
+    assert b"/ETSI.CAdES.detached" in signed  # PAdES, not adbe.pkcs7.detached
+
+
+def test_signing_keys_are_cached(keys: SigningKeys) -> None:
+    assert keys.signer("officer") is keys.signer("officer")
+    assert keys.signer("officer") is not keys.signer("seal")
+
+
+def test_flipped_byte_in_signed_range_breaks_the_signature(signed: bytes, pki: DevPki) -> None:
+    m = re.search(rb"/ByteRange\s*\[\s*(\d+)\s+(\d+)\s+(\d+)\s+(\d+)\s*\]", signed)
+    assert m
+    _, len1, _start2, _ = (int(x) for x in m.groups())
+    pos = signed.index(b"Hello dossier")
+    assert pos + 5 < len1  # inside the first covered range, not in /Contents
+    tampered = bytearray(signed)
+    tampered[pos] = ord("J")
+    report = verify_pdf(bytes(tampered), roots(pki))
+    assert not report.ok
+    assert not report.signatures[0].intact
+    assert "thay đổi" in report.summary_vi
+
+
+def test_certificate_from_another_root_is_not_trusted(other_pki: DevPki, pki: DevPki) -> None:
+    foreign = SigningKeys(other_pki, PASS).signer("officer")
+    out = sign_pdf(
+        make_pdf(), foreign, field_name="officer", reason="r", location="l",
+        signer_name=SIGNER_NAME, role_label=ROLE_LABEL,
+    )
+    report = verify_pdf(out, roots(pki))
+    assert not report.ok
+    assert report.signatures[0].intact and not report.signatures[0].trusted
+    assert verify_pdf(out, roots(other_pki)).ok  # same file, its own root: fine
+
+
+def test_incremental_change_of_page_content_after_signing_is_detected(signed: bytes, pki: DevPki) -> None:
+    w = IncrementalPdfFileWriter(io.BytesIO(signed))
+    stream = generic.StreamObject(stream_data=b"BT /F1 24 Tf 72 600 Td (APPROVED) Tj ET")
+    w.add_stream_to_page(0, w.add_object(stream))
+    out = io.BytesIO()
+    w.write(out)
+    report = verify_pdf(out.getvalue(), roots(pki))
+    assert not report.ok
+    sig = report.signatures[0]
+    assert sig.intact and sig.trusted  # the signed revision itself is untouched ...
+    assert sig.modification_level == "OTHER"  # ... but what came after is not allowed
+    assert sig.coverage == "ENTIRE_REVISION"
+
+
+def test_prepared_fields_then_two_signatures_verify(keys: SigningKeys, pki: DevPki) -> None:
+    pdf = prepare_fields(make_pdf(pages=2), [("a", 1, (50, 50, 250, 130)), ("b", 1, (300, 50, 550, 130))])
+    one = sign_pdf(pdf, keys.signer("approver"), field_name="a", reason="Phê duyệt", location="Hà Nội",
+                   signer_name="Lãnh đạo", role_label="Lãnh đạo phê duyệt", existing_fields_only=True)
+    two = sign_pdf(one, keys.signer("seal"), field_name="b", reason="Đóng dấu", location="Hà Nội",
+                   signer_name="Cơ quan", role_label="Con dấu", existing_fields_only=True)
+    report = verify_pdf(two, roots(pki))
+    assert report.ok, report
+    assert [s.field for s in report.signatures] == ["a", "b"]
+    assert report.signatures[0].modification_level == "FORM_FILLING"
+    with pytest.raises(SigningFailed):  # a field can be signed once
+        sign_pdf(two, keys.signer("seal"), field_name="b", reason="r", location="l",
+                 signer_name="x", role_label="y")
+    with pytest.raises(SigningFailed):
+        sign_pdf(pdf, keys.signer("seal"), field_name="missing", reason="r", location="l",
+                 signer_name="x", role_label="y", existing_fields_only=True)
+
+
+def test_visible_stamp_text_extracts_back_in_vietnamese(signed: bytes) -> None:
+    doc = pdfium.PdfDocument(signed)
+    try:
+        doc.init_forms()  # pdfium extracts a widget's appearance only once flattened into the page
+        doc[0].flatten()
+        flat = io.BytesIO()
+        doc.save(flat)
+    finally:
+        doc.close()
+    doc = pdfium.PdfDocument(flat.getvalue())
+    try:
+        text = doc[0].get_textpage().get_text_range()
+    finally:
+        doc.close()
+    text = unicodedata.normalize("NFC", text)
+    assert f"Ký bởi: {SIGNER_NAME}" in text
+    assert ROLE_LABEL in text
+    assert "Trung tâm Phục vụ hành chính công" in text
+    assert re.search(r"Ký ngày: \d\d/\d\d/\d{4} \d\d:\d\d", text)
+
+
+def test_stamp_box_follows_the_page_size() -> None:
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=(612, 792))
+    c.showPage()
+    c.save()
+    x1, y1, x2, y2 = stamp_box_top_right(buf.getvalue())
+    assert x2 <= 612 and y2 <= 792 and x1 > 612 / 2 and y1 > 792 / 2
+
+
+@pytest.mark.skipif(shutil.which("pdfsig") is None, reason="poppler-utils not installed")
+def test_pdfsig_agrees_on_the_digest(signed: bytes, tmp_path: Path) -> None:
+    good = tmp_path / "good.pdf"
+    good.write_bytes(signed)
+    out = subprocess.run(["pdfsig", str(good)], capture_output=True, text=True, check=False).stdout
+    assert "Signature Validation: Signature is Valid." in out
+    assert "Cán bộ tiếp nhận" in out
+    bad = tmp_path / "bad.pdf"
+    bad.write_bytes(signed.replace(b"Hello dossier", b"Jello dossier", 1))
+    out = subprocess.run(["pdfsig", str(bad)], capture_output=True, text=True, check=False).stdout
+    assert "Signature is Valid." not in out
+    assert "Digest Mismatch" in out
+
+
+# --- bad input ---------------------------------------------------------------------------------------
+
+
+def test_unsigned_pdf_is_not_ok(pki: DevPki) -> None:
+    report = verify_pdf(make_pdf(), roots(pki))
+    assert not report.ok and report.signatures == []
+    assert "không có chữ ký" in report.summary_vi
+
+
+def test_verify_rejects_non_pdf_input(pki: DevPki) -> None:
+    with pytest.raises(InputCorrupt):
+        verify_pdf(b"GIF89a not a pdf at all", roots(pki))
+    with pytest.raises(InputCorrupt):
+        verify_pdf(make_pdf()[:300], roots(pki))  # truncated PDF
+    with pytest.raises(InputEmpty):
+        verify_pdf(b"", roots(pki))
+    with pytest.raises(ConfigurationError):
+        verify_pdf(make_pdf(), [b"not a certificate"])
+
+
+def test_signing_errors_are_signing_failed(pki: DevPki, keys: SigningKeys) -> None:
+    with pytest.raises(SigningFailed):
+        sign_pdf(b"not a pdf", keys.signer("officer"), field_name="f", reason="r", location="l",
+                 signer_name="x", role_label="y")
+    with pytest.raises(SigningFailed):
+        sign_pdf(make_pdf(), keys.signer("officer"), field_name="f", reason="r", location="l",
+                 signer_name="x", role_label="y", visible_box=(10, 10, 100, 60), page=3)
+    with pytest.raises(SigningFailed) as err:
+        SigningKeys(pki, b"wrong-secret").signer("officer")
+    assert "wrong-secret" not in str(err.value) and err.value.message_vi
+
+
+# --- PAdES B-T against a local RFC 3161 responder ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tsa() -> Iterator[tuple[str, bytes]]:
+    """A throw-away TSA on 127.0.0.1 (its own root; pyHanko's test responder signs the tokens)."""
+    from asn1crypto import tsp
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from pyhanko.keys import internal
+    from pyhanko.sign.timestamps.dummy_client import DummyTimeStamper
+
+    now = dt.datetime.now(dt.UTC)
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(x509.NameOID.COMMON_NAME, "Test TSA")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1)).not_valid_after(now + dt.timedelta(days=2))
+        .add_extension(x509.ExtendedKeyUsage([x509.ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    stamper = DummyTimeStamper(
+        tsa_cert=internal.translate_pyca_cryptography_cert_to_asn1(cert),
+        tsa_key=internal.translate_pyca_cryptography_key_to_asn1(key),
+    )
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:  # noqa: N802
+            req = tsp.TimeStampReq.load(self.rfile.read(int(self.headers["Content-Length"])))
+            body = stamper.request_tsa_response(req).dump()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/timestamp-reply")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/", cert.public_bytes(serialization.Encoding.PEM)
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+
+def test_b_t_signature_with_timestamp(keys: SigningKeys, pki: DevPki, tsa: tuple[str, bytes]) -> None:
+    url, tsa_root = tsa
+    out = sign_pdf(make_pdf(), keys.signer("officer"), field_name="officer", reason="r", location="l",
+                   signer_name=SIGNER_NAME, role_label=ROLE_LABEL, timestamp_url=url)
+    report = verify_pdf(out, [pki.root_cert, tsa_root])
+    assert report.ok, report
+    assert report.signatures[0].signing_time is not None
+    # Without the TSA's root the signature itself is fine but its timestamp is not trusted.
+    report = verify_pdf(out, [pki.root_cert])
+    assert not report.ok
+    assert any("timestamp" in p for p in report.signatures[0].problems)
+
+
+def test_unreachable_tsa_is_signing_failed(keys: SigningKeys) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again below: nothing listens there
+    with pytest.raises(SigningFailed):
+        sign_pdf(make_pdf(), keys.signer("officer"), field_name="f", reason="r", location="l",
+                 signer_name="x", role_label="y", timestamp_url=f"http://127.0.0.1:{port}/")
+
+
+def test_sign_pdf_refuses_to_block_a_running_event_loop(keys: SigningKeys) -> None:
+    import asyncio
+
+    async def inside_loop() -> bytes:
+        return sign_pdf(make_pdf(), keys.signer("officer"), field_name="f", reason="r", location="l",
+                        signer_name="x", role_label="y")
+
+    async def in_thread() -> bytes:
+        return await asyncio.to_thread(
+            sign_pdf, make_pdf(), keys.signer("officer"), field_name="f", reason="r", location="l",
+            signer_name="x", role_label="y",
+        )
+
+    with pytest.raises(SigningFailed):
+        asyncio.run(inside_loop())
+    assert asyncio.run(in_thread()).startswith(b"%PDF-")
