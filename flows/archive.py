@@ -44,7 +44,7 @@ def reprocess_dossier(item: BatchInput, batch_id: str) -> BatchItemResult:
     return result
 
 
-@flow(name="hoso-reprocess", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=1))
+@flow(name="hoso-reprocess", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=1))  # type: ignore[arg-type]  # Prefect's generic runner typing
 def reprocess_flow(
     folder: str, procedure: str | None = None, batch_id: str | None = None, show_progress: bool = True
 ) -> BatchSummary:

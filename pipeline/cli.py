@@ -8,6 +8,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -186,8 +187,7 @@ def reprocess(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Archive: run the desk chain over every dossier in FOLDER as a Prefect flow (resumable)."""
-    from prefect.task_runners import ThreadPoolTaskRunner
-
+    import flows  # noqa: F401  (quiet Prefect defaults must be set before Prefect is imported)
     from flows.archive import reprocess_flow
     from flows.runtime import quick_flow_settings, use_services
     from pipeline.errors import InputMissing
@@ -195,7 +195,10 @@ def reprocess(
     if not folder.is_dir():
         _fail(InputMissing(f"not a folder: {folder}", f"Không tìm thấy thư mục: {folder}"))
     use_services(Services())
-    flow = reprocess_flow.with_options(task_runner=ThreadPoolTaskRunner(max_workers=concurrency))
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    runner: Any = ThreadPoolTaskRunner(max_workers=concurrency)  # Prefect's generic runner typing is too narrow
+    flow = reprocess_flow.with_options(task_runner=runner)
     with quick_flow_settings():
         summary = flow(str(folder), procedure, show_progress=not as_json)
     if as_json:
@@ -209,6 +212,53 @@ def reprocess(
             print(f"  ✘ {name}: {reason}")
     if summary.failed:
         raise typer.Exit(int(ExitCode.failed))
+
+
+@app.command()
+def stats(
+    date_from: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD)")],
+    date_to: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day, included")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Indicators of Decision 766 over the dossiers received in a period (see pipeline/stats.py)."""
+    from rich.table import Table
+
+    from pipeline.console import console
+    from pipeline.stats import compute_stats, table_rows
+
+    if date_to < date_from:
+        print("hoso: lỗi [usage]: ngày kết thúc trước ngày bắt đầu — --to is before --from", file=sys.stderr)
+        raise typer.Exit(int(ExitCode.usage))
+    services = Services()
+    result = _guard(
+        lambda: compute_stats(
+            services.registry, date_from.date(), date_to.date(), tz=services.settings.timezone
+        )
+    )
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    table = Table(title=f"Chỉ số 766: hồ sơ tiếp nhận từ {date_from:%d/%m/%Y} đến {date_to:%d/%m/%Y}")
+    for col in ("Chỉ số", "Tỷ lệ", "Số hồ sơ"):
+        table.add_column(col)
+    for row in table_rows(result):
+        table.add_row(*row)
+    console().print(table)
+
+
+natdb_app = typer.Typer(help="Reference national databases (population DB + citizens' data stores).")
+app.add_typer(natdb_app, name="natdb")
+
+
+@natdb_app.command("serve")
+def natdb_serve(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8700,
+) -> None:
+    """Serve the reference national-database service on the registry database (HOSO_DATABASE_URL)."""
+    from pipeline.natdb_service import main as serve
+
+    raise typer.Exit(serve(["--host", host, "--port", str(port)]))
 
 
 @app.command()
