@@ -31,8 +31,8 @@ install_system_packages() {
 
 find_python() {
   local c
-  for c in python3.13 python3.12 python3.11 python3; do
-    if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+  for c in python3 python3.11 python3.12 python3.13; do
+    if command -v "$c" >/dev/null && "$c" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
       command -v "$c"; return 0
     fi
   done

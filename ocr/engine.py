@@ -23,7 +23,14 @@ from PIL import Image
 from ocr.load import InputInfo, LoadedPage, inspect_input, iter_pages
 from ocr.models import OcrOptions, OcrResult, RecognizedPage, Word
 from ocr.pdf import assemble, write_page_pdf
-from ocr.preprocess import Geometry, analyse_geometry, normalise_for_ocr, rotate_image
+from ocr.preprocess import (
+    Geometry,
+    analyse_geometry,
+    find_page_quad,
+    flatten_page,
+    normalise_for_ocr,
+    rotate_image,
+)
 from ocr.recognize import Recognition, recognize
 from ocr.triage import to_gray, triage
 from pipeline.errors import OcrFailed
@@ -42,6 +49,8 @@ class PageJob:
     image_path: Path
     dpi: int
     pdf_path: Path
+    pdf_source: tuple[Path, int] | None = None  # the input page whose image is kept as it is
+    jpeg_file: Path | None = None
 
 
 def _prepare(image: Image.Image, dpi: int, rotation: int, skew: float) -> tuple[Image.Image, np.ndarray, int]:
@@ -77,13 +86,26 @@ def _recognize_upright(
 
 
 def process_page(
-    image: Image.Image, index: int, dpi: int, options: OcrOptions, pdf_path: Path
+    image: Image.Image,
+    index: int,
+    dpi: int,
+    options: OcrOptions,
+    pdf_path: Path,
+    *,
+    keep_source: bool = False,
+    jpeg_file: Path | None = None,
 ) -> RecognizedPage:
-    """Triage, straighten, recognise one page and write its one-page searchable PDF to ``pdf_path``."""
+    """Triage, straighten, recognise one page and write its one-page searchable PDF to ``pdf_path``.
+
+    The PDF page keeps the original image (shown upright through /Rotate) with the text layer mapped
+    onto it; ``keep_source`` leaves a placeholder for the input PDF's own image stream, ``jpeg_file``
+    embeds that file's bytes.
+    """
+    jpeg = jpeg_file.read_bytes() if jpeg_file is not None and not keep_source else None
     gray = to_gray(image)
     tri = triage(gray, dpi)
     if tri.kind == "blank":
-        write_page_pdf(image, dpi, None, pdf_path)
+        write_page_pdf(image, dpi, None, pdf_path, jpeg=jpeg, placeholder=keep_source)
         return RecognizedPage(
             index=index,
             kind="blank",
@@ -95,10 +117,19 @@ def process_page(
             confidence=0.0,
             rescan_reason=None,
         )
+    page, to_photo = image, None
+    quad = find_page_quad(gray, dpi)
+    if quad is not None:  # a photo of the page on a desk: OCR the page flattened to a rectangle
+        page, to_photo = flatten_page(image, quad)
+        gray = to_gray(page)
     geo = analyse_geometry(gray, dpi)
     del gray
-    rotation, skew, upright, rec, ocr_dpi = _recognize_upright(image, dpi, geo, options)
-    write_page_pdf(upright, dpi, rec.pdf, pdf_path)
+    rotation, skew, upright, rec, ocr_dpi = _recognize_upright(page, dpi, geo, options)
+    del upright
+    write_page_pdf(
+        image, dpi, rec.pdf, pdf_path, rotation=rotation, skew=skew, jpeg=jpeg, placeholder=keep_source,
+        flattened=None if to_photo is None else (to_photo, page.size),
+    )
     f = dpi / ocr_dpi
     words = [
         Word(
@@ -117,8 +148,8 @@ def process_page(
         rotation=rotation,  # type: ignore[arg-type]
         skew_degrees=round(skew, 2),
         dpi=dpi,
-        width_px=upright.width,
-        height_px=upright.height,
+        width_px=page.height if rotation % 180 else page.width,
+        height_px=page.width if rotation % 180 else page.height,
         text=rec.text,
         words=words,
         confidence=round(rec.confidence, 4),
@@ -130,7 +161,10 @@ def process_page(
 def _run_job(job: PageJob, options: OcrOptions) -> RecognizedPage:
     with Image.open(job.image_path) as im:
         im.load()
-        page = process_page(im, job.index, job.dpi, options, job.pdf_path)
+        page = process_page(
+            im, job.index, job.dpi, options, job.pdf_path, keep_source=job.pdf_source is not None,
+            jpeg_file=job.jpeg_file,
+        )
     job.image_path.unlink(missing_ok=True)
     return page
 
@@ -173,7 +207,9 @@ def _spool(pages: Iterator[LoadedPage], work: Path) -> Iterator[PageJob]:
     for page in pages:
         img_path = work / f"in-{page.index:05d}.tiff"
         page.image.save(img_path, "TIFF")
-        yield PageJob(page.index, img_path, page.dpi, work / f"page-{page.index:05d}.pdf")
+        yield PageJob(
+            page.index, img_path, page.dpi, work / f"page-{page.index:05d}.pdf", page.pdf_source, page.jpeg_file
+        )
 
 
 def ocr_input(path: Path, out_pdf: Path, options: OcrOptions) -> OcrResult:
@@ -190,8 +226,14 @@ def ocr_input(path: Path, out_pdf: Path, options: OcrOptions) -> OcrResult:
         if jobs == 1 or info.page_count == 1:
             for page in iter_pages(info, options):
                 pdf_path = work / f"page-{page.index:05d}.pdf"
-                job_list.append(PageJob(page.index, Path(), page.dpi, pdf_path))
-                results.append(process_page(page.image, page.index, page.dpi, options, pdf_path))
+                job_list.append(PageJob(page.index, Path(), page.dpi, pdf_path, page.pdf_source))
+                results.append(
+                    process_page(
+                        page.image, page.index, page.dpi, options, pdf_path,
+                        keep_source=page.pdf_source is not None, jpeg_file=page.jpeg_file,
+                    )
+                )
+                del page
         else:
             pool = _pool(jobs)
             pending: deque[Future[RecognizedPage]] = deque()
@@ -211,7 +253,7 @@ def ocr_input(path: Path, out_pdf: Path, options: OcrOptions) -> OcrResult:
                 for fut in pending:
                     fut.cancel()
         tmp_out = work / "out.pdf"
-        assemble([j.pdf_path for j in job_list], tmp_out)
+        assemble([j.pdf_path for j in job_list], tmp_out, [j.pdf_source for j in job_list])
         shutil.move(tmp_out, out_pdf)
         return OcrResult(pages=results, pdf_path=out_pdf, seconds=round(time.monotonic() - start, 3))
     finally:

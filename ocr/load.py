@@ -59,6 +59,9 @@ class LoadedPage:
     index: int  # 1-based position in the input
     image: Image.Image
     dpi: int
+    # Where the page's original image data can be copied from unchanged: (PDF, 0-based page), or a JPEG.
+    pdf_source: tuple[Path, int] | None = None
+    jpeg_file: Path | None = None
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.index, self.image, self.dpi))
@@ -285,7 +288,8 @@ def _iter_image_file(path: Path, options: OcrOptions, start: int) -> Iterator[Lo
                 page = _normalise_mode(frame.copy())
             except (OSError, SyntaxError, ValueError) as exc:
                 raise InputCorrupt(f"{path.name}: cannot decode frame {k + 1}: {exc}") from exc
-            yield LoadedPage(start + k, page, image_dpi(frame))
+            jpeg = path if im.format == "JPEG" and im.mode in ("L", "RGB") else None
+            yield LoadedPage(start + k, page, image_dpi(frame), jpeg_file=jpeg)
     finally:
         im.close()
 
@@ -303,7 +307,20 @@ def _single_full_page_image(page: pikepdf.Page) -> pikepdf.Stream | None:
     return images[0]
 
 
-def _pdf_page_image(pdf: pikepdf.Pdf, doc: pdfium.PdfDocument, i: int) -> tuple[Image.Image, int]:
+_PASSTHROUGH_SPACES = ("/DeviceGray", "/DeviceRGB")
+
+
+def _can_pass_through(stream: pikepdf.Stream, rotate: int) -> bool:
+    """Whether the image stream can go into the output PDF/A page as it is."""
+    if rotate or stream.get("/SMask") is not None or stream.get("/ImageMask"):
+        return False
+    cs = stream.get("/ColorSpace")
+    if isinstance(cs, pikepdf.Array) and len(cs) and cs[0] == pikepdf.Name.ICCBased:
+        return True
+    return str(cs) in _PASSTHROUGH_SPACES
+
+
+def _pdf_page_image(pdf: pikepdf.Pdf, doc: pdfium.PdfDocument, i: int) -> tuple[Image.Image, int, bool]:
     page = pdf.pages[i]
     w_pt, _ = _page_size_pt(page)
     stream = _single_full_page_image(page)
@@ -314,12 +331,12 @@ def _pdf_page_image(pdf: pikepdf.Pdf, doc: pdfium.PdfDocument, i: int) -> tuple[
             dpi = round(im.width / (w_pt / 72))
             if rotate:
                 im = im.rotate(-rotate, expand=True)  # /Rotate turns the page clockwise when shown
-            return im, max(50, dpi)
+            return im, max(50, dpi), _can_pass_through(stream, rotate)
         except (pikepdf.PdfError, pikepdf.UnsupportedImageTypeError, NotImplementedError, OSError):
             pass  # e.g. JBIG2 or an exotic colour space: let pdfium render it
     bitmap = doc[i].render(scale=RENDER_DPI / 72, rotation=0)
     im = bitmap.to_pil()
-    return _normalise_mode(im), RENDER_DPI
+    return _normalise_mode(im), RENDER_DPI, False
 
 
 def _iter_pdf(path: Path) -> Iterator[LoadedPage]:
@@ -328,10 +345,10 @@ def _iter_pdf(path: Path) -> Iterator[LoadedPage]:
         try:
             for i in range(len(pdf.pages)):
                 try:
-                    im, dpi = _pdf_page_image(pdf, doc, i)
+                    im, dpi, keep = _pdf_page_image(pdf, doc, i)
                 except pdfium.PdfiumError as exc:
                     raise InputCorrupt(f"{path.name}: page {i + 1} cannot be rendered: {exc}") from exc
-                yield LoadedPage(i + 1, im, dpi)
+                yield LoadedPage(i + 1, im, dpi, pdf_source=(path, i) if keep else None)
         finally:
             doc.close()
 
@@ -349,3 +366,27 @@ def iter_pages(info: InputInfo, options: OcrOptions) -> Iterator[LoadedPage]:
         for page in _iter_image_file(f, options, index):
             yield page
             index += 1
+
+
+def signature_fields(path: Path) -> list[str]:
+    """Names of the signed signature fields (AcroForm /FT /Sig with a /V) of a PDF; [] for other files."""
+    if sniff_format(Path(path)) != "pdf":
+        return []
+    names: list[str] = []
+    try:
+        with pikepdf.open(path) as pdf:
+            acroform = pdf.Root.get("/AcroForm")
+            stack = list(acroform.get("/Fields", [])) if acroform is not None else []
+            seen: set[tuple[int, int]] = set()
+            while stack:
+                fld = stack.pop()
+                if not isinstance(fld, pikepdf.Dictionary) or (fld.is_indirect and fld.objgen in seen):
+                    continue
+                if fld.is_indirect:
+                    seen.add(fld.objgen)
+                if fld.get("/FT") == pikepdf.Name.Sig and fld.get("/V") is not None:
+                    names.append(str(fld.get("/T", "")))
+                stack.extend(fld.get("/Kids", []))
+    except pikepdf.PdfError:
+        return []  # unreadable PDFs are refused by inspect_input with their own reason
+    return sorted(names)

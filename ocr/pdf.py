@@ -8,12 +8,15 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
+import cv2
+import numpy as np
 import pikepdf
 from PIL import Image
 
-JPEG_QUALITY = 70
+JPEG_QUALITY = 85  # only for pages that must be re-encoded (PNG/TIFF inputs, turned PDF pages)
 
 
 def _image_stream(pdf: pikepdf.Pdf, image: Image.Image) -> pikepdf.Stream:
@@ -80,35 +83,182 @@ def _ccitt_g4(image: Image.Image) -> bytes | None:
     return data[offsets[0] : offsets[0] + counts[0]]
 
 
-def write_page_pdf(image: Image.Image, dpi: int, text_pdf: bytes | None, out: Path) -> Path:
-    """Write a one-page PDF: ``image`` filling a page of its physical size, ``text_pdf`` laid over it."""
+def text_to_original(
+    original_size: tuple[int, int],
+    upright_size: tuple[int, int],
+    dpi: int,
+    rotation: int,
+    skew: float,
+    flattened: tuple[np.ndarray, tuple[int, int]] | None = None,
+) -> np.ndarray:
+    """3x3 matrix from the upright, levelled page's PDF space to the original image's PDF space (points).
+
+    The OCR ran on the original turned by ``rotation`` (PIL transpose) then levelled by ``skew`` (OpenCV,
+    about the centre); the text layer is mapped back so that it lies on the original, unchanged image.
+    """
+    wo, ho = original_size
+    wu, hu = upright_size
+    back = np.eye(3)
+    if flattened is not None:
+        # A photo's page was flattened by a homography; the text layer takes its closest affine map.
+        homography, (wf, hf) = flattened
+        rect = np.array([[0, 0], [wf, 0], [wf, hf], [0, hf]], dtype=np.float64)
+        photo = cv2.perspectiveTransform(rect[None], homography)[0]
+        design = np.hstack([rect, np.ones((4, 1))])
+        affine, *_ = np.linalg.lstsq(design, photo, rcond=None)
+        back = np.vstack([affine.T, [0, 0, 1]])
+        wo, ho = wf, hf  # the quarter turn below applies to the flattened page
+    s = 72 / dpi
+    turn = {  # original pixel -> turned pixel (continuous coordinates)
+        0: [[1, 0, 0], [0, 1, 0]],
+        90: [[0, 1, 0], [-1, 0, wo]],
+        180: [[-1, 0, wo], [0, -1, ho]],
+        270: [[0, -1, ho], [1, 0, 0]],
+    }[rotation % 360]
+    t = np.vstack([np.array(turn, dtype=np.float64), [0, 0, 1]])
+    a = np.vstack([cv2.getRotationMatrix2D((wu / 2, hu / 2), skew, 1.0), [0, 0, 1]])
+    to_pdf_o = np.array([[s, 0, 0], [0, -s, original_size[1] * s], [0, 0, 1]])
+    to_pdf_u = np.array([[s, 0, 0], [0, -s, hu * s], [0, 0, 1]])
+    return to_pdf_o @ back @ np.linalg.inv(t) @ np.linalg.inv(a) @ np.linalg.inv(to_pdf_u)
+
+
+def write_page_pdf(
+    image: Image.Image,
+    dpi: int,
+    text_pdf: bytes | None,
+    out: Path,
+    *,
+    rotation: int = 0,
+    skew: float = 0.0,
+    jpeg: bytes | None = None,
+    placeholder: bool = False,
+    flattened: tuple[np.ndarray, tuple[int, int]] | None = None,
+) -> Path:
+    """Write a one-page PDF: the original ``image`` filling a page of its physical size, shown upright
+    through /Rotate, with ``text_pdf`` (Tesseract's text-only page of the turned and levelled image)
+    mapped onto it word for word.
+
+    ``flattened``: (homography from the flattened page to the photo, flattened size) for phone photos.
+    ``jpeg``: the image's own JPEG bytes, embedded as they are. ``placeholder``: draw a 1x1 stand-in that
+    :func:`assemble` replaces with the source PDF's image stream (no re-encoding).
+    """
     w_pt, h_pt = image.width * 72 / dpi, image.height * 72 / dpi
     pdf = pikepdf.new()
     page = pdf.add_blank_page(page_size=(w_pt, h_pt))
-    page.Resources = pikepdf.Dictionary(XObject=pikepdf.Dictionary(Im0=_image_stream(pdf, image)))
-    page.Contents = pikepdf.Stream(pdf, f"q {w_pt:.4f} 0 0 {h_pt:.4f} 0 0 cm /Im0 Do Q\n".encode())
+    if placeholder:
+        stream = _image_stream(pdf, Image.new("L", (1, 1), 255))
+    elif jpeg is not None and image.mode in ("L", "RGB"):
+        stream = _jpeg_stream(pdf, jpeg, image)
+    else:
+        stream = _image_stream(pdf, image)
+    xobjects = pikepdf.Dictionary(Im0=stream)
+    page.Resources = pikepdf.Dictionary(XObject=xobjects)
+    content = f"q {w_pt:.4f} 0 0 {h_pt:.4f} 0 0 cm /Im0 Do Q\n"
+    if rotation % 360:
+        page.Rotate = (360 - rotation) % 360  # /Rotate turns clockwise for display; the content was turned cw
     if text_pdf:
         with pikepdf.open(io.BytesIO(text_pdf)) as text_doc:
-            # Tesseract sizes its page from the OCR image's dpi; the overlay is scaled onto our page.
-            page.add_overlay(text_doc.pages[0], pikepdf.Rectangle(0, 0, w_pt, h_pt))
+            text_page = text_doc.pages[0]
+            tw, th = (float(v) for v in text_page.mediabox[2:])
+            form = pdf.copy_foreign(text_page.as_form_xobject())
+            xobjects.Txt0 = form
+            w, h = flattened[1] if flattened is not None else image.size
+            turned = (h, w) if rotation % 180 else (w, h)
+            m = text_to_original(image.size, turned, dpi, rotation, skew, flattened)
+            # Tesseract sizes its page from the OCR image; scale it onto the upright page first.
+            m = m @ np.diag([turned[0] * 72 / dpi / tw, turned[1] * 72 / dpi / th, 1.0])
+            cm = " ".join(f"{v:.6f}" for v in (m[0, 0], m[1, 0], m[0, 1], m[1, 1], m[0, 2], m[1, 2]))
+            content += f"q {cm} cm /Txt0 Do Q\n"
+            page.Contents = pikepdf.Stream(pdf, content.encode())
             pdf.save(out)
     else:
+        page.Contents = pikepdf.Stream(pdf, content.encode())
         pdf.save(out)
     return out
 
 
-def assemble(pages: Sequence[Path], out: Path) -> Path:
-    """Join single-page PDFs in order into ``out``."""
+def _jpeg_stream(pdf: pikepdf.Pdf, data: bytes, image: Image.Image) -> pikepdf.Stream:
+    return pikepdf.Stream(
+        pdf,
+        data,
+        Type=pikepdf.Name.XObject,
+        Subtype=pikepdf.Name.Image,
+        Width=image.width,
+        Height=image.height,
+        ColorSpace=pikepdf.Name.DeviceGray if image.mode == "L" else pikepdf.Name.DeviceRGB,
+        BitsPerComponent=8,
+        Filter=pikepdf.Name.DCTDecode,
+    )
+
+
+def _srgb_profile() -> bytes:
+    from PIL import ImageCms
+
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def make_pdfa(pdf: pikepdf.Pdf, title: str = "") -> None:
+    """Declare PDF/A-2b: XMP pdfaid metadata and an sRGB output intent (fonts and images already comply)."""
+    icc = pikepdf.Stream(pdf, _srgb_profile())
+    icc.N = 3
+    pdf.Root.OutputIntents = pikepdf.Array(
+        [
+            pdf.make_indirect(
+                pikepdf.Dictionary(
+                    Type=pikepdf.Name.OutputIntent,
+                    S=pikepdf.Name.GTS_PDFA1,
+                    OutputConditionIdentifier=pikepdf.String("sRGB"),
+                    Info=pikepdf.String("sRGB IEC61966-2.1"),
+                    DestOutputProfile=pdf.make_indirect(icc),
+                )
+            )
+        ]
+    )
+    now = datetime.now(UTC).isoformat(timespec="seconds")
+    with pdf.open_metadata() as meta:
+        meta["pdfaid:part"] = "2"
+        meta["pdfaid:conformance"] = "B"
+        meta["pdf:Producer"] = "hoso"
+        meta["xmp:CreatorTool"] = "hoso (Tesseract OCR)"
+        meta["xmp:CreateDate"] = now
+        meta["xmp:ModifyDate"] = now
+        meta["xmp:MetadataDate"] = now
+        if title:
+            meta["dc:title"] = title
+
+
+def assemble(pages: Sequence[Path], out: Path, sources: Sequence[tuple[Path, int] | None] = ()) -> Path:
+    """Join single-page PDFs in order into a PDF/A-2b ``out``.
+
+    ``sources[i]``, when given, names the input PDF and page whose image stream replaces page i's
+    placeholder image as it is, without decoding or re-encoding.
+    """
     result = pikepdf.new()
-    sources: list[pikepdf.Pdf] = []
+    opened: list[pikepdf.Pdf] = []
+    inputs: dict[Path, pikepdf.Pdf] = {}
     try:
-        for p in pages:
+        for i, p in enumerate(pages):
             src = pikepdf.open(p)
-            sources.append(src)
-            result.pages.extend(src.pages)
+            opened.append(src)
+            result.pages.append(src.pages[0])
+            origin = sources[i] if i < len(sources) else None
+            if origin is not None:
+                if origin[0] not in inputs:
+                    inputs[origin[0]] = pikepdf.open(origin[0])
+                image = _only_image(inputs[origin[0]].pages[origin[1]])
+                result.pages[-1].Resources.XObject.Im0 = result.copy_foreign(image)
+        make_pdfa(result)
         result.save(out, object_stream_mode=pikepdf.ObjectStreamMode.generate)
     finally:
-        for src in sources:
+        for src in [*opened, *inputs.values()]:
             src.close()
         result.close()
     return out
+
+
+def _only_image(page: pikepdf.Page) -> pikepdf.Object:
+    xobjects = page.obj.Resources.get("/XObject")
+    images = [x for x in (xobjects or {}).values() if x.get("/Subtype") == pikepdf.Name.Image]
+    if len(images) != 1:
+        raise ValueError("source page no longer holds exactly one image")
+    return images[0]

@@ -143,3 +143,70 @@ def normalise_for_ocr(image: Image.Image, dpi: int) -> tuple[np.ndarray, int]:
         gray = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
         dpi = OCR_DPI
     return gray, dpi
+
+
+QUAD_DPI = 50
+MIN_QUAD_AREA = 0.3  # the page covers at least this much of a phone photo...
+MAX_QUAD_AREA = 0.97  # ...and leaves a visible background (a flatbed scan fills the frame)
+MIN_PAGE_CONTRAST = 25  # grey levels between the page and what lies around it
+QUAD_INSET = 0.02
+
+
+def find_page_quad(gray: np.ndarray, dpi: int) -> np.ndarray | None:
+    """The page's four corners (tl, tr, br, bl; full-resolution pixels) in a photo of it on a darker
+    background, or None when the page fills the frame (a scan) or no clear quadrilateral stands out."""
+    scale = QUAD_DPI / max(dpi, 1)
+    small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
+    blur = cv2.GaussianBlur(small, (5, 5), 0)
+    _, mask = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))  # text holes in the page
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    if not contours:
+        return None
+    page = max(contours, key=cv2.contourArea)
+    area = cv2.contourArea(page) / mask.size
+    if not MIN_QUAD_AREA <= area <= MAX_QUAD_AREA:
+        return None
+    hull = cv2.convexHull(page)
+    quad = cv2.approxPolyDP(hull, 0.02 * cv2.arcLength(hull, True), True)
+    if len(quad) != 4:
+        return None
+    inside = np.zeros_like(mask)
+    cv2.fillPoly(inside, [quad], 255)
+    if float(blur[inside > 0].mean()) - float(blur[inside == 0].mean()) < MIN_PAGE_CONTRAST:
+        return None
+    pts = quad.reshape(4, 2).astype(np.float32)
+    s, d = pts.sum(axis=1), np.diff(pts, axis=1).ravel()
+    ordered = np.array([pts[np.argmin(s)], pts[np.argmin(d)], pts[np.argmax(s)], pts[np.argmax(d)]], np.float32)
+    h, w = small.shape
+    margin = 0.01 * max(h, w) + 1
+    on_edge = (ordered[:, 0] <= margin) | (ordered[:, 0] >= w - 1 - margin)
+    on_edge |= (ordered[:, 1] <= margin) | (ordered[:, 1] >= h - 1 - margin)
+    if on_edge.sum() >= 2 or not _roughly_rectangular(ordered):
+        return None  # a scanner border cut by the frame, or a shape that is no page
+    return ordered / scale
+
+
+def _roughly_rectangular(quad: np.ndarray, tolerance: float = 25.0) -> bool:
+    for i in range(4):
+        a, b = quad[i - 1] - quad[i], quad[(i + 1) % 4] - quad[i]
+        cos = float(np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-6))
+        if abs(np.degrees(np.arccos(np.clip(cos, -1, 1))) - 90) > tolerance:
+            return False
+    return True
+
+
+def flatten_page(image: Image.Image, quad: np.ndarray) -> tuple[Image.Image, np.ndarray]:
+    """The page inside ``quad`` warped to a rectangle, and the 3x3 homography from it back to the photo."""
+    # Pull the corners in a little: a quad found at QUAD_DPI is a few pixels off, and a sliver of dark
+    # desk along the page's long edges would read as text lines running down the page.
+    centre = quad.mean(axis=0)
+    quad = (centre + (quad - centre) * (1 - QUAD_INSET)).astype(np.float32)
+    tl, tr, br, bl = quad
+    w = int(round(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))))
+    h = int(round(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))))
+    rect = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    forward = cv2.getPerspectiveTransform(quad, rect)
+    arr = np.asarray(image.convert("L") if image.mode == "1" else image)
+    flat = cv2.warpPerspective(arr, forward, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return Image.fromarray(flat), np.linalg.inv(forward)

@@ -11,15 +11,25 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING, Literal
 
 from rapidfuzz import fuzz
 
 from pipeline.catalog import UNKNOWN, Catalog
 
+if TYPE_CHECKING:
+    from pipeline.train import DocTypeModel
+
+ClassifierMethod = Literal["rules", "model", "combined"]
+
 TITLE_LINES = 14  # agency header + motto + title fit in the first lines of every pilot form
 TITLE_MIN = 0.84  # a title line must match at least this well (rapidfuzz ratio / 100)
 KEYWORD_MIN = 88.0
 UNKNOWN_BELOW = 0.45
+# Combined: the rules' score and the model's calibrated probability, averaged with these weights.
+RULES_WEIGHT = 0.5
+COMBINED_UNKNOWN_BELOW = 0.4
+MODEL_UNKNOWN_BELOW = 0.5
 _TITLE_WEIGHT = 0.75
 
 _NON_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -134,11 +144,7 @@ def scores(text: str, catalog: Catalog) -> dict[str, float]:
     return out
 
 
-def classify(text: str, catalog: Catalog) -> tuple[str, float]:
-    """The most likely document type of ``text`` and a confidence in 0..1; ``unknown`` when unsure."""
-    if not text.strip():
-        return UNKNOWN, 0.0
-    ranked = sorted(scores(text, catalog).items(), key=lambda kv: kv[1], reverse=True)
+def _decide(ranked: list[tuple[str, float]], unknown_below: float) -> tuple[str, float]:
     if not ranked:
         return UNKNOWN, 0.0
     key, score = ranked[0]
@@ -146,6 +152,45 @@ def classify(text: str, catalog: Catalog) -> tuple[str, float]:
     # Two types almost tied: lower the confidence so the clerk looks at it.
     confidence = score - max(0.0, 0.1 - (score - runner_up))
     confidence = round(max(0.0, min(1.0, confidence)), 3)
-    if score < UNKNOWN_BELOW:
+    if score < unknown_below:
         return UNKNOWN, confidence
     return key, confidence
+
+
+def combined_scores(
+    text: str, catalog: Catalog, method: ClassifierMethod = "combined", model: DocTypeModel | None = None
+) -> dict[str, float]:
+    """Per-type scores in 0..1 by the rules, the learned model, or their blend."""
+    if method == "rules":
+        return scores(text, catalog)
+    if model is None:
+        from pipeline.train import bundled_model
+
+        model = bundled_model()
+    if model is None:  # no model shipped: the rules alone
+        return scores(text, catalog)
+    probs = {k: v for k, v in model.probabilities(text).items() if k in catalog.document_types}
+    if method == "model":
+        return probs
+    rules = scores(text, catalog)
+    return {k: RULES_WEIGHT * rules.get(k, 0.0) + (1 - RULES_WEIGHT) * probs.get(k, 0.0) for k in rules}
+
+
+def classify(
+    text: str,
+    catalog: Catalog,
+    *,
+    method: ClassifierMethod = "combined",
+    model: DocTypeModel | None = None,
+) -> tuple[str, float]:
+    """The most likely document type of ``text`` and a confidence in 0..1; ``unknown`` when unsure.
+
+    ``method``: ``rules`` (printed titles and keywords), ``model`` (the learned model,
+    :mod:`pipeline.train`; the bundled one unless ``model`` is given) or ``combined`` (their average).
+    """
+    if not text.strip():
+        return UNKNOWN, 0.0
+    s = combined_scores(text, catalog, method, model)
+    ranked = sorted(s.items(), key=lambda kv: kv[1], reverse=True)
+    threshold = {"rules": UNKNOWN_BELOW, "model": MODEL_UNKNOWN_BELOW}.get(method, COMBINED_UNKNOWN_BELOW)
+    return _decide(ranked, threshold)

@@ -10,6 +10,7 @@ from pipeline.errors import InvalidState
 from pipeline.models import DossierState
 from pipeline.results import ResultContent, issue_signed_result
 from pipeline.services import Services
+from signing.levels import Level
 
 RESULT_ALLOWED_FROM = {DossierState.received}
 APPROVER_NAME = "Lãnh đạo phê duyệt"
@@ -60,6 +61,8 @@ def issue_result(
         approver_name=APPROVER_NAME,
         agency_name=services.settings.agency_name,
         timestamp_url=services.settings.tsa_url,
+        level=Level(services.settings.level_result),
+        trust_roots=services.trust_roots,
     )
     key = f"dossiers/{code}/result.pdf"
     info = services.store.put_bytes(

@@ -142,8 +142,15 @@ def verify(
     file: Annotated[Path, typer.Argument(metavar="FILE.pdf")],
     trust: Annotated[list[Path] | None, typer.Option("--trust", help="Trusted root certificate (PEM/DER)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    at: Annotated[
+        datetime | None,
+        typer.Option("--at", metavar="ISO-TIME", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
+                     help="Validate as of this time (default: now; UTC unless an offset is given)"),
+    ] = None,
 ) -> None:
     """Verify every signature in a PDF; exit non-zero unless all hold."""
+    from datetime import UTC
+
     from pipeline.console import console, verification_panel
     from pipeline.errors import InputMissing
     from signing.verify import verify_pdf
@@ -151,8 +158,12 @@ def verify(
     def body() -> Any:
         if not file.is_file():
             raise InputMissing(f"file not found: {file}", f"Không tìm thấy tệp: {file}")
-        roots: list[bytes | Path] = list(trust or []) or [Services().pki.root_cert]
-        return verify_pdf(file.read_bytes(), roots)
+        roots: list[bytes | Path] = list(trust or [])
+        if not roots:
+            services = Services()
+            roots = list(services.settings.trust_roots) or [services.pki.root_cert]
+        when = None if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
+        return verify_pdf(file.read_bytes(), roots, validation_time=when)
 
     report = _guard(body)
     if as_json:
@@ -246,6 +257,47 @@ def stats(
     console().print(table)
 
 
+signing_app = typer.Typer(help="Signatures over time: archive upkeep of stored signed PDFs.")
+app.add_typer(signing_app, name="signing")
+
+
+@signing_app.command("refresh")
+def signing_refresh(
+    within_days: Annotated[
+        int | None, typer.Option("--within-days", min=1, help="Renew when the TSA certificate expires within N days")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be renewed")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Add a new document timestamp to stored results and digitised copies whose long-term proof ages."""
+    from datetime import timedelta
+
+    from signing.refresh import RefreshItem, refresh_stored
+
+    services = Services()
+    days = within_days or services.settings.refresh_before_days
+
+    def show(item: RefreshItem) -> None:
+        if not as_json:
+            mark = {"refreshed": "✔", "would_refresh": "…", "failed": "✘"}[item.action]
+            error = f" — {item.error}" if item.error else ""
+            print(f"  {mark} {item.dossier_code} {item.artifact}: {item.reason}{error}")
+
+    items = _guard(lambda: refresh_stored(
+        services.store, services.registry, tsa_url=services.settings.tsa_url, trust_roots=services.trust_roots,
+        trust_root_files=list(services.settings.trust_roots) or [services.pki.root_cert],
+        within=timedelta(days=days), dry_run=dry_run, on_item=show,
+    ))
+    failed = [i for i in items if i.action == "failed"]
+    if as_json:
+        print(json.dumps([i.model_dump(mode="json") for i in items], ensure_ascii=False, indent=2))
+    else:
+        verb = "cần gia hạn" if dry_run else "đã gia hạn"
+        print(f"{len(items) - len(failed)} tệp {verb}, {len(failed)} lỗi (ngưỡng {days} ngày).")
+    if failed:
+        raise typer.Exit(int(ExitCode.failed))
+
+
 natdb_app = typer.Typer(help="Reference national databases (population DB + citizens' data stores).")
 app.add_typer(natdb_app, name="natdb")
 
@@ -262,6 +314,24 @@ def natdb_serve(
 
 
 @app.command()
+def train(
+    out: Annotated[Path | None, typer.Option("--out", help="Model file (default: the bundled one)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic training documents")] = 0,
+    per_type: Annotated[int, typer.Option("--per-type", min=4, help="Synthetic documents per type")] = 240,
+) -> None:
+    """Train the document-type model on generated synthetic documents (deterministic for a seed)."""
+    from pipeline.train import bundled_model_path, save_model, train_model
+
+    def body() -> tuple[str, dict[str, float]]:
+        model, metrics = train_model(seed=seed, per_type=per_type)
+        return save_model(model, out or bundled_model_path()), metrics
+
+    digest, metrics = _guard(body)
+    print(f"{out or bundled_model_path()}  sha256 {digest}")
+    print(", ".join(f"{k} {v:g}" for k, v in metrics.items()))
+
+
+@app.command()
 def demo(
     out: Annotated[Path, typer.Option("--out", help="Where to write the demo's PDFs and JSON")] = Path("var/demo"),
 ) -> None:
@@ -274,7 +344,7 @@ def demo(
     receipt = json.loads((out / "sample_dossier.json").read_text(encoding="utf-8"))
     code = receipt["dossier_code"]
     print("== 2. Kiểm tra chữ ký bản số hóa")
-    _run_quietly(lambda: verify(out / "sample_dossier.pdf", None, False))
+    _run_quietly(lambda: verify(out / "sample_dossier.pdf", None, False, None))
     services = Services()
     record = services.registry.get(code)
     result_pdf = out / f"{code}-ket-qua.pdf"
@@ -285,7 +355,7 @@ def demo(
         print(f"== 3. Kết quả điện tử đã được trả trước đó (trạng thái: {record.state})")
         _write_bytes(result_pdf, services.store.get_bytes(record.artifacts["result"].object_key))
     print("== 4. Kiểm tra chữ ký kết quả điện tử")
-    _run_quietly(lambda: verify(result_pdf, None, False))
+    _run_quietly(lambda: verify(result_pdf, None, False, None))
     print("== 5. Tra cứu hồ sơ")
     status(code, False)
 

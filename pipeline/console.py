@@ -19,6 +19,13 @@ TITLES = {
     "needs_supplement": "PHIẾU YÊU CẦU BỔ SUNG, HOÀN THIỆN HỒ SƠ",
     "rejected": "PHIẾU TỪ CHỐI TIẾP NHẬN GIẢI QUYẾT HỒ SƠ",
 }
+REUSED_VI = "sử dụng lại từ kho dữ liệu điện tử"
+CHECK_VI = {
+    "verified": "đã xác thực",
+    "mismatch": "không khớp",
+    "not_found": "không tìm thấy số định danh",
+    "unverified": "chưa xác thực được",
+}
 
 
 def _local(dt, tz: str) -> str:  # type: ignore[no-untyped-def]
@@ -40,8 +47,17 @@ def receipt_panel(receipt: Receipt, catalog: Catalog, tz: str) -> Panel:
         docs.add_column(col)
     for i, doc in enumerate(receipt.documents, start=1):
         fields = ", ".join(f"{k}={v}" for k, v in doc.fields.items())
-        docs.add_row(str(i), catalog.label(doc.type), ",".join(map(str, doc.pages)), f"{doc.confidence:.2f}", fields)
+        where = ",".join(map(str, doc.pages))
+        if doc.source == "reused":
+            where = "—"
+            origin = f" (hồ sơ {doc.reference.dossier_code})" if doc.reference else ""
+            fields = f"{REUSED_VI}{origin}"
+        docs.add_row(str(i), catalog.label(doc.type), where, f"{doc.confidence:.2f}", fields)
     parts: list = [head, docs]
+    check = receipt.applicant_check
+    if check is not None:
+        parts.append(f"Xác thực với CSDL quốc gia về dân cư: {CHECK_VI[check.outcome]}")
+        parts.extend(f"  {note}" for note in check.notes_vi)
     if receipt.reasons_vi:
         parts.append("\n".join(f"• {r}" for r in receipt.reasons_vi))
     rescans = [p for p in receipt.pages if p.rescan_reason]
@@ -50,22 +66,35 @@ def receipt_panel(receipt: Receipt, catalog: Catalog, tz: str) -> Panel:
     return Panel(Group(*parts), title=TITLES[receipt.status])
 
 
+ROLE_VI = {"officer": "cán bộ tiếp nhận", "approver": "lãnh đạo phê duyệt", "seal": "con dấu cơ quan",
+           "timestamp_authority": "dấu thời gian"}
+TIME_SOURCE_VI = {"signature_timestamp": "dấu thời gian", "document_timestamp": "dấu thời gian tài liệu",
+                  "signer_claimed": "máy người ký (không kiểm chứng)", "none": "-"}
+REVOCATION_VI = {"good": "✔ còn hiệu lực", "revoked": "✘ đã thu hồi", "unknown": "? không rõ",
+                 "not_checked": "chưa kiểm tra"}
+
+
 def verification_panel(name: str, report: VerificationReport) -> Panel:
-    """Each signature: who, when, intact, trusted; then the bottom line in both languages."""
+    """Each signature: who (and in which role), when (and on whose clock), intact, trusted, revocation."""
     table = Table()
-    for col in ("Chữ ký", "Người ký", "Thời gian ký", "Toàn vẹn", "Tin cậy", "Sửa đổi sau ký"):
+    for col in ("Chữ ký", "Người ký", "Vai trò", "Thời gian ký", "Nguồn thời gian", "Toàn vẹn", "Tin cậy",
+                "Thu hồi", "Sửa đổi sau ký"):
         table.add_column(col)
     for sig in report.signatures:
         table.add_row(
             sig.field,
             sig.signer,
+            ROLE_VI.get(sig.role, sig.role or "-"),
             sig.signing_time.isoformat() if sig.signing_time else "-",
+            TIME_SOURCE_VI.get(sig.signing_time_source, sig.signing_time_source),
             "✔" if sig.intact else "✘",
             "✔" if sig.trusted else "✘",
+            "-" if sig.kind == "document_timestamp" else REVOCATION_VI.get(sig.revocation, sig.revocation),
             sig.modification_level,
         )
     problems = [f"• {s.field}: {p}" for s in report.signatures for p in s.problems]
-    lines = [report.summary_vi, report.summary_en, *problems]
+    when = report.validation_time.isoformat(timespec="seconds") if report.validation_time else "-"
+    lines = [report.summary_vi, report.summary_en, f"Thời điểm kiểm tra / validation time: {when}", *problems]
     style = "green" if report.ok else "red"
     return Panel(Group(table, "\n".join(lines)), title=f"Kiểm tra chữ ký: {name}", border_style=style)
 

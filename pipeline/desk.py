@@ -1,7 +1,8 @@
 """The desk: a citizen's scanned dossier in, a receipt or a request to supplement out.
 
-Reads top to bottom: procedure → fingerprint → (already done?) → inspect → OCR → understand → validate →
-certify the digitised copy → record (objects first, then one registry transaction).
+Reads top to bottom: procedure → fingerprint → (already done?) → inspect → OCR → understand → national
+databases (verify the applicant, reuse stored documents) → validate → certify the digitised copy → record
+(objects first, then one registry transaction) → save the signed documents to the citizen's store.
 """
 
 from __future__ import annotations
@@ -17,17 +18,22 @@ from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
+from pyhanko.sign.fields import MDPPerm
+
 from ocr.engine import inspect_input, ocr_input
+from ocr.load import signature_fields
 from ocr.models import RecognizedPage
 from pipeline.catalog import Catalog, Procedure
 from pipeline.classify import classify
 from pipeline.deadlines import due_date
 from pipeline.errors import InputEmpty, InputMissing
 from pipeline.extract import extract_fields
-from pipeline.models import DocumentInfo, DossierState, PageInfo, Receipt, Validation
+from pipeline.models import ApplicantCheck, DocumentInfo, DossierState, PageInfo, Receipt, Validation
+from pipeline.national import apply_applicant_check, consult_national_db, open_national_db, save_dossier_documents
 from pipeline.segment import segment
 from pipeline.services import Services
 from pipeline.validate import validate
+from signing.levels import Level
 from signing.signers import sign_pdf, stamp_box_top_right
 from storage.objects import ObjectInfo
 
@@ -138,6 +144,9 @@ def certify_digitised_copy(pdf: bytes, services: Services) -> bytes:
         role_label="Cán bộ tiếp nhận",
         visible_box=stamp_box_top_right(pdf),
         timestamp_url=settings.tsa_url,
+        level=Level(settings.level_digitised),
+        certify=MDPPerm.NO_CHANGES,
+        trust_roots=services.trust_roots,
     )
 
 
@@ -152,6 +161,8 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
         log.info("dossier %s already received from this input; nothing to do", existing.code)
         return IntakeOutcome(Receipt.model_validate(existing.receipt_json), already_done=True)
 
+    services.store  # noqa: B018  (open storage now: a misconfigured store must fail before minutes of OCR)
+    services.keys.signer("officer")  # likewise the officer's key (a wrong token PIN fails here)
     options = services.ocr_options
     with clock.stage("inspect"):
         info = inspect_input(request.input_path, options)
@@ -163,14 +174,26 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
             ocr = ocr_input(request.input_path, Path(tmp) / "searchable.pdf", options)
         with clock.stage("understand"):
             pages, documents = understand(ocr.pages, services.catalog)
-            validation = validate(procedure, documents, services.catalog)
-        with clock.stage("sign"):
-            signed = certify_digitised_copy(ocr.pdf_path.read_bytes(), services)
+        natdb = open_national_db(services)
+        try:
+            with clock.stage("national_db"):
+                applicant_id = request.applicant_id or _applicant_id(documents)
+                check, reused = consult_national_db(natdb, procedure, applicant_id, documents)
+                documents = [*documents, *reused]
+            with clock.stage("validate"):
+                validation = apply_applicant_check(validate(procedure, documents, services.catalog), check)
+            with clock.stage("sign"):
+                signed = certify_digitised_copy(ocr.pdf_path.read_bytes(), services)
 
-    with clock.stage("record"):
-        receipt = record_intake(
-            request, services, procedure, fingerprint, pages, documents, validation, signed, clock.timings, now
-        )
+            with clock.stage("record"):
+                receipt = record_intake(
+                    request, services, procedure, fingerprint, pages, documents, validation, signed, clock.timings,
+                    now, applicant_check=check,
+                )
+            with clock.stage("save_to_citizen_store"):
+                save_dossier_documents(natdb, receipt, hashlib.sha256(signed).hexdigest())
+        finally:
+            natdb.close()
     return IntakeOutcome(receipt, signed_pdf=signed)
 
 
@@ -185,6 +208,8 @@ def record_intake(
     signed_pdf: bytes,
     timings: dict[str, float],
     now: datetime | None = None,
+    *,
+    applicant_check: ApplicantCheck | None = None,
 ) -> Receipt:
     """Reserve a dossier code, write the objects, then record the dossier in one registry transaction.
 
@@ -228,6 +253,7 @@ def record_intake(
             missing=validation.missing,
             unexpected=validation.unexpected,
             reasons_vi=validation.reasons_vi,
+            applicant_check=applicant_check,
             artifacts={name: info.key for name, info in written} | {"manifest": f"{prefix}/manifest.json"},
             input_sha256=fingerprint.sha256,
             timings=timings,
@@ -236,6 +262,18 @@ def record_intake(
             "receipt": receipt.model_dump(mode="json"),
             "objects": {name: info.model_dump(mode="json") for name, info in written},
         }
+        signed_fields = signature_fields(fingerprint.files[0]) if len(fingerprint.files) == 1 else []
+        if signed_fields:
+            # A signed input is kept byte-identical as `input`; the OCR'd copy is derived from it.
+            manifest["derived_from"] = {
+                "digitised": {
+                    "artifact": "input",
+                    "key": written[0][1].key,
+                    "sha256": fingerprint.sha256,
+                    "reason": "input PDF carries signatures; stored unchanged, OCR in a derived copy",
+                    "signature_fields": signed_fields,
+                }
+            }
         written.append(
             (
                 "manifest",

@@ -11,6 +11,7 @@ import re
 from datetime import date
 
 from pipeline.classify import fold
+from pipeline.mrz import parse_mrz
 
 # Province / centrally-run city codes of the personal ID (Circular 07/2016/TT-BCA Annex 1, S60).
 PROVINCE_CODES = frozenset(
@@ -148,7 +149,8 @@ def _label_value(text: str, labels: tuple[str, ...], *, next_line: bool = False)
     folded = fold(text)
     for label in labels:
         pattern = re.compile(
-            r"(?m)^[ \t\-•*]*(?:[0-9IVX]+(?:\.[0-9]+)*[.)]\s*)?"
+            # Card borders and table rules read as junk before the label: "| ¡_ Họ và tên".
+            r"(?m)^[^0-9A-Za-z\n]*(?:[0-9IVX]+(?:\.[0-9]+)*[.)]\s*)?"
             + re.escape(label)
             + r"\s*(?:\([^)\n]*\))?\s*(?:/[^:\n]*)?:[ \t]*([^\n]*)"
         )
@@ -183,13 +185,21 @@ def title_case_name(value: str) -> str:
     return " ".join(w[:1].upper() + w[1:].lower() for w in value.split())
 
 
+def _canonical_surname(name: str) -> str:
+    """Restore the surname's diacritics when OCR misread them (``Nguyên`` → ``Nguyễn``)."""
+    first, _, rest = name.partition(" ")
+    canonical = _SURNAME_FORMS.get(fold(first))
+    return f"{canonical} {rest}" if canonical and rest else name
+
+
 def _clean_name(value: str) -> str | None:
+    value = re.sub(r"^[^A-Za-zÀ-ỹĐđ]+", "", value)
     # Stop at the next label on the same line (``NGUYỄN A Giới tính: Nam``) or at digits.
     value = re.split(r"\s{2,}|[0-9:;,(]|\b(?:Giới|Sinh|Ngày|Năm|Số|Dân)\b", value)[0].strip(" .-")
     words = value.split()
     if not 2 <= len(words) <= 6 or not all(w[:1].isalpha() for w in words):
         return None
-    return title_case_name(value)
+    return _canonical_surname(title_case_name(value))
 
 
 def parse_date(value: str) -> str | None:
@@ -246,6 +256,103 @@ def find_id_numbers(text: str) -> list[tuple[str, int, int, bool]]:
     return out
 
 
+# Common Vietnamese surnames: where a second name starts in a two-column row ("LÊ LAN TRẦN CƯỜNG").
+_SURNAME_LIST = (
+        "Nguyễn Trần Lê Phạm Hoàng Huỳnh Vũ Võ Phan Trương Bùi Đặng Đỗ Ngô Hồ Dương Đinh Lý Cao Hà Lương "
+        "Tạ Mai Trịnh Đoàn Lâm Tô Quách Kiều Châu Thái Lưu Tăng Văn Hứa Triệu Chu Mạc Khúc Đàm Thân Giang "
+        "Lại Nghiêm Phùng Tống Vương Âu Diệp La Đào Từ Quan Nông Lò Lục"
+)
+_SURNAME_RANK: dict[str, int] = {}
+for _rank, _w in enumerate(_SURNAME_LIST.split()):
+    _SURNAME_RANK.setdefault(fold(_w), _rank)
+_SURNAME_FORMS = {fold(w): w for w in reversed(_SURNAME_LIST.split())}
+# Two-column forms whose first column is the document's subject (wife on the tờ khai, husband on the GCN).
+_TWO_COLUMN_NAME = {"to_khai_dang_ky_ket_hon", "giay_chung_nhan_ket_hon"}
+_TWO_COLUMN_LABELS = ("ho, chu dem, ten", "ho va ten")
+_SERIAL = re.compile(r"(?<![0-9A-Za-z])([A-Z]{2})\s?([0-9OIlSB]{6})(?![0-9A-Za-z])")
+_BUSINESS_CODE = re.compile(r"(?<![0-9A-Za-z])([0-9]{2}[A-Z])([0-9OIlSB]{8})(?![0-9A-Za-z])")
+_NUMBER_AFTER = r"\s*[:.,]?\s*([0-9OIlSB]{1,5})(?![0-9])"
+
+
+def split_two_names(value: str) -> list[str]:
+    """``LÊ TUYẾT LAN TRẦN NGỌC CƯỜNG`` → both names: the second starts at a surname, 2..5 words each."""
+    words = value.split()
+    # Surnames are listed most common first; a rarer one (Diệp, La) is also a given name.
+    splits = [
+        (_SURNAME_RANK[fold(words[i])], -i, i)
+        for i in range(2, len(words) - 1)
+        if fold(words[i]) in _SURNAME_RANK and i <= 5 and 2 <= len(words) - i <= 5
+    ]
+    if not splits:
+        return [value]
+    i = min(splits)[2]
+    return [" ".join(words[:i]), " ".join(words[i:])]
+
+
+def _digits(value: str) -> str:
+    return value.translate(_CONFUSABLE)
+
+
+def _land_and_business(text: str, fields: dict[str, str], conf: dict[str, float]) -> None:
+    folded = fold(text)
+    for name, labels in (
+        ("parcel_number", ("thua dat so", "lo dat so")),
+        ("map_sheet", ("to ban do so",)),
+    ):
+        for label in labels:
+            m = re.search(re.escape(label) + _NUMBER_AFTER, folded)
+            if m:
+                raw = text[m.start(1) : m.end(1)]
+                fields[name] = str(int(_digits(raw))) if _digits(raw).isdigit() else raw
+                conf[name] = 0.9 if raw.isdigit() else 0.7
+                break
+    # The serial: two capitals and six digits, best after "số phát hành"; the GCN prints it alone.
+    serials = [(m.start(), m.group(1), _digits(m.group(2))) for m in _SERIAL.finditer(text)]
+    serials = [s for s in serials if s[2].isdigit()]
+    if serials:
+        labelled = [s for s in serials if "phat hanh" in folded[max(0, s[0] - 40) : s[0]]]
+        _, letters, number = (labelled or serials)[0]
+        fields["certificate_serial"] = f"{letters} {number}"
+        conf["certificate_serial"] = 0.9 if labelled else 0.7
+    m = re.search(r"dien tich\s*[:.]?\s*([0-9][0-9.,]*)\s*m", folded)
+    if m:
+        raw = text[m.start(1) : m.end(1)].rstrip(".,")
+        value = raw.replace(".", "").replace(",", ".") if "," in raw else raw
+        try:
+            fields["area_m2"] = str(float(value))
+            conf["area_m2"] = 0.85
+        except ValueError:
+            pass
+    hit = _label_value(text, ("1. ten ho kinh doanh", "ten ho kinh doanh"))
+    if hit:
+        fields["business_name"] = re.sub(r"\s+", " ", hit[0]).strip(" .")
+        conf["business_name"] = 0.85 if hit[0].isupper() else 0.7
+    m2 = _BUSINESS_CODE.search(text)
+    if m2:
+        fields["business_code"] = m2.group(1) + _digits(m2.group(2))
+        conf["business_code"] = 0.85
+
+
+def _mrz_fields(text: str, fields: dict[str, str], conf: dict[str, float]) -> None:
+    """Cross-check (or fill) the CCCD front's ID, birth date and sex with the back's MRZ."""
+    mrz = parse_mrz(text)
+    if mrz is None:
+        return
+    fields["mrz"] = "valid" if mrz.all_checks_pass else ("checks_failed" if mrz.checks else "unchecked")
+    conf["mrz"] = 0.95 if mrz.all_checks_pass else 0.5
+    pairs = (("id_number", mrz.id_number), ("date_of_birth", mrz.birth_date()), ("gender", mrz.sex))
+    for name, value in pairs:
+        if not value:
+            continue
+        if name == "id_number" and check_id(value) == 0.0:
+            continue
+        if fields.get(name) == value:
+            conf[name] = round(min(1.0, conf.get(name, 0.8) + 0.1), 3)  # two readings agree
+        elif name not in fields:
+            fields[name] = value
+            conf[name] = 0.8 if mrz.all_checks_pass else 0.6
+
+
 def extract_fields(doc_type: str, text: str) -> tuple[dict[str, str], dict[str, float]]:
     """Fields of a document's text with a confidence per field (only fields that were found)."""
     fields: dict[str, str] = {}
@@ -258,6 +365,13 @@ def extract_fields(doc_type: str, text: str) -> tuple[dict[str, str], dict[str, 
         if name:
             fields["full_name"] = name
             conf["full_name"] = 0.9 if hit[0].isupper() else 0.75
+    if doc_type in _TWO_COLUMN_NAME:
+        row = _inline_value(text, _TWO_COLUMN_LABELS, colon=False)
+        if row:
+            first = _clean_name(split_two_names(re.sub(r"^[^A-ZÀ-Ỹ]*", "", row))[0])
+            if first:
+                fields["full_name"] = first
+                conf["full_name"] = 0.8
 
     dob_raw = _inline_value(text, _DOB_LABELS, colon=False)
     dob = parse_date(dob_raw) if dob_raw else None
@@ -286,4 +400,14 @@ def extract_fields(doc_type: str, text: str) -> tuple[dict[str, str], dict[str, 
             c = c if rank < 9 else c * 0.8
             fields["id_number"] = digits
             conf["id_number"] = round(c * (0.85 if repaired else 1.0), 3)
+            if "date_of_birth" not in fields:
+                # A table row (sổ hộ khẩu members): the birth date sits on the ID's line.
+                start = text.rfind("\n", 0, min(o for d, o, _, _ in candidates if d == digits)) + 1
+                end = text.find("\n", start)
+                dob_row = parse_date(text[start : end if end >= 0 else None])
+                if dob_row and check_id(digits, dob_row) > 0.8:
+                    fields["date_of_birth"], conf["date_of_birth"] = dob_row, 0.75
+    if doc_type == "cccd":
+        _mrz_fields(text, fields, conf)
+    _land_and_business(text, fields, conf)
     return fields, conf

@@ -10,6 +10,8 @@ from pydantic import BaseModel, Field
 
 PageKind = Literal["document", "separator", "blank"]
 IntakeStatus = Literal["accepted", "needs_supplement", "rejected"]
+DocumentSource = Literal["scan", "reused"]
+CheckOutcome = Literal["verified", "mismatch", "not_found", "unverified"]
 
 
 class DossierState(StrEnum):
@@ -30,12 +32,33 @@ class PageInfo(BaseModel):
     rescan_reason: str | None = None
 
 
+class DocumentReference(BaseModel):
+    """Where a reused document lives: a signed digitised copy in the citizen's electronic data store."""
+
+    dossier_code: str = Field(description="The earlier dossier the document was digitised in")
+    object_key: str = Field(description="Object key of that dossier's signed digitised PDF")
+    sha256: str
+    pages: list[int] = Field(default_factory=list, description="The document's pages in that PDF")
+
+
 class DocumentInfo(BaseModel):
     type: str = Field(description="A taxonomy document type key, or 'unknown'")
-    pages: list[int] = Field(description="1-based input page numbers")
+    pages: list[int] = Field(description="1-based input page numbers (empty for a reused document)")
     confidence: float = Field(ge=0, le=1)
     fields: dict[str, str] = Field(default_factory=dict)
     field_confidence: dict[str, float] = Field(default_factory=dict)
+    source: DocumentSource = Field("scan", description="scan: in this input; reused: from the citizen's store")
+    reference: DocumentReference | None = None
+
+
+class ApplicantCheck(BaseModel):
+    """The applicant's ID checked against the national population database (pipeline/national.py)."""
+
+    outcome: CheckOutcome
+    id_number: str
+    mismatched: list[str] = Field(default_factory=list, description="Fields that differ: full_name, date_of_birth")
+    reason: str | None = Field(None, description="Why unverified (English, for logs)")
+    notes_vi: list[str] = Field(default_factory=list, description="For the clerk, in Vietnamese")
 
 
 class Validation(BaseModel):
@@ -43,6 +66,10 @@ class Validation(BaseModel):
     missing: list[list[str]] = Field(default_factory=list, description="Alternatives of each unfilled slot")
     unexpected: list[str] = Field(default_factory=list)
     reasons_vi: list[str] = Field(default_factory=list, description="Why, for the citizen, in Vietnamese")
+    inconsistencies: list[str] = Field(
+        default_factory=list, description="Cross-document disagreements (same person), in Vietnamese"
+    )
+    notice_vi: str = Field("", description="Phiếu yêu cầu bổ sung, hoàn thiện hồ sơ / phiếu từ chối text")
 
 
 class Receipt(BaseModel):
@@ -61,6 +88,7 @@ class Receipt(BaseModel):
     missing: list[list[str]]
     unexpected: list[str]
     reasons_vi: list[str] = Field(default_factory=list)
+    applicant_check: ApplicantCheck | None = None
     artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> object key")
     input_sha256: str = ""
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")

@@ -14,7 +14,10 @@ from functools import lru_cache
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
+import pikepdf
+from PIL import ImageCms
 from pydantic import BaseModel, Field
+from pyhanko.sign.fields import MDPPerm
 from reportlab.graphics import renderPDF
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
@@ -25,8 +28,9 @@ from reportlab.pdfbase.ttfonts import TTFError, TTFont
 from reportlab.pdfgen import canvas
 
 from pipeline.errors import ConfigurationError
+from signing.levels import Level
 from signing.pki import ROLE_TITLES
-from signing.signers import SigningKeys, prepare_fields, sign_pdf
+from signing.signers import KeySource, prepare_fields, sign_pdf
 
 __all__ = [
     "ResultContent",
@@ -168,7 +172,8 @@ def _signature_zone(w: _Writer, content: ResultContent) -> None:
     widget = QrCodeWidget(payload, barLevel="M")
     bx1, by1, bx2, by2 = widget.getBounds()
     scale = [_QR_SIZE / (bx2 - bx1), 0, 0, _QR_SIZE / (by2 - by1), 0, 0]
-    drawing = Drawing(_QR_SIZE, _QR_SIZE, transform=scale)
+    # The drawing's default font would otherwise put an unembedded Helvetica on the page (not PDF/A).
+    drawing = Drawing(_QR_SIZE, _QR_SIZE, transform=scale, initialFontName=REGULAR)
     drawing.add(widget)
     qr_y = 28.0
     renderPDF.draw(drawing, c, MARGIN_X, qr_y)
@@ -214,23 +219,67 @@ def _render(content: ResultContent) -> tuple[bytes, int]:
     _signature_zone(w, content)
     c.showPage()
     c.save()
-    return buf.getvalue(), w.pages - 1
+    return _as_pdfa_2b(buf.getvalue()), w.pages - 1
+
+
+@lru_cache(maxsize=1)
+def _srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _as_pdfa_2b(pdf: bytes) -> bytes:
+    """Declare the rendered result PDF/A-2b: XMP metadata (pdfaid part 2, conformance B, mirroring the
+    document info) and an sRGB output intent. reportlab already embeds every font (Noto Sans subsets)
+    and writes no encryption, JavaScript or transparency; pyHanko's signatures add only widgets with
+    embedded-font appearances, so the file stays PDF/A-2b through every signature.
+    """
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        profile = pikepdf.Stream(doc, _srgb_profile())
+        profile.N = 3
+        doc.Root.OutputIntents = pikepdf.Array([
+            pikepdf.Dictionary(
+                Type=pikepdf.Name.OutputIntent,
+                S=pikepdf.Name.GTS_PDFA1,
+                OutputConditionIdentifier="sRGB IEC61966-2.1",
+                RegistryName="http://www.color.org",
+                Info="sRGB IEC61966-2.1",
+                DestOutputProfile=doc.make_indirect(profile),
+            )
+        ])
+        if "/Trapped" in doc.docinfo:  # no XMP counterpart that pikepdf carries over
+            del doc.docinfo["/Trapped"]
+        with doc.open_metadata(set_pikepdf_as_editor=False) as meta:
+            meta.load_from_docinfo(doc.docinfo)
+            meta["pdfaid:part"] = "2"
+            meta["pdfaid:conformance"] = "B"
+        out = io.BytesIO()
+        doc.save(out, deterministic_id=True)
+    return out.getvalue()
 
 
 def render_result_pdf(content: ResultContent) -> bytes:
-    """Render the unsigned e-result (A4, Noto Sans embedded); the signature boxes are on the last page."""
+    """Render the unsigned e-result (A4, PDF/A-2b, Noto Sans embedded); the signature boxes are on the last page."""
     return _render(content)[0]
 
 
 def issue_signed_result(
     content: ResultContent,
-    keys: SigningKeys,
+    keys: KeySource,
     *,
     approver_name: str,
     agency_name: str,
     timestamp_url: str | None = None,
+    level: Level = Level.B_LTA,
+    trust_roots: list | None = None,
 ) -> bytes:
-    """Render the e-result, have the approver sign it and the agency seal it last (two PAdES signatures)."""
+    """Render the e-result, have the approver sign it and the agency seal it last (two PAdES signatures).
+
+    Both signature fields exist before the approver's certification signature (DocMDP: form filling,
+    i.e. only the prepared fields may be signed later). The approver signs at most at B-LT, so that
+    the approver's validation data is embedded before the seal's signature and the final document
+    timestamp (``level`` B-LTA) cover it; ``level`` is lowered when the TSA or certificates cannot
+    support it (see :mod:`signing.levels`).
+    """
     pdf, last_page = _render(content)
     boxes = result_signature_boxes()
     pdf = prepare_fields(pdf, [(name, last_page, box) for name, box in boxes.items()])
@@ -245,6 +294,9 @@ def issue_signed_result(
         role_label=ROLE_TITLES["approver"],
         timestamp_url=timestamp_url,
         existing_fields_only=True,
+        level=Level.B_LT if level == Level.B_LTA else level,
+        certify=MDPPerm.FILL_FORMS,
+        trust_roots=trust_roots,
     )
     return sign_pdf(
         pdf,
@@ -256,4 +308,6 @@ def issue_signed_result(
         role_label=ROLE_TITLES["seal"],
         timestamp_url=timestamp_url,
         existing_fields_only=True,
+        level=level,
+        trust_roots=trust_roots,
     )

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
+
+from asn1crypto import x509 as asn1_x509
 
 from ocr.models import OcrOptions
 from pipeline.catalog import Catalog, load_catalog
 from pipeline.settings import Settings, get_settings
 from signing.pki import DevPki, ensure_dev_pki
 from signing.signers import SigningKeys
+from signing.tokens import Pkcs11Keys
+from signing.verify import load_trust_roots
 from storage.objects import ObjectStore, open_store
 from storage.registry import Registry
 
@@ -44,8 +49,18 @@ class Services:
         )
 
     @cached_property
-    def keys(self) -> SigningKeys:
-        return SigningKeys(self.pki, self.settings.pki_passphrase.get_secret_value().encode())
+    def keys(self) -> SigningKeys | Pkcs11Keys:
+        """Signers by role: the dev PKI's PKCS#12 files, or a PKCS#11 token (HOSO_KEY_SOURCE=pkcs11)."""
+        s = self.settings
+        if s.key_source == "pkcs11":
+            return Pkcs11Keys(s.pkcs11_module, s.pkcs11_token_label, s.pkcs11_pin_file, s.pkcs11_pin_env)
+        return SigningKeys(self.pki, s.pki_passphrase.get_secret_value().encode())
+
+    @cached_property
+    def trust_roots(self) -> list[asn1_x509.Certificate]:
+        """Configured trust roots (HOSO_TRUST_ROOTS), else the dev PKI's root."""
+        paths: list[bytes | Path] = list(self.settings.trust_roots) or [self.pki.root_cert]
+        return load_trust_roots(paths)
 
     @property
     def ocr_options(self) -> OcrOptions:

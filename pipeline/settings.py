@@ -46,6 +46,23 @@ class Settings(BaseSettings):
     pki_passphrase: SecretStr = SecretStr("hoso-dev")
     tsa_url: str | None = None
     officer_name: str = "Cán bộ tiếp nhận"
+    level_digitised: Literal["B-B", "B-T", "B-LT", "B-LTA"] = Field("B-T", description="PAdES level, desk copy")
+    level_result: Literal["B-B", "B-T", "B-LT", "B-LTA"] = Field("B-LTA", description="PAdES level, e-result")
+    trust_roots: list[Path] = Field(default_factory=list, description="Trusted roots (PEM); default: dev PKI root")
+    key_source: Literal["pkcs12", "pkcs11"] = Field("pkcs12", description="pkcs12: dev PKI files; pkcs11: token")
+    pkcs11_module: Path = Path("/usr/lib/softhsm/libsofthsm2.so")
+    pkcs11_token_label: str = "hoso"
+    pkcs11_pin_env: str = Field("HOSO_PKCS11_PIN", description="Name of the env variable holding the token PIN")
+    pkcs11_pin_file: Path | None = Field(None, description="File holding the token PIN (wins over the env var)")
+    refresh_before_days: int = Field(365, gt=0, description="`hoso signing refresh`: renew this long before expiry")
+
+    # National databases (population DB + citizen's electronic data store), pipeline/national.py
+    natdb: Literal["embedded", "http", "off"] = Field(
+        "embedded", description="embedded: in-process over the registry DB (synthetic seed); http: HOSO_NATDB_URL"
+    )
+    natdb_url: str | None = Field(None, description="Base URL of the national-database service (natdb=http)")
+    natdb_timeout: float = Field(3.0, gt=0, description="Seconds per HTTP attempt")
+    natdb_retries: int = Field(2, ge=0, le=10, description="Extra attempts after a transport error or 5xx")
 
     @property
     def resolved_store_path(self) -> Path:

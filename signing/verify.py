@@ -1,8 +1,12 @@
 """Verify every signature of a PDF against given trust roots and report in English and Vietnamese.
 
-Validation is offline: the trust anchors are the roots passed in, no certificate or revocation
-information is fetched, and revocation is not checked (the dev PKI publishes none; each report says so
-as information, not as a failure).
+Validation is offline: the trust anchors are the roots passed in and nothing is fetched. Signatures
+go through pyHanko's AdES long-term (LTA) validation: a signature is judged at its proven signing time
+(signature timestamp, document timestamps) with the OCSP/CRL data embedded in the PDF, so a B-LT/B-LTA
+file keeps verifying after those responses and the signer's certificate expire. The newest document
+timestamp is the archive's own anchor: its TSA certificate is assumed not revoked at validation time
+(renew it with ``hoso signing refresh`` long before that certificate expires). A certificate that names
+no OCSP responder or CRL (the dev PKI) cannot be checked for revocation; its report says so as info.
 
 An input that is not a readable PDF raises :class:`pipeline.errors.InputCorrupt` (``InputEmpty`` for
 0 bytes, ``InputEncrypted`` for an encrypted PDF) rather than returning a report: "this is not a
@@ -27,18 +31,45 @@ from pyhanko.sign.validation import (
     async_validate_pdf_signature,
     async_validate_pdf_timestamp,
 )
+from pyhanko.sign.validation.ades import AdESLTAValidationResult, ades_lta_validation
+from pyhanko.sign.validation.generic_cms import extract_tst_data_iter
+from pyhanko.sign.validation.policy_decl import (
+    LocalKnowledge,
+    PdfSignatureValidationSpec,
+    RevinfoOnlineFetchingRule,
+    RevocationInfoGatheringSpec,
+    SignatureValidationSpec,
+)
 from pyhanko.sign.validation.status import (
     DocumentTimestampStatus,
     PdfSignatureStatus,
     TimestampSignatureStatus,
 )
 from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.context import CertValidationPolicySpec
+from pyhanko_certvalidator.ltv.types import ValidationTimingInfo
+from pyhanko_certvalidator.policy_decl import (
+    NO_REVOCATION,
+    REQUIRE_REVINFO,
+    CertRevTrustPolicy,
+    FreshnessReqType,
+    NonRevokedStatusAssertion,
+)
+from pyhanko_certvalidator.registry import SimpleTrustManager
 
 from pipeline.errors import ConfigurationError, InputCorrupt, InputEmpty, InputEncrypted
 
+from .levels import has_revocation_pointers
+
 __all__ = ["SignatureReport", "VerificationReport", "load_trust_roots", "verify_pdf"]
 
-REVOCATION_INFO = "info: revocation status not checked (offline validation)"
+REVOCATION_INFO = "info: revocation status not checked (the certificate names no OCSP responder or CRL)"
+REVOCATION_NOT_EMBEDDED = (
+    "info: revocation status not checked (no revocation data embedded: B-B/B-T; offline validation "
+    "cannot detect a revoked certificate — sign at B-LT or higher)"
+)
+#: Signature field names hoso creates, and the role each stands for.
+FIELD_ROLES = {"CanBoTiepNhan": "officer", "officer": "officer", "approver": "approver", "seal": "seal"}
 # Later signatures and filling prepared form fields are fine; anything beyond is not.
 _ACCEPTABLE = ModificationLevel.FORM_FILLING
 
@@ -47,12 +78,18 @@ class SignatureReport(BaseModel):
     """The verdict on one signature (or document timestamp) of the PDF."""
 
     field: str
+    kind: str = "signature"  # or "document_timestamp"
     signer: str
+    role: str = ""  # officer / approver / seal (from the field), else the certificate's title
     signing_time: dt.datetime | None
+    signing_time_source: str = "none"  # signature_timestamp / document_timestamp / signer_claimed
     intact: bool
     trusted: bool
+    revocation: str = "not_checked"  # good / revoked / unknown / not_checked, at the signing time
     coverage: str
     modification_level: str
+    certification: str | None = None  # DocMDP permission of a certification signature
+    ades_indication: str = ""
     ok: bool
     problems: list[str]
 
@@ -62,6 +99,7 @@ class VerificationReport(BaseModel):
 
     signatures: list[SignatureReport]
     ok: bool
+    validation_time: dt.datetime | None = None
     summary_en: str
     summary_vi: str
 
@@ -118,9 +156,9 @@ def _common_name(cert: asn1_x509.Certificate | None) -> str:
     return name if isinstance(name, str) else ", ".join(name)
 
 
-def _context(roots: list[asn1_x509.Certificate]) -> ValidationContext:
+def _context(roots: list[asn1_x509.Certificate], when: dt.datetime | None = None) -> ValidationContext:
     # Fresh per signature: contexts cache paths and revocation state.
-    return ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail")
+    return ValidationContext(trust_roots=roots, allow_fetching=False, revocation_mode="soft-fail", moment=when)
 
 
 def _trust_problems(status: TimestampSignatureStatus | PdfSignatureStatus, what: str) -> list[str]:
@@ -142,48 +180,165 @@ def _integrity(status: PdfSignatureStatus | DocumentTimestampStatus) -> tuple[st
     problems = []
     if coverage not in ("ENTIRE_FILE", "ENTIRE_REVISION"):
         problems.append(f"signature covers an unusual byte range ({coverage})")
-    acceptable = level is not None and level <= _ACCEPTABLE and bool(status.docmdp_ok)
+    acceptable = level is not None and level <= _ACCEPTABLE and status.docmdp_ok is not False
     if not acceptable:
         problems.append(f"the document was changed after signing in a way not allowed ({level_name})")
     return coverage, level_name, acceptable and not problems, problems
 
 
-async def _check_signature(sig: EmbeddedPdfSignature, roots: list[asn1_x509.Certificate]) -> SignatureReport:
-    field = sig.field_name
-    try:
-        status = await async_validate_pdf_signature(
-            sig, signer_validation_context=_context(roots), ts_validation_context=_context(roots)
+def _lta_spec(
+    roots: list[asn1_x509.Certificate], reader: PdfFileReader, when: dt.datetime, revocation: bool
+) -> PdfSignatureValidationSpec:
+    trust = SimpleTrustManager.build(trust_roots=roots)
+    assertions = []
+    stamps = reader.embedded_timestamp_signatures
+    if stamps and stamps[-1].signer_cert is not None:
+        assertions.append(NonRevokedStatusAssertion(stamps[-1].signer_cert.sha256, at=when))
+    rev_policy = (
+        CertRevTrustPolicy(
+            REQUIRE_REVINFO, freshness=None, freshness_req_type=FreshnessReqType.MAX_DIFF_REVOCATION_VALIDATION
         )
+        if revocation
+        else CertRevTrustPolicy(NO_REVOCATION)
+    )
+    return PdfSignatureValidationSpec(
+        SignatureValidationSpec(
+            cert_validation_policy=CertValidationPolicySpec(trust_manager=trust, revinfo_policy=rev_policy),
+            revinfo_gathering_policy=RevocationInfoGatheringSpec(
+                online_fetching_rule=RevinfoOnlineFetchingRule.LOCAL_ONLY
+            ),
+            local_knowledge=LocalKnowledge(nonrevoked_assertions=assertions),
+        )
+    )
+
+
+def _role(field: str, cert: asn1_x509.Certificate | None) -> str:
+    if field in FIELD_ROLES:
+        return FIELD_ROLES[field]
+    title = cert.subject.native.get("title", "") if cert is not None else ""
+    return title if isinstance(title, str) else ", ".join(title)
+
+
+def _revocation(result: AdESLTAValidationResult, checked: bool) -> str:
+    indic = str(getattr(result.ades_subindic, "name", ""))
+    if "REVOKED" in indic or "REVOKED" in (result.failure_msg or ""):
+        return "revoked"
+    if not checked:
+        return "not_checked"
+    if result.ades_subindic.status.name == "PASSED":
+        return "good"
+    if indic in ("TRY_LATER", "REVOCATION_OUT_OF_BOUNDS_NO_POE", "NO_POE"):
+        return "unknown"
+    return "unknown" if "CHAIN" not in indic else "not_checked"
+
+
+async def _check_signature(
+    sig: EmbeddedPdfSignature, reader: PdfFileReader, roots: list[asn1_x509.Certificate], when: dt.datetime
+) -> SignatureReport:
+    field = sig.field_name
+    cert = sig.signer_cert
+    checked = has_revocation_pointers(cert)
+    timing = ValidationTimingInfo(when, when, point_in_time_validation=False)
+    try:
+        timestamped = next(extract_tst_data_iter(sig.signer_info, signed=False), None) is not None
+        has_dss = "/DSS" in reader.root
+        if not (timestamped and checked and has_dss):  # B-B/B-T, or no revocation services to use
+            return await _check_basic(sig, roots, when)
+        result = await ades_lta_validation(sig, _lta_spec(roots, reader, when, checked), timing_info=timing)
     except Exception as exc:  # noqa: BLE001 — a broken CMS blob must fail closed, not crash
         return _broken(field, exc)
+    status = result.api_status
+    if status is None:
+        return _broken(field, RuntimeError(result.failure_msg or "no status"))
     problems = _trust_problems(status, "signature")
     coverage, level, integrity_ok, integrity_problems = _integrity(status)
     problems += integrity_problems
-    signing_time = status.signer_reported_dt
+    revocation = _revocation(result, checked)
+    if revocation == "revoked":
+        problems.append("the signer's certificate was revoked at the signing time")
     ts = status.timestamp_validity
     if ts is not None:
-        signing_time = ts.timestamp
+        signing_time, source = ts.timestamp, "signature_timestamp"
+        problems += _trust_problems(ts, "signature timestamp")
+    else:
+        signing_time, source = status.signer_reported_dt, "signer_claimed"
+    passed = result.ades_subindic.status.name == "PASSED"
+    if not passed and not problems:
+        indication = getattr(result.ades_subindic, "name", "")
+        problems.append(f"long-term validation failed ({indication}): {result.failure_msg}")
+    if revocation != "revoked" and any("REVOKED" in p for p in problems):
+        revocation = "revoked"
+    ok = passed and integrity_ok and not problems
+    perms = sig.docmdp_level
+    return SignatureReport(
+        field=field,
+        signer=_common_name(status.signing_cert),
+        role=_role(field, cert),
+        signing_time=signing_time,
+        signing_time_source=source,
+        intact=status.intact and status.valid,
+        trusted=status.trusted or passed,
+        revocation=revocation,
+        coverage=coverage,
+        modification_level=level,
+        certification=perms.name if perms is not None else None,
+        ades_indication=str(getattr(result.ades_subindic, "name", "")),
+        ok=ok,
+        problems=problems if checked else [*problems, REVOCATION_INFO],
+    )
+
+
+async def _check_basic(
+    sig: EmbeddedPdfSignature, roots: list[asn1_x509.Certificate], when: dt.datetime
+) -> SignatureReport:
+    """Validation at ``when`` without revocation data (B-B/B-T, or certificates without revocation services).
+
+    Offline and with nothing embedded, a revoked certificate is not detected: the report says
+    ``revocation: not_checked``; sign at B-LT or higher to make revocation checkable.
+    """
+    field = sig.field_name
+    status = await async_validate_pdf_signature(
+        sig, signer_validation_context=_context(roots, when), ts_validation_context=_context(roots, when)
+    )
+    problems = _trust_problems(status, "signature")
+    coverage, level, integrity_ok, integrity_problems = _integrity(status)
+    problems += integrity_problems
+    signing_time, source = status.signer_reported_dt, "signer_claimed"
+    ts = status.timestamp_validity
+    if ts is not None:
+        signing_time, source = ts.timestamp, "signature_timestamp"
         problems += _trust_problems(ts, "signature timestamp")
     ok = status.bottom_line and not problems and integrity_ok
     if not status.bottom_line and not problems:
         problems.append("pyHanko's overall judgement is negative")
+    perms = sig.docmdp_level
+    checked = has_revocation_pointers(sig.signer_cert)
     return SignatureReport(
         field=field,
         signer=_common_name(status.signing_cert),
+        role=_role(field, sig.signer_cert),
         signing_time=signing_time,
+        signing_time_source=source,
         intact=status.intact and status.valid,
         trusted=status.trusted,
+        revocation="not_checked",
         coverage=coverage,
         modification_level=level,
+        certification=perms.name if perms is not None else None,
+        ades_indication="current-time validation",
         ok=ok,
-        problems=[*problems, REVOCATION_INFO],
+        problems=[*problems, REVOCATION_NOT_EMBEDDED]
+        if checked
+        else [*problems, REVOCATION_INFO],
     )
 
 
-async def _check_timestamp(sig: EmbeddedPdfSignature, roots: list[asn1_x509.Certificate]) -> SignatureReport:
+async def _check_timestamp(
+    sig: EmbeddedPdfSignature, roots: list[asn1_x509.Certificate], when: dt.datetime
+) -> SignatureReport:
     field = sig.field_name
     try:
-        status = await async_validate_pdf_timestamp(sig, validation_context=_context(roots))
+        status = await async_validate_pdf_timestamp(sig, validation_context=_context(roots, when))
     except Exception as exc:  # noqa: BLE001
         return _broken(field, exc)
     problems = _trust_problems(status, "document timestamp")
@@ -191,14 +346,17 @@ async def _check_timestamp(sig: EmbeddedPdfSignature, roots: list[asn1_x509.Cert
     problems += integrity_problems
     return SignatureReport(
         field=field,
+        kind="document_timestamp",
         signer=_common_name(status.signing_cert),
+        role="timestamp_authority",
         signing_time=status.timestamp,
+        signing_time_source="document_timestamp",
         intact=status.intact and status.valid,
         trusted=status.trusted,
         coverage=coverage,
         modification_level=level,
         ok=not problems and integrity_ok,
-        problems=[*problems, REVOCATION_INFO],
+        problems=problems,
     )
 
 
@@ -216,13 +374,15 @@ def _broken(field: str, exc: Exception) -> SignatureReport:
     )
 
 
-async def _check_all(reader: PdfFileReader, roots: list[asn1_x509.Certificate]) -> list[SignatureReport]:
+async def _check_all(
+    reader: PdfFileReader, roots: list[asn1_x509.Certificate], when: dt.datetime
+) -> list[SignatureReport]:
     reports = []
     for sig in reader.embedded_signatures:
         if sig.sig_object_type == "/DocTimeStamp":
-            reports.append(await _check_timestamp(sig, roots))
+            reports.append(await _check_timestamp(sig, roots, when))
         else:
-            reports.append(await _check_signature(sig, roots))
+            reports.append(await _check_signature(sig, reader, roots, when))
     return reports
 
 
@@ -239,7 +399,9 @@ def _summaries(reports: list[SignatureReport]) -> tuple[str, str]:
     first = bad[0]
     reason = next((p for p in first.problems if not p.startswith("info:")), "invalid")
     en = f"{len(bad)} of {n} signature(s) NOT valid; field {first.field!r}: {reason}."
-    if not first.intact:
+    if first.revocation == "revoked":
+        vi_reason = "chứng thư ký số đã bị thu hồi tại thời điểm ký"
+    elif not first.intact:
         vi_reason = "nội dung đã bị thay đổi sau khi ký"
     elif not first.trusted:
         vi_reason = "chứng thư ký không thuộc tổ chức cung cấp dịch vụ tin cậy"
@@ -249,18 +411,25 @@ def _summaries(reports: list[SignatureReport]) -> tuple[str, str]:
     return en, vi
 
 
-def verify_pdf(pdf: bytes, trust_roots: Sequence[bytes | Path]) -> VerificationReport:
+def verify_pdf(
+    pdf: bytes, trust_roots: Sequence[bytes | Path], *, validation_time: dt.datetime | None = None
+) -> VerificationReport:
     """Validate every signature and document timestamp of ``pdf`` offline against ``trust_roots``.
 
     A signature is ok when its digest and signature value are intact, its certificate chains to one of
     ``trust_roots`` (with the non-repudiation key usage) and any later change to the document is at
     most a further signature or form filling. The report is ok when there is at least one signature
-    and all are ok.
+    and all are ok. ``validation_time`` (default: now) lets an auditor ask "would this hold then?".
     """
     roots = load_trust_roots(trust_roots)
     reader = _open(pdf)
-    reports = asyncio.run(_check_all(reader, roots))
+    when = validation_time or dt.datetime.now(dt.UTC)
+    reports = asyncio.run(_check_all(reader, roots, when))
     en, vi = _summaries(reports)
     return VerificationReport(
-        signatures=reports, ok=bool(reports) and all(r.ok for r in reports), summary_en=en, summary_vi=vi
+        signatures=reports,
+        ok=bool(reports) and all(r.ok for r in reports),
+        validation_time=when,
+        summary_en=en,
+        summary_vi=vi,
     )

@@ -195,6 +195,15 @@ class LocalObjectStore(BaseObjectStore):
         except OSError as err:
             raise StorageFailed(f"cannot create local object store at {self.root}: {err}") from err
         self.describe = f"local:{self.root}"
+        self._sweep_stale_parts()
+
+    def _sweep_stale_parts(self, older_than_s: float = 3600.0) -> None:
+        """Remove temp files a killed writer left behind (old enough that no live writer owns them)."""
+        cutoff = time.time() - older_than_s
+        for part in self._tmp_root.glob("*.part"):
+            with contextlib.suppress(OSError):
+                if part.stat().st_mtime < cutoff:
+                    part.unlink()
 
     def _data_path(self, key: str) -> Path:
         return self.root.joinpath(*validate_key(key).split("/"))

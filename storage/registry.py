@@ -579,8 +579,12 @@ class Registry:
         artifacts: list[tuple[str, ObjectInfo]],
         receipt: dict[str, Any],
         actor: str,
+        at: datetime | None = None,
     ) -> DossierRecord:
-        """Close intake in one transaction: documents, artifacts, receipt, state and an event."""
+        """Close intake in one transaction: documents, artifacts, receipt, state and an event.
+
+        ``at`` (default: now) is when intake ended; given explicitly by imports and tests.
+        """
         state = DossierState(state)
         if state not in INTAKE_STATES:
             raise InvalidState(f"intake cannot end in state {state.value!r}")
@@ -590,7 +594,7 @@ class Registry:
                 raise InvalidState(
                     f"dossier {code} is {row.state!r}, not 'receiving'; intake already finalized"
                 )
-            now = utcnow()
+            now = at or utcnow()
             row.documents.clear()
             row.artifacts.clear()
             session.flush()  # delete old rows before inserting ones with the same unique names
@@ -636,10 +640,11 @@ class Registry:
         note: str | None = None,
         artifacts: Iterable[tuple[str, ObjectInfo]] = (),
         allowed_from: set[DossierState] | None = None,
+        at: datetime | None = None,
     ) -> DossierRecord:
         """Move a dossier to ``to_state`` (adding/replacing artifacts by name) and log an event.
 
-        Without ``allowed_from`` the :data:`DEFAULT_TRANSITIONS` table decides.
+        Without ``allowed_from`` the :data:`DEFAULT_TRANSITIONS` table decides. ``at`` defaults to now.
         """
         to_state = DossierState(to_state)
         with self._session() as session:
@@ -655,7 +660,7 @@ class Registry:
                     f"dossier {code} is {current.value!r}; {action!r} to {to_state.value!r} needs one of "
                     f"{sorted(s.value for s in allowed)}"
                 )
-            now = utcnow()
+            now = at or utcnow()
             new = _artifact_rows(artifacts, now)
             if new:
                 stale = [a for a in row.artifacts if a.name in new]

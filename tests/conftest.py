@@ -11,7 +11,19 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import SeaweedServer, postgres_url, start_seaweedfs, weed_binary  # noqa: E402
+from servers import NatdbServer, SeaweedServer, postgres_url, start_natdb, start_seaweedfs, weed_binary  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def test_pki(tmp_path_factory: pytest.TempPathFactory):
+    """The certomancer test PKI (signing/testpki.py) with its OCSP/CRL/TSA services on 127.0.0.1."""
+    from servers import start_test_pki
+
+    server = start_test_pki(tmp_path_factory.mktemp("testpki"))
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
@@ -55,3 +67,14 @@ def registry_url(
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture(scope="session")
+def natdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NatdbServer]:
+    """One reference national-database service (own SQLite registry, seeded) for the whole session."""
+    base = tmp_path_factory.mktemp("natdb")
+    server = start_natdb(f"sqlite:///{base / 'natdb.db'}", base)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -17,6 +17,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 LOOPBACK = "127.0.0.1"
 GRPC_OFFSET = 10000  # SeaweedFS puts each gRPC port at http port + 10000
@@ -235,3 +236,101 @@ def start_prefect_server(home: Path, *, startup_timeout: float = 90.0) -> Prefec
         time.sleep(0.5)
     server.stop()
     raise RuntimeError("prefect server did not become healthy in time")
+
+
+@dataclass
+class NatdbServer:
+    """A running reference national-database service (``python -m pipeline.natdb_service``)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+
+
+def start_natdb(database_url: str, log_dir: Path, *, startup_timeout: float = 30.0) -> NatdbServer:
+    """Start the reference national-database service on a free loopback port; return once /health answers."""
+    (port,) = free_ports(1, with_grpc=False)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"natdb-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")}
+    root = Path(__file__).resolve().parents[1]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.natdb_service", "--host", LOOPBACK, "--port", str(port),
+             "--database-url", database_url],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
+        )
+    server = NatdbServer(process, port, log_path)
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if not server.running():
+            raise RuntimeError(f"natdb service exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return server
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"natdb service did not answer within {startup_timeout:.0f} s")
+
+
+@dataclass
+class TestPkiServer:
+    """The certomancer test PKI's OCSP/CRL/TSA services (``python -m signing.testpki serve``)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    pki: Any
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(5)
+
+
+def start_test_pki(directory: Path, port: int | None = None) -> TestPkiServer:
+    """Materialise the test PKI in ``directory`` and serve it on 127.0.0.1 (a free port by default)."""
+    from signing.testpki import materialise
+
+    port = port or free_ports(1, with_grpc=False)[0]
+    pki = materialise(directory, port)
+    log = open(directory / "animator.log", "wb")  # noqa: SIM115 — the child keeps it
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "signing.testpki", "serve", str(directory), str(port)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+    )
+    server = TestPkiServer(proc, port, pki)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"test PKI server exited: {(directory / 'animator.log').read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://{LOOPBACK}:{port}/hoso-test/crls/interm/latest.crl", timeout=2)
+            return server
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    server.stop()
+    raise RuntimeError("test PKI server did not answer in 30 s")

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.errors import ExitCode
 from pipeline.samples import render_sample_dossier
+from storage.objects import LocalObjectStore
 from storage.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,9 +54,7 @@ class Hoso:
         root = self.data_dir / "objects"
         if not root.exists():
             return []
-        return sorted(
-            str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and ".meta" not in p.parts
-        )
+        return sorted(info.key for info in LocalObjectStore(root).list())
 
 
 @pytest.fixture
@@ -253,3 +252,62 @@ def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso: Hoso, tm
     assert prefixes == {d.code for d in dossiers}
     for d in dossiers:
         assert sum(1 for k in hoso.stored_keys() if k.startswith(f"dossiers/{d.code}/input/")) == 1
+
+
+def test_a_batch_of_bad_inputs_records_each_failure_with_its_reason(hoso: Hoso, tmp_path: Path) -> None:
+    bad = _bad_inputs(tmp_path / "bad")
+    proc = hoso("reprocess", str(tmp_path / "bad"), "--procedure", "business_household_registration", "--json")
+    summary = json.loads(proc.stdout)
+    assert proc.returncode == ExitCode.failed
+    assert (summary["total"], summary["failed"], summary["processed"]) == (len(bad), len(bad), 0)
+    for name, (_, code) in bad.items():
+        assert summary["failures"][name].startswith(code.name), (name, summary["failures"][name])
+    reasons = {i.input_name: i.reason for i in hoso.registry.batch_items(summary["batch_id"])}
+    assert set(reasons) == set(bad) and all(reasons.values())
+    assert hoso.stored_keys() == []
+    assert hoso.registry.list_dossiers() == []
+
+
+@pytest.mark.postgres
+def test_ingest_on_s3_and_postgresql(seaweedfs, postgres_base_url: str | None, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The production shape: objects in S3 (SeaweedFS here), the registry in PostgreSQL."""
+    if postgres_base_url is None:
+        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
+    import uuid
+
+    import sqlalchemy as sa
+    from minio import Minio
+
+    schema = f"hoso_e2e_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine(postgres_base_url)
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    bucket = f"hoso-e2e-{uuid.uuid4().hex[:8]}"
+    try:
+        runner = Hoso(tmp_path / "var", {
+            "HOSO_STORE": "s3",
+            "HOSO_S3_ENDPOINT": seaweedfs.endpoint,
+            "HOSO_S3_ACCESS_KEY": seaweedfs.access_key,
+            "HOSO_S3_SECRET_KEY": seaweedfs.secret_key,
+            "HOSO_S3_BUCKET": bucket,
+            "HOSO_DATABASE_URL": f"{postgres_base_url}?options=-csearch_path%3D{schema}",
+        })
+        proc = runner("ingest", str(SAMPLE), "--procedure", "1.001612", "--json")
+        assert proc.returncode == 0, proc.stderr
+        receipt = json.loads(proc.stdout)
+        status = json.loads(runner("status", receipt["dossier_code"], "--json").stdout)
+        assert status["state"] == "received"
+        client = Minio(seaweedfs.endpoint, seaweedfs.access_key, seaweedfs.secret_key, secure=False)
+        keys = {o.object_name for o in client.list_objects(bucket, recursive=True)}
+        assert set(receipt["artifacts"].values()) <= keys
+        wrong_env = {k: v for k, v in runner.env.items() if k != "HOSO_DATABASE_URL"}
+        wrong = Hoso(tmp_path / "var2", wrong_env | {"HOSO_S3_SECRET_KEY": "not-the-secret",
+                                                     "HOSO_DATA_DIR": str(tmp_path / "var2")})
+        refused = wrong("ingest", str(SAMPLE), "--procedure", "1.001612")
+        assert refused.returncode == ExitCode.storage_failed, refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert wrong.registry.list_dossiers() == []
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        admin.dispose()

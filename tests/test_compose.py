@@ -68,3 +68,18 @@ def test_worker_command_is_a_real_module() -> None:
 def test_ports_published_on_loopback_only(service: str) -> None:
     for port in COMPOSE["services"][service].get("ports", []):
         assert str(port).startswith("127.0.0.1:"), f"{service} publishes {port} beyond loopback"
+
+
+def test_worker_reaches_the_national_database_service() -> None:
+    env = _environment("worker")
+    settings = Settings(**{k.removeprefix("HOSO_").lower(): v for k, v in env.items() if k.startswith("HOSO_")})
+    assert settings.natdb == "http" and settings.natdb_url
+    host, port = settings.natdb_url.split("//")[1].rstrip("/").split(":")
+    natdb = COMPOSE["services"][host]
+    command = natdb["command"]
+    assert command[:3] == ["python", "-m", "pipeline.natdb_service"]
+    assert (ROOT / "pipeline" / "natdb_service.py").is_file()
+    assert command[command.index("--port") + 1] == port
+    # backed by the registry database the worker uses
+    assert _environment(host)["HOSO_DATABASE_URL"] == env["HOSO_DATABASE_URL"]
+    assert host in COMPOSE["services"]["worker"]["depends_on"]

@@ -246,3 +246,17 @@ def test_s3_server_stopped_is_storage_failed(tmp_path: Path) -> None:
         with pytest.raises(StorageFailed, match="unreachable"):
             action()
     assert not (tmp_path / "dl" / "1.pdf").exists()
+
+
+def test_local_store_sweeps_temp_files_left_by_a_killed_writer(tmp_path: Path) -> None:
+    LocalObjectStore(tmp_path / "store")
+    stale = tmp_path / "store" / ".tmp" / "dead.part"
+    live = tmp_path / "store" / ".tmp" / "live.part"
+    stale.write_bytes(b"half an upload")
+    live.write_bytes(b"being written now")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    store = LocalObjectStore(tmp_path / "store")
+    assert not stale.exists()
+    assert live.exists()
+    assert list(store.list()) == []

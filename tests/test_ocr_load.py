@@ -205,3 +205,25 @@ def test_shared_bad_inputs() -> None:
             inspect_input(SHARED_BAD / name, OPTS)
         assert isinstance(exc.value, InputError) and exc.value.message_vi
     assert inspect_input(SHARED_BAD / "png_renamed.pdf", OPTS).kind == "image"
+
+
+def test_pages_are_streamed_one_at_a_time(tmp_path: Path) -> None:
+    import gc
+    import inspect
+    import weakref
+
+    frames = [Image.new("L", (300, 400), 200 + i % 50) for i in range(40)]
+    src = tmp_path / "many.pdf"
+    frames[0].save(src, "PDF", resolution=100, save_all=True, append_images=frames[1:])
+    del frames
+    options = OcrOptions()
+    pages = iter_pages(inspect_input(src, options), options)
+    assert inspect.isgenerator(pages)
+    alive: list[weakref.ref[Image.Image]] = []
+    most = 0
+    for page in pages:
+        alive.append(weakref.ref(page.image))  # type: ignore[attr-defined]
+        del page
+        gc.collect()
+        most = max(most, sum(r() is not None for r in alive))
+    assert len(alive) == 40 and most <= 2

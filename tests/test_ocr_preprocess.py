@@ -9,7 +9,7 @@ import pytest
 import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
-from ocr.preprocess import analyse_geometry, normalise_for_ocr, rotate_image
+from ocr.preprocess import analyse_geometry, find_page_quad, flatten_page, normalise_for_ocr, rotate_image
 from ocr.triage import to_gray, triage
 
 FONT = Path("/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf")
@@ -133,3 +133,44 @@ def test_normalise_flattens_light_and_upscales() -> None:
     # Paper on the dark left and bright right edges ends up equally white.
     left, right = np.median(gray[:, :150]), np.median(gray[:, -150:])
     assert left > 230 and right > 230
+
+
+def _photo_of(page: Image.Image, corners: list[tuple[float, float]], size: tuple[int, int]) -> np.ndarray:
+    """``page`` warped onto a darker desk of ``size`` with its corners at ``corners`` (tl, tr, br, bl)."""
+    import cv2
+
+    w, h = page.size
+    src = np.array([[0, 0], [w, 0], [w, h], [0, h]], dtype=np.float32)
+    m = cv2.getPerspectiveTransform(src, np.array(corners, dtype=np.float32))
+    desk = np.full(size[::-1], 90, np.uint8)
+    return cv2.warpPerspective(np.asarray(page), m, size, dst=desk, borderMode=cv2.BORDER_TRANSPARENT)
+
+
+@needs_font
+def test_phone_photo_page_quad_found_and_flattened_level() -> None:
+    corners = [(140.0, 90.0), (1230.0, 150.0), (1300.0, 1820.0), (90.0, 1760.0)]
+    photo = _photo_of(text_page(), corners, (1400, 1900))
+    quad = find_page_quad(photo, DPI)
+    assert quad is not None
+    assert np.abs(quad - np.array(corners)).max() < 12  # within a few pixels at 50 dpi working scale
+    flat, back = flatten_page(Image.fromarray(photo), quad)
+    assert abs(flat.width / flat.height - 1240 / 1754) < 0.03
+    geo = analyse_geometry(to_gray(flat), DPI)
+    row_angle = geo.skew if geo.rotation == 0 else geo.other_skew  # text lines run across: level them
+    assert abs(row_angle) < 0.6
+    # The homography maps the flattened page's corners back onto the photo's.
+    import cv2
+
+    rect = np.array([[[0, 0], [flat.width, 0], [flat.width, flat.height], [0, flat.height]]], np.float64)
+    centre = quad.mean(axis=0)
+    inset = centre + (quad - centre) * 0.98
+    assert np.abs(cv2.perspectiveTransform(rect, back)[0] - inset).max() < 2
+
+
+@needs_font
+def test_scan_filling_the_frame_or_with_scanner_borders_has_no_quad() -> None:
+    assert find_page_quad(to_gray(text_page()), DPI) is None
+    bordered = np.asarray(text_page()).copy()
+    bordered[:, :60] = 30  # a dark scanner border down the left edge
+    bordered[-40:, :] = 30
+    assert find_page_quad(bordered, DPI) is None

@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import datetime as dt
+import io
+import shutil
+import subprocess
+import tempfile
 import unicodedata
+from pathlib import Path
 
+import pikepdf
 import pypdfium2 as pdfium
 import pytest
 import zxingcpp
@@ -132,3 +138,89 @@ def test_result_fonts_are_embedded(signed: bytes) -> None:
     # Every font actually used must be embedded (reportlab subsets Noto Sans; stamps add their own).
     assert signed.count(b"/FontFile2") >= 2
     assert b"NotoSans-Bold" in signed
+
+
+_FORBIDDEN_KEYS = {"/JavaScript", "/JS", "/AA", "/Launch", "/EmbeddedFiles"}
+
+
+def _dictionaries(doc: pikepdf.Pdf):  # type: ignore[no-untyped-def]
+    """Every dictionary and stream of ``doc``: the indirect objects and the direct ones inside them."""
+    todo = [o for o in doc.objects if isinstance(o, pikepdf.Dictionary | pikepdf.Stream | pikepdf.Array)]
+    todo.append(doc.trailer)
+    while todo:
+        obj = todo.pop()
+        children = list(obj) if isinstance(obj, pikepdf.Array) else [obj[k] for k in obj]
+        todo += [c for c in children if isinstance(c, pikepdf.Dictionary | pikepdf.Array) and not c.is_indirect]
+        if not isinstance(obj, pikepdf.Array):
+            yield obj
+
+
+def pdfa_2b_problems(pdf: bytes) -> list[str]:
+    """What we can check of PDF/A-2b without a validator: declaration, output intent, embedded fonts,
+    no encryption, no actions or JavaScript, printable annotations with appearances."""
+    problems: list[str] = []
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        if "/Encrypt" in doc.trailer:
+            problems.append("encrypted")
+        if "/ID" not in doc.trailer:
+            problems.append("no file identifier")
+        meta = doc.open_metadata()  # parses the XMP packet
+        if (meta.get("pdfaid:part"), meta.get("pdfaid:conformance")) != ("2", "B"):
+            problems.append(f"XMP pdfaid is {meta.get('pdfaid:part')}/{meta.get('pdfaid:conformance')}")
+        intents = doc.Root.get("/OutputIntents", [])
+        srgb = [i for i in intents if i.get("/S") == "/GTS_PDFA1" and "/DestOutputProfile" in i]
+        if not srgb:
+            problems.append("no PDF/A output intent")
+        else:
+            icc = srgb[0].DestOutputProfile.read_bytes()
+            if icc[36:40] != b"acsp" or icc[16:20] != b"RGB " or int(srgb[0].DestOutputProfile.N) != 3:
+                problems.append("output intent profile is not an RGB ICC profile")
+        for obj in _dictionaries(doc):
+            found = _FORBIDDEN_KEYS & set(obj.keys())
+            if found:
+                problems.append(f"forbidden keys {sorted(found)}")
+            if obj.get("/S") in ("/JavaScript", "/Launch"):
+                problems.append(f"action {obj.get('/S')}")
+            if obj.get("/Type") == "/Font":
+                font = obj.DescendantFonts[0] if obj.get("/Subtype") == "/Type0" else obj
+                desc = font.get("/FontDescriptor", {})
+                if not any(k in desc for k in ("/FontFile", "/FontFile2", "/FontFile3")):
+                    problems.append(f"font {obj.get('/BaseFont')} not embedded")
+        for page in doc.pages:
+            for annot in page.get("/Annots", []):
+                flags = int(annot.get("/F", 0))
+                if not flags & 4 or flags & (1 | 2 | 32):
+                    problems.append(f"annotation {annot.get('/T')} not printable (F={flags})")
+                x1, y1, x2, y2 = (float(v) for v in annot.get("/Rect", [0, 0, 0, 0]))
+                zero_size = x1 == x2 and y1 == y2  # PDF/A-2 exempts these (invisible signatures) from /AP
+                if annot.get("/Subtype") == "/Widget" and "/AP" not in annot and not zero_size:
+                    problems.append(f"widget {annot.get('/T')} has no appearance")
+    if shutil.which("pdffonts"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "f.pdf"
+            path.write_bytes(pdf)
+            rows = subprocess.run(["pdffonts", str(path)], capture_output=True, text=True, check=True).stdout
+        for row in rows.splitlines()[2:]:
+            if row.split()[-5] != "yes":  # the "emb" column
+                problems.append(f"pdffonts: not embedded: {row}")
+    return problems
+
+
+def test_result_is_pdfa_2b_before_and_after_both_signatures(signed: bytes) -> None:
+    assert pdfa_2b_problems(render_result_pdf(content())) == []
+    assert pdfa_2b_problems(signed) == []
+    with pikepdf.open(io.BytesIO(signed)) as doc:
+        assert len(doc.Root.AcroForm.Fields) == 2
+        stamp_fonts = [o for o in doc.objects if isinstance(o, pikepdf.Dictionary) and o.get("/Subtype") == "/Type0"]
+        assert stamp_fonts, "the visible stamps carry their own (embedded) font"
+
+
+def test_pdfa_check_finds_what_breaks_pdfa(signed: bytes) -> None:
+    with pikepdf.open(io.BytesIO(signed)) as doc:
+        doc.Root.OpenAction = pikepdf.Dictionary(S=pikepdf.Name.JavaScript, JS="app.alert(1)")
+        del doc.Root["/OutputIntents"]
+        out = io.BytesIO()
+        doc.save(out, encryption=pikepdf.Encryption(owner="o", user=""))
+    problems = pdfa_2b_problems(out.getvalue())
+    assert "encrypted" in problems and "no PDF/A output intent" in problems
+    assert any("JavaScript" in p for p in problems)

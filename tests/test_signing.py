@@ -209,21 +209,25 @@ def test_prepared_fields_then_two_signatures_verify(keys: SigningKeys, pki: DevP
                  signer_name="x", role_label="y", existing_fields_only=True)
 
 
-def test_visible_stamp_text_extracts_back_in_vietnamese(signed: bytes) -> None:
-    doc = pdfium.PdfDocument(signed)
+def flattened_text(pdf: bytes, page_index: int = 0) -> str:
+    """The text of a page with its widgets' appearances (the visible stamps) flattened into it, NFC."""
+    doc = pdfium.PdfDocument(pdf)
     try:
         doc.init_forms()  # pdfium extracts a widget's appearance only once flattened into the page
-        doc[0].flatten()
+        doc[page_index].flatten()
         flat = io.BytesIO()
         doc.save(flat)
     finally:
         doc.close()
     doc = pdfium.PdfDocument(flat.getvalue())
     try:
-        text = doc[0].get_textpage().get_text_range()
+        return unicodedata.normalize("NFC", doc[page_index].get_textpage().get_text_range())
     finally:
         doc.close()
-    text = unicodedata.normalize("NFC", text)
+
+
+def test_visible_stamp_text_extracts_back_in_vietnamese(signed: bytes) -> None:
+    text = flattened_text(signed)
     assert f"Ký bởi: {SIGNER_NAME}" in text
     assert ROLE_LABEL in text
     assert "Trung tâm Phục vụ hành chính công" in text

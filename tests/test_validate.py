@@ -78,3 +78,70 @@ def test_rejected_when_nothing_belongs_to_the_procedure() -> None:
     assert other.status == "rejected" and "Đăng ký khai sinh" in other.reasons_vi[0]
     # One relevant paper is enough to make it a supplement request rather than a refusal.
     assert validate(proc, docs("hop_dong_chuyen_nhuong_qsdd", "cccd"), cat).status == "needs_supplement"
+
+
+def person_doc(t: str, page: int, **fields: str) -> DocumentInfo:
+    conf = {k: 0.95 for k in fields}
+    return DocumentInfo(type=t, pages=[page], confidence=0.9, fields=fields, field_confidence=conf)
+
+
+def test_needs_supplement_notice_lists_missing_slots() -> None:
+    cat = load_catalog()
+    v = validate(cat.procedure("marriage_registration"), docs("to_khai_dang_ky_ket_hon"), cat)
+    assert v.status == "needs_supplement"
+    lines = v.notice_vi.splitlines()
+    assert lines[0] == "PHIẾU YÊU CẦU BỔ SUNG, HOÀN THIỆN HỒ SƠ"
+    assert "Đăng ký kết hôn" in lines[1]
+    assert lines[3].startswith("1. Bổ sung Căn cước công dân") and "còn thiếu" in lines[3]
+    assert lines[4].startswith("2. Bổ sung Giấy xác nhận tình trạng hôn nhân")
+
+
+def test_same_person_tolerates_ocr_noise() -> None:
+    cat = load_catalog()
+    v = validate(
+        cat.procedure("business_household_registration"),
+        [
+            person_doc("giay_de_nghi_dang_ky_ho_kinh_doanh", 1, id_number="001085012345",
+                       full_name="Nguyễn Văn Sơn", date_of_birth="01/02/1985"),
+            # One digit of the ID, the diacritics of the name and one digit of the date misread.
+            person_doc("cccd", 2, id_number="001085012346", full_name="Nguyen Van Son",
+                       date_of_birth="01/02/1986"),
+        ],
+        cat,
+    )  # fmt: skip
+    assert v.status == "accepted" and v.inconsistencies == [] and v.notice_vi == ""
+
+
+def test_inconsistent_person_needs_supplement_with_reasons() -> None:
+    cat = load_catalog()
+    v = validate(
+        cat.procedure("business_household_registration"),
+        [
+            person_doc("giay_de_nghi_dang_ky_ho_kinh_doanh", 1, id_number="001085012345",
+                       full_name="Nguyễn Văn Sơn", date_of_birth="01/02/1985"),
+            person_doc("cccd", 2, id_number="001085012345", full_name="Trần Thị Mai",
+                       date_of_birth="17/09/1979"),
+        ],
+        cat,
+    )  # fmt: skip
+    assert v.status == "needs_supplement" and v.missing == []
+    assert len(v.inconsistencies) == 2
+    assert v.inconsistencies[0].startswith("Họ tên không thống nhất") and "001085012345" in v.inconsistencies[0]
+    assert v.inconsistencies[1].startswith("Ngày sinh không thống nhất")
+    assert "1. Kiểm tra, nộp lại giấy tờ đúng thông tin — lý do: Họ tên" in v.notice_vi
+
+
+def test_low_confidence_fields_do_not_raise_inconsistencies() -> None:
+    cat = load_catalog()
+    a = person_doc("giay_de_nghi_dang_ky_ho_kinh_doanh", 1, id_number="001085012345", full_name="Nguyễn Văn Sơn")
+    b = person_doc("cccd", 2, id_number="001085012345", full_name="Xx Yy Zz")
+    b.field_confidence["full_name"] = 0.3
+    v = validate(cat.procedure("business_household_registration"), [a, b], cat)
+    assert v.status == "accepted"
+
+
+def test_rejected_notice_is_a_refusal() -> None:
+    cat = load_catalog()
+    v = validate(cat.procedure("death_registration"), docs("unknown"), cat)
+    assert v.status == "rejected"
+    assert v.notice_vi.startswith("PHIẾU TỪ CHỐI TIẾP NHẬN") and "Không nhận dạng được" in v.notice_vi

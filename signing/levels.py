@@ -1,0 +1,175 @@
+"""PAdES baseline levels and what each needs: B-B, B-T (RFC 3161 signature timestamp), B-LT (revocation
+data embedded in the DSS), B-LTA (a document timestamp over everything).
+
+A level that the configuration cannot honour is lowered, never faked: without a TSA URL every level
+becomes B-B; a signer certificate that names no OCSP responder or CRL (the dev PKI) stops at B-T.
+Each lowering is logged as a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import threading
+import time
+from collections.abc import Iterable
+from functools import lru_cache
+from io import BytesIO
+
+from asn1crypto import x509 as asn1_x509
+from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
+from pyhanko.pdf_utils.misc import PdfError
+from pyhanko.sign import signers
+from pyhanko.sign.general import SigningError
+from pyhanko.sign.timestamps import TimestampRequestError
+from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
+from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError
+from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+
+from pipeline.errors import SigningFailed
+
+__all__ = [
+    "Level",
+    "add_document_timestamp",
+    "effective_level",
+    "forget_validation_contexts",
+    "has_revocation_pointers",
+    "signing_validation_context",
+    "timestamper_for",
+]
+
+log = logging.getLogger(__name__)
+
+
+class Level(enum.StrEnum):
+    """PAdES baseline levels, in increasing order of strength."""
+
+    B_B = "B-B"
+    B_T = "B-T"
+    B_LT = "B-LT"
+    B_LTA = "B-LTA"
+
+    @property
+    def rank(self) -> int:
+        return list(Level).index(self)
+
+    def __ge__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Level):
+            return NotImplemented
+        return self.rank >= other.rank
+
+    def __lt__(self, other: object) -> bool:  # type: ignore[override]
+        if not isinstance(other, Level):
+            return NotImplemented
+        return self.rank < other.rank
+
+
+def has_revocation_pointers(cert: asn1_x509.Certificate | None) -> bool:
+    """Whether ``cert`` names an OCSP responder or a CRL distribution point."""
+    if cert is None:
+        return False
+    return bool(cert.ocsp_urls or cert.crl_distribution_points)
+
+
+def effective_level(requested: Level, tsa_url: str | None, cert: asn1_x509.Certificate | None) -> Level:
+    """The strongest level not above ``requested`` that ``tsa_url`` and ``cert`` allow."""
+    level = requested
+    if level >= Level.B_T and not tsa_url:
+        log.warning("PAdES %s needs a timestamp server (HOSO_TSA_URL); signing at B-B", requested)
+        return Level.B_B
+    if level >= Level.B_LT and not has_revocation_pointers(cert):
+        log.warning("PAdES %s needs a certificate with OCSP/CRL pointers; signing at B-T", requested)
+        return Level.B_T
+    return level
+
+
+@lru_cache(maxsize=8)
+def timestamper_for(tsa_url: str | None) -> RequestsHTTPTimeStamper | None:
+    """An RFC 3161 client for ``tsa_url`` (None when no URL), one per URL and process.
+
+    Kept because pyHanko sizes the signature with a dummy timestamp request per client: a fresh
+    client per signature would cost an extra TSA round trip every time.
+    """
+    if not tsa_url:
+        return None
+    return RequestsHTTPTimeStamper(tsa_url, timeout=10)
+
+
+#: How long a thread reuses a signing validation context (and the OCSP/CRL data it fetched).
+CONTEXT_TTL_SECONDS = 120.0
+_contexts = threading.local()
+
+
+def signing_validation_context(
+    extra_certs: Iterable[asn1_x509.Certificate], trust_roots: Iterable[asn1_x509.Certificate] = ()
+) -> ValidationContext:
+    """A context that fetches OCSP/CRL data while signing (to embed it for B-LT and up).
+
+    The anchors are the configured trust roots plus any self-signed certificate the signer carries:
+    the signer only collects validation data here; whether to trust it is the verifier's decision.
+    Within one thread the same context is handed out for :data:`CONTEXT_TTL_SECONDS`, so a burst of
+    signatures fetches each OCSP response and CRL once (call :func:`forget_validation_contexts` after
+    a failure: the context caches failed fetches too).
+    """
+    extra = list(extra_certs)
+    roots = list(trust_roots) + [c for c in extra if c.self_signed in ("maybe", "yes")]
+    key = (tuple(c.sha256 for c in extra), tuple(r.sha256 for r in roots))
+    cache: dict = _contexts.__dict__.setdefault("by_key", {})
+    now = time.monotonic()
+    hit = cache.get(key)
+    if hit is not None and now - hit[0] < CONTEXT_TTL_SECONDS:
+        return hit[1]
+    # The requests backend: plain blocking HTTP, no client sessions to close (aiohttp's, the default,
+    # leaks one "Unclosed client session" per context when used through sign_pdf's asyncio.run).
+    context = ValidationContext(
+        trust_roots=roots or None, other_certs=extra, allow_fetching=True, revocation_mode="hard-fail",
+        fetcher_backend=RequestsFetcherBackend(per_request_timeout=10),
+    )
+    cache[key] = (now, context)
+    return context
+
+
+def forget_validation_contexts() -> None:
+    """Drop this thread's cached signing validation contexts."""
+    _contexts.__dict__.pop("by_key", None)
+
+
+def add_document_timestamp(
+    pdf: bytes, tsa_url: str, validation_context: ValidationContext, *, field_name: str | None = None
+) -> bytes:
+    """Add fresh validation data for the latest (document) timestamp and a new document timestamp.
+
+    This is the archive's upkeep (PAdES B-LTA renewal): run it before the last timestamp's TSA
+    certificate expires or its algorithms weaken.
+    """
+    timestamper = timestamper_for(tsa_url)
+    if timestamper is None:
+        raise SigningFailed(
+            "A document timestamp needs a timestamp server URL", "Chưa cấu hình máy chủ cấp dấu thời gian."
+        )
+    stamper = signers.PdfTimeStamper(timestamper, field_name=field_name)
+    out = BytesIO()
+    try:
+        writer = IncrementalPdfFileWriter(BytesIO(pdf), strict=False)
+        asyncio.run(
+            stamper.async_update_archival_timestamp_chain(
+                writer.prev, validation_context, in_place=False, output=out
+            )
+            if writer.prev.embedded_timestamp_signatures
+            else stamper.async_timestamp_pdf(writer, "sha256", validation_context, output=out)
+        )
+    except TimestampRequestError as exc:
+        raise SigningFailed(
+            f"No document timestamp from {tsa_url} ({exc})",
+            "Không lấy được dấu thời gian từ máy chủ cấp dấu thời gian; vui lòng thử lại.",
+        ) from exc
+    except (PathBuildingError, PathValidationError) as exc:
+        raise SigningFailed(
+            f"Cannot collect validation data for the timestamp chain ({type(exc).__name__}: {exc})",
+            "Không thu thập được dữ liệu kiểm tra chứng thư cho dấu thời gian.",
+        ) from exc
+    except (SigningError, PdfError, ValueError, KeyError, OSError) as exc:
+        raise SigningFailed(f"Adding a document timestamp failed ({type(exc).__name__}: {exc})") from exc
+    return out.getvalue()

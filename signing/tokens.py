@@ -1,0 +1,141 @@
+"""Where signing keys live: PKCS#11 tokens (officials' USB tokens, an HSM; SoftHSM2 in tests) and a
+remote signing service (hash out, signature back).
+
+The token PIN is read from a file or an environment variable named in the settings; it is never
+logged and never appears in an exception message. One session per token is opened on first use and
+kept for the process, so each signature costs one token operation, not a login.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any, Protocol
+
+from asn1crypto import algos
+from asn1crypto import x509 as asn1_x509
+from pyhanko.sign import signers
+from pyhanko_certvalidator.registry import SimpleCertificateStore
+
+from pipeline.errors import SigningFailed
+
+__all__ = ["Pkcs11Keys", "RemoteSigner", "RemoteSigningService", "read_pin"]
+
+
+def read_pin(pin_file: Path | None, pin_env: str) -> str:
+    """The token PIN from ``pin_file`` (first line) or the environment variable ``pin_env``."""
+    if pin_file is not None:
+        try:
+            pin = pin_file.read_text(encoding="utf-8").splitlines()[0].strip() if pin_file.stat().st_size else ""
+        except OSError as exc:
+            raise SigningFailed(
+                f"Cannot read the token PIN file {pin_file} ({exc.strerror})",
+                "Không đọc được tệp mã PIN của thiết bị ký số.",
+            ) from None
+    else:
+        pin = os.environ.get(pin_env, "")
+    if not pin:
+        raise SigningFailed(
+            f"No token PIN: set {pin_env} or HOSO_PKCS11_PIN_FILE", "Chưa cấu hình mã PIN của thiết bị ký số."
+        )
+    return pin
+
+
+class Pkcs11Keys:
+    """Signers for keys on one PKCS#11 token; the key (and certificate) label is the role name."""
+
+    def __init__(self, module: Path, token_label: str, pin_file: Path | None, pin_env: str) -> None:
+        self._module = module
+        self._token_label = token_label
+        self._pin_file = pin_file
+        self._pin_env = pin_env
+        self._session: Any = None
+        self._cache: dict[str, signers.Signer] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:  # never the PIN
+        return f"Pkcs11Keys({self._module}, token={self._token_label!r})"
+
+    def _open(self):
+        import pkcs11
+        from pyhanko.config.pkcs11 import TokenCriteria
+        from pyhanko.sign.pkcs11 import open_pkcs11_session
+
+        pin = read_pin(self._pin_file, self._pin_env)
+        try:
+            return open_pkcs11_session(
+                str(self._module), token_criteria=TokenCriteria(label=self._token_label), user_pin=pin
+            )
+        except pkcs11.PinIncorrect:
+            raise SigningFailed(
+                f"The PIN for token {self._token_label!r} was refused", "Mã PIN của thiết bị ký số không đúng."
+            ) from None
+        except (pkcs11.PKCS11Error, OSError, RuntimeError, ValueError) as exc:
+            # The PIN is not part of these messages; the exception chain is dropped regardless.
+            raise SigningFailed(
+                f"Cannot open PKCS#11 token {self._token_label!r} via {self._module} ({type(exc).__name__})",
+                "Không kết nối được thiết bị ký số (token).",
+            ) from None
+
+    def signer(self, role: str) -> signers.Signer:
+        """The token signer whose key and certificate are labelled ``role``."""
+        from pyhanko.sign.pkcs11 import PKCS11Signer
+
+        with self._lock:
+            if role in self._cache:
+                return self._cache[role]
+            if self._session is None:
+                self._session = self._open()
+            try:
+                # Raw mechanism: the digest is computed here and only it goes to the token (SoftHSM2 and
+                # many USB tokens lack the combined ECDSA-with-SHA256 mechanism; it is also faster).
+                signer = PKCS11Signer(
+                    self._session, cert_label=role, key_label=role, other_certs_to_pull=None,
+                    use_raw_mechanism=True,
+                )
+                signer.signing_cert  # noqa: B018 — load the certificate now: fail here, not mid-signature
+            except Exception as exc:  # noqa: BLE001 — python-pkcs11 raises many unrelated types
+                raise SigningFailed(
+                    f"Token {self._token_label!r} has no usable key/certificate labelled {role!r} "
+                    f"({type(exc).__name__})",
+                    "Thiết bị ký số không có khóa/chứng thư cho vai trò này.",
+                ) from None
+            self._cache[role] = signer
+            return signer
+
+
+class RemoteSigningService(Protocol):
+    """A signing service that holds the key: it receives a digest and returns the raw signature."""
+
+    def certificate(self) -> asn1_x509.Certificate: ...
+
+    def chain(self) -> list[asn1_x509.Certificate]: ...
+
+    def sign_digest(self, digest: bytes, digest_algorithm: str) -> bytes: ...
+
+
+class RemoteSigner(signers.Signer):
+    """Adapts a :class:`RemoteSigningService` to pyHanko: only the hash of the signed attributes leaves."""
+
+    def __init__(self, service: RemoteSigningService, signature_mechanism: str = "ecdsa") -> None:
+        self._service = service
+        cert = service.certificate()
+        registry = SimpleCertificateStore()
+        registry.register_multiple(service.chain())
+        algo = cert.public_key.algorithm
+        mechanism = "rsassa_pkcs1v15" if algo == "rsa" else "ecdsa" if algo == "ec" else signature_mechanism
+        super().__init__(
+            signing_cert=cert,
+            cert_registry=registry,
+            signature_mechanism=algos.SignedDigestAlgorithm({"algorithm": f"sha256_{mechanism}"})
+            if mechanism == "ecdsa"
+            else algos.SignedDigestAlgorithm({"algorithm": "sha256_rsa"}),
+        )
+
+    async def async_sign_raw(self, data: bytes, digest_algorithm: str, dry_run: bool = False) -> bytes:
+        digest = hashlib.new(digest_algorithm, data).digest()
+        if dry_run:  # pyHanko sizes the signature container first
+            return bytes(512)
+        return self._service.sign_digest(digest, digest_algorithm)

@@ -1,0 +1,120 @@
+"""Reuse end to end through ``hoso``: a citizen's CCCD digitised once fills the next dossier's CCCD slot."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pikepdf
+import pytest
+from servers import NatdbServer, free_ports
+
+from storage.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"
+MAI = "079182424604"  # the sample's citizen
+CONTRACT_KEYS = {"dossier_code", "procedure", "status", "received_at", "due_at", "pages", "documents", "missing",
+                 "unexpected", "artifacts"}
+
+
+def hoso(data_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HOSO_", "PREFECT_API_URL"))}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env=clean | {"HOSO_DATA_DIR": str(data_dir)} | env,
+        capture_output=True, text=True, timeout=300, cwd=data_dir.parent,
+    )
+
+
+@pytest.fixture(scope="module")
+def request_form_only(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Page 1 of the sample: the giấy đề nghị alone, without the CCCD."""
+    target = tmp_path_factory.mktemp("form") / "de-nghi.pdf"
+    with pikepdf.open(SAMPLE) as src, pikepdf.new() as dst:
+        dst.pages.append(src.pages[0])
+        dst.save(target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def two_dossiers(
+    tmp_path_factory: pytest.TempPathFactory, natdb: NatdbServer, request_form_only: Path
+) -> tuple[Path, dict[str, str], dict, dict, str]:
+    """The sample (form + CCCD), then the form alone with ``--applicant-id``, against the real service."""
+    base = tmp_path_factory.mktemp("reuse")
+    data, out = base / "var", base / "out"
+    env = {"HOSO_NATDB": "http", "HOSO_NATDB_URL": natdb.url, "HOSO_NATDB_TIMEOUT": "10"}
+    first = hoso(data, env, "ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
+    assert first.returncode == 0, first.stderr
+    second = hoso(data, env, "ingest", str(request_form_only), "-p", "business_household_registration",
+                  "--applicant-id", MAI, "--out", str(out))
+    assert second.returncode == 0, second.stderr
+    receipt = json.loads((out / "de-nghi.json").read_text(encoding="utf-8"))
+    return data, env, json.loads(first.stdout), receipt, second.stdout
+
+
+def test_first_dossier_is_verified_and_scanned(two_dossiers: tuple[Path, dict[str, str], dict, dict, str]) -> None:
+    _, _, first, _, _ = two_dossiers
+    assert first["status"] == "accepted"
+    assert first["applicant_check"]["outcome"] == "verified"
+    assert [(d["type"], d["source"], d["pages"]) for d in first["documents"]] == [
+        ("giay_de_nghi_dang_ky_ho_kinh_doanh", "scan", [1]),
+        ("cccd", "scan", [2]),
+    ]
+
+
+def test_second_dossier_fills_the_cccd_slot_by_reference(
+    two_dossiers: tuple[Path, dict[str, str], dict, dict, str],
+) -> None:
+    data, _, first, second, console_text = two_dossiers
+    assert set(second) >= CONTRACT_KEYS
+    assert (second["status"], second["missing"]) == ("accepted", [])
+    assert [p["index"] for p in second["pages"]] == [1]  # one page scanned
+    form, cccd = second["documents"]
+    assert (form["type"], form["source"], form["pages"]) == ("giay_de_nghi_dang_ky_ho_kinh_doanh", "scan", [1])
+    assert (cccd["type"], cccd["source"], cccd["pages"]) == ("cccd", "reused", [])
+    assert cccd["fields"]["id_number"] == MAI
+    ref = cccd["reference"]
+    assert ref["dossier_code"] == first["dossier_code"] and ref["pages"] == [2]
+    assert ref["object_key"] == first["artifacts"]["digitised"]
+    # the reference points at the first dossier's signed digitised PDF, byte for byte
+    stored = (data / "objects" / ref["object_key"]).read_bytes()
+    assert hashlib.sha256(stored).hexdigest() == ref["sha256"]
+    # the printed receipt says where the CCCD came from
+    assert "sử dụng lại từ kho dữ liệu điện tử" in console_text
+    assert first["dossier_code"] in console_text
+    assert "đã xác thực" in console_text
+    # the registry keeps the receipt with the reused document (read by `hoso stats`)
+    record = Registry(f"sqlite:///{data / 'registry.db'}").get(second["dossier_code"])
+    assert record.state == "received"
+    assert [d["source"] for d in (record.receipt_json or {})["documents"]] == ["scan", "reused"]
+
+
+def test_stats_count_the_reuse(two_dossiers: tuple[Path, dict[str, str], dict, dict, str]) -> None:
+    data, env, first, _, _ = two_dossiers
+    day = datetime.fromisoformat(first["received_at"]).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date().isoformat()
+    proc = hoso(data, env, "stats", "--from", day, "--to", day, "--json")
+    assert proc.returncode == 0, proc.stderr
+    stats = json.loads(proc.stdout)
+    assert (stats["received"], stats["digitised"], stats["reused"]) == (2, 2, 1)
+    assert stats["reuse_rate"] == 0.5 and stats["digitisation_rate"] == 1.0
+
+
+def test_a_database_that_is_down_leaves_the_dossier_accepted_unverified(tmp_path: Path) -> None:
+    (port,) = free_ports(1, with_grpc=False)  # nothing listens there
+    env = {"HOSO_NATDB": "http", "HOSO_NATDB_URL": f"http://127.0.0.1:{port}", "HOSO_NATDB_TIMEOUT": "1",
+           "HOSO_NATDB_RETRIES": "1"}
+    proc = hoso(tmp_path / "var", env, "ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
+    assert proc.returncode == 0, proc.stderr
+    receipt = json.loads(proc.stdout)
+    assert (receipt["status"], receipt["missing"]) == ("accepted", [])
+    check = receipt["applicant_check"]
+    assert check["outcome"] == "unverified" and "unavailable after 2 attempts" in check["reason"]
+    assert [d["source"] for d in receipt["documents"]] == ["scan", "scan"]
