@@ -24,6 +24,7 @@ from ocr.load import InputInfo, LoadedPage, inspect_input, iter_pages
 from ocr.models import OcrOptions, OcrResult, RecognizedPage, Word
 from ocr.pdf import assemble, write_page_pdf
 from ocr.preprocess import (
+    AMBIGUOUS_RATIO,
     Geometry,
     analyse_geometry,
     find_page_quad,
@@ -31,7 +32,7 @@ from ocr.preprocess import (
     normalise_for_ocr,
     rotate_image,
 )
-from ocr.recognize import Recognition, recognize
+from ocr.recognize import Recognition, recognize, text_confidence
 from ocr.triage import to_gray, triage
 from pipeline.errors import OcrFailed
 
@@ -39,8 +40,9 @@ __all__ = ["inspect_input", "ocr_input", "process_page", "InputInfo"]
 
 # Upright text scores ~0.85-0.96 mean word confidence; upside-down or sideways text ~0.35-0.55.
 LOW_CONFIDENCE = 0.7
-# Row/column profile ratios in this band do not say reliably whether a page lies sideways.
-AMBIGUOUS_SIDEWAYS = (0.7, 1.25)
+# A strip read both ways up: a difference this large settles 0 against 180 without reading the page twice.
+STRIP_MARGIN = 0.15
+STRIP_DPI = 200  # the strip is read at this resolution: fast, and enough to tell upright text
 
 
 @dataclass(frozen=True)
@@ -60,29 +62,72 @@ def _prepare(image: Image.Image, dpi: int, rotation: int, skew: float) -> tuple[
 
 
 def _candidates(geo: Geometry) -> list[int]:
-    """Quarter turns to try after the first, most likely first."""
+    """Quarter turns to try, most likely first: the text-line axis both ways up, then (when the line
+    structure was ambiguous) the other axis."""
     first = geo.rotation
-    others = [(first + 180) % 360]
-    if AMBIGUOUS_SIDEWAYS[0] <= geo.sideways_ratio <= AMBIGUOUS_SIDEWAYS[1]:
-        others += [(first + 90) % 360, (first + 270) % 360]
-    return others
+    turns = [first, (first + 180) % 360]
+    if 1 / AMBIGUOUS_RATIO < geo.sideways_ratio < AMBIGUOUS_RATIO:
+        turns += [(first + 90) % 360, (first + 270) % 360]
+    return turns
+
+
+def strip_scores(image: Image.Image, dpi: int, geo: Geometry, turns: list[int], lang: str) -> dict[int, float]:
+    """Tesseract confidence of the page's densest band of text lines read at each of ``turns`` (those
+    along the detected text-line axis)."""
+    if geo.strip is None:
+        return {}
+    x0, y0, x1, y1 = geo.strip
+    crop = image.crop((x0, y0, x1, y1))
+    f = min(1.0, STRIP_DPI / max(dpi, 1))
+    if f < 1:
+        crop = crop.resize((max(1, round(crop.width * f)), max(1, round(crop.height * f))), Image.Resampling.BOX)
+    strip_dpi = round(dpi * f)
+    scores = {}
+    for turn in turns:
+        if turn % 180 != geo.rotation % 180:
+            continue  # the strip is a band of lines only along the detected axis
+        upright = rotate_image(crop, turn, geo.skew)
+        gray, ocr_dpi = normalise_for_ocr(upright, strip_dpi, upscale=False)
+        scores[turn] = text_confidence(gray, ocr_dpi, lang)
+    return scores
 
 
 def _recognize_upright(
     image: Image.Image, dpi: int, geo: Geometry, options: OcrOptions
 ) -> tuple[int, float, Image.Image, Recognition, int]:
-    """OCR at the most likely orientation; if confidence is low, try the others and keep the best."""
+    """OCR at the most likely orientation; if confidence is low, try the others and keep the best.
+
+    Before reading the page again another way up, a strip of a few lines is read each way: it settles
+    most cases for a fraction of a page (a noisy page read right way up stays as it is).
+    """
+    turns = deque(_candidates(geo))
     best: tuple[int, float, Image.Image, Recognition, int] | None = None
-    for rotation in [geo.rotation, *_candidates(geo)]:
+    while turns:
+        rotation = turns.popleft()
         skew = geo.skew if rotation % 180 == geo.rotation % 180 else geo.other_skew
         upright, gray, ocr_dpi = _prepare(image, dpi, rotation, skew)
         rec = recognize(gray, ocr_dpi, options.language, cache_dir=options.cache_dir)
+        first = best is None
         if best is None or rec.confidence > best[3].confidence:
             best = (rotation, skew, upright, rec, ocr_dpi)
         if rec.confidence >= LOW_CONFIDENCE and len(rec.words) >= 3:
             break
+        if first:
+            turns = deque(_worth_reading(image, dpi, geo, [rotation, *turns], options.language))
     assert best is not None
     return best
+
+
+def _worth_reading(image: Image.Image, dpi: int, geo: Geometry, turns: list[int], lang: str) -> list[int]:
+    """The turns after the first still worth a full read, most likely first, judged on a strip."""
+    first, rest = turns[0], turns[1:]
+    scores = strip_scores(image, dpi, geo, turns, lang)
+    if first not in scores:
+        return rest
+    scored = [t for t in rest if t in scores]
+    if scored and all(scores[first] - scores[t] >= STRIP_MARGIN for t in scored):
+        return [t for t in rest if t not in scores]  # the first way up was right: the page is just hard
+    return sorted(rest, key=lambda t: -scores.get(t, -1.0))
 
 
 def process_page(

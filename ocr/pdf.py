@@ -215,7 +215,7 @@ def make_pdfa(pdf: pikepdf.Pdf, title: str = "") -> None:
         ]
     )
     now = datetime.now(UTC).isoformat(timespec="seconds")
-    with pdf.open_metadata() as meta:
+    with pdf.open_metadata(set_pikepdf_as_editor=False) as meta:
         meta["pdfaid:part"] = "2"
         meta["pdfaid:conformance"] = "B"
         meta["pdf:Producer"] = "hoso"

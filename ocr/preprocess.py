@@ -1,9 +1,12 @@
 """Stage 3: turn a page upright and level, and make a clean greyscale copy for Tesseract.
 
-Orientation is decided in two steps: text lines make the row profile of a page sharp, so comparing row
-and column profiles tells upright/upside-down (0/180) from sideways (90/270) for the cost of a histogram;
-the 0-vs-180 question is left to recognition (:mod:`ocr.recognize` compares confidences) with Tesseract
-OSD as a tie-breaker, because OSD alone costs about a second a page and fails on sparse pages.
+Orientation is decided in two steps. Sideways (90/270) against upright (0/180) comes from text-line
+structure: after a closing with a horizontal kernel sized from the estimated character height, the
+characters of a line merge into long thin blobs; on a page lying sideways they do so only with a vertical
+kernel. Sizing the kernel from the characters makes this independent of scale, dpi and font; ruling lines
+(tables, forms) are taken out first. Upright against upside-down (0/180) is left to recognition
+(:mod:`ocr.engine` compares Tesseract confidences on a strip of a few lines, then on the page if needed),
+because OSD alone costs about a second a page and fails on sparse pages.
 """
 
 from __future__ import annotations
@@ -23,9 +26,9 @@ SKEW_DPI = 150  # deskew and orientation work on a copy at this resolution
 MAX_SKEW = 15.0
 OCR_DPI = 300
 UPSCALE_BELOW_DPI = 250
-# Sideways pages measured 0.47-0.79 on the public corpus, upright ones 0.91 and up (QR sheets, ID cards
-# are the lowest); in between, recognition confidence decides (see ocr.engine).
-SIDEWAYS_RATIO = 0.85
+# Text-line length across / down the page: >= 1.7 either way on every public page at scales 0.5-1.4;
+# closer to 1 than this, recognition confidence decides between all four turns (see ocr.engine).
+AMBIGUOUS_RATIO = 1.4
 _MAX_POINTS = 150_000
 _TRANSPOSE = {
     90: Image.Transpose.ROTATE_90,  # counter-clockwise: undoes content turned 90° clockwise
@@ -40,22 +43,104 @@ class Geometry:
 
     rotation: Rotation
     skew: float
-    sideways_ratio: float  # row/column profile sharpness; > 1 means text lines run across the page
+    sideways_ratio: float  # text-line length across / down the page; > 1 means lines run across
     other_skew: float = 0.0  # the skew to use if the page turns out to lie the other way (by a quarter)
+    strip: tuple[int, int, int, int] | None = None  # (x0, y0, x1, y1) px: a band of text lines, for a quick OCR
 
 
-def _ink_points(gray: np.ndarray, dpi: int) -> np.ndarray:
-    """(x, y) float coordinates of ink pixels of a SKEW_DPI copy, centred, subsampled."""
-    scale = SKEW_DPI / max(dpi, 1)
+@dataclass(frozen=True)
+class TextLines:
+    """Text-line blobs of a page's work copy, found along one axis."""
+
+    char_px: float  # estimated character size at the work scale
+    length: float  # total length of the line blobs
+    boxes: np.ndarray  # (n, 4) x, y, w, h of each blob, in the (possibly transposed) work copy
+
+
+def _work_mask(gray: np.ndarray, dpi: int) -> tuple[np.ndarray, float]:
+    """Ink mask of a SKEW_DPI copy with the rim cleared, and the scale from the page to that copy."""
+    scale = min(1.0, SKEW_DPI / max(dpi, 1))
     small = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else gray
     mask = ink_mask(small)
     h, w = mask.shape
-    # Dark scanner borders make long straight edges that would dominate the profile: ignore the rim.
+    # Dark scanner borders make long straight edges that would dominate the profiles: ignore the rim.
     my, mx = int(h * 0.04), int(w * 0.04)
     mask[:my] = 0
     mask[h - my :] = 0
     mask[:, :mx] = 0
     mask[:, w - mx :] = 0
+    return mask, scale
+
+
+def char_size(mask: np.ndarray) -> float | None:
+    """Typical character size (px) of an ink mask: the same whichever way the page lies."""
+    _, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    w, h, area = stats[1:, 2], stats[1:, 3], stats[1:, 4]
+    keep = (area >= 6) & (np.maximum(w, h) < min(mask.shape) / 15)  # no specks, rules, photos or seals
+    if keep.sum() < 10:
+        return None
+    # sqrt(w*h) is symmetric under a quarter turn; the 60th percentile skips diacritics and dots.
+    return float(np.percentile(np.sqrt(w[keep] * h[keep].astype(np.float64)), 60))
+
+
+def _without_rules(mask: np.ndarray, char_px: float) -> np.ndarray:
+    """The mask without ruling lines (solid runs longer than a few characters, either way)."""
+    n = max(int(4 * char_px), 10)
+    across = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, n), np.uint8))
+    down = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((n, 1), np.uint8))
+    rules = cv2.bitwise_or(across, down)
+    return np.where(rules > 0, 0, mask).astype(np.uint8)
+
+
+def text_lines(mask: np.ndarray, char_px: float) -> TextLines:
+    """Blobs that look like horizontal text lines (within ±MAX_SKEW and a bit) once a closing has merged
+    the characters of each line. Elongation is measured along the blob's own axis, so skewed and
+    photographed lines count as well as level ones."""
+    k = max(int(round(char_px)), 2)  # wider than letter and word gaps, narrower than line spacing
+    closed = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((1, k), np.uint8))
+    contours, _ = cv2.findContours(closed, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    total, boxes = 0.0, []
+    max_slope = np.tan(np.deg2rad(MAX_SKEW + 5))
+    for contour in contours:
+        x, y, w, h = cv2.boundingRect(contour)
+        if w < 3 * char_px or h > w:
+            continue
+        corners = cv2.boxPoints(cv2.minAreaRect(contour))
+        sides = [corners[1] - corners[0], corners[2] - corners[1]]
+        along, across = sorted(sides, key=lambda v: -float(np.hypot(*v)))
+        long, short = float(np.hypot(*along)), float(np.hypot(*across))
+        if long < 3 * short or long < 3 * char_px or not 0.4 * char_px <= short <= 3 * char_px:
+            continue
+        if abs(float(along[1])) > max_slope * abs(float(along[0])):
+            continue  # a blob running down the page, not a line of text across it
+        total += long
+        boxes.append((x, y, w, h))
+    return TextLines(char_px, total, np.array(boxes, dtype=np.int64).reshape(-1, 4))
+
+
+def _densest_band(lines: TextLines, shape: tuple[int, int], n_lines: int = 5) -> tuple[int, int, int, int] | None:
+    """(x0, y0, x1, y1) of the horizontal band holding the most text-line length, about n_lines high."""
+    if len(lines.boxes) == 0:
+        return None
+    band = n_lines * 2.0 * lines.char_px
+    x, y, w, h = (lines.boxes[:, i].astype(np.float64) for i in range(4))
+    centres = y + h / 2
+    best, best_len = 0.0, -1.0
+    for c in centres:
+        inside = (centres >= c) & (centres < c + band)
+        total = float(w[inside].sum())
+        if total > best_len:
+            best, best_len = c, total
+    inside = (centres >= best) & (centres < best + band)
+    pad = lines.char_px
+    x0, x1 = float(x[inside].min()) - pad, float((x + w)[inside].max()) + pad
+    y0, y1 = float(y[inside].min()) - pad, float((y + h)[inside].max()) + pad
+    return int(max(x0, 0)), int(max(y0, 0)), int(min(x1, shape[1])), int(min(y1, shape[0]))
+
+
+def _ink_points(mask: np.ndarray) -> np.ndarray:
+    """(x, y) float coordinates of ink pixels, centred, subsampled."""
+    h, w = mask.shape
     ys, xs = np.nonzero(mask)
     if len(xs) > _MAX_POINTS:
         step = len(xs) // _MAX_POINTS + 1
@@ -78,28 +163,41 @@ def _profile_score(points: np.ndarray, angle: float, axis: int) -> float:
     return _sharpness(proj)
 
 
-def _best_angle(points: np.ndarray, axis: int) -> tuple[float, float]:
-    best, score = 0.0, 0.0
+def _best_angle(points: np.ndarray, axis: int) -> float:
+    best = 0.0
     for step, span in ((1.0, MAX_SKEW), (0.2, 1.0), (0.05, 0.2)):
         angles = np.arange(best - span, best + span + step / 2, step)
         scores = [_profile_score(points, a, axis) for a in angles]
-        i = int(np.argmax(scores))
-        best, score = float(angles[i]), scores[i]
-    return best, score
+        best = float(angles[int(np.argmax(scores))])
+    return best
 
 
 def analyse_geometry(gray: np.ndarray, dpi: int) -> Geometry:
-    """Find whether the page lies sideways and how much it is skewed (projection profiles)."""
-    points = _ink_points(gray, dpi)
+    """Find whether the page lies sideways (text-line structure) and how much it is skewed (profiles)."""
+    mask, scale = _work_mask(gray, dpi)
+    points = _ink_points(mask)
     if points.shape[1] < 50:
         return Geometry(0, 0.0, 1.0)
-    row_angle, row_score = _best_angle(points, axis=1)
-    col_angle, col_score = _best_angle(points, axis=0)
-    ratio = row_score / max(col_score, 1.0)
-    if ratio >= SIDEWAYS_RATIO:
-        return Geometry(0, row_angle, ratio, col_angle)
-    # Text lines run down the page: turn it a quarter and level it with the column angle.
-    return Geometry(90, col_angle, ratio, row_angle)
+    c = char_size(mask)
+    if c is None:  # no text to speak of: keep the page as it lies, level it by its ink
+        return Geometry(0, _best_angle(points, axis=1), 1.0)
+    clean = _without_rules(mask, c)
+    across = text_lines(clean, c)
+    down = text_lines(np.ascontiguousarray(clean.T), c)
+    ratio = (across.length + 1) / (down.length + 1)
+    sideways = ratio < 1
+    skew = _best_angle(points, axis=0 if sideways else 1)
+    ambiguous = 1 / AMBIGUOUS_RATIO < ratio < AMBIGUOUS_RATIO
+    other = _best_angle(points, axis=1 if sideways else 0) if ambiguous else 0.0
+    if sideways:
+        band = _densest_band(down, (clean.shape[1], clean.shape[0]))
+        strip = None if band is None else (band[1], band[0], band[3], band[2])  # transposed back
+    else:
+        strip = _densest_band(across, (clean.shape[0], clean.shape[1]))
+    if strip is not None:
+        x0, y0, x1, y1 = (int(round(v / scale)) for v in strip)
+        strip = (x0, y0, x1, y1)
+    return Geometry(90 if sideways else 0, skew, ratio, other, strip)
 
 
 def rotate_image(image: Image.Image, rotation: int, skew: float) -> Image.Image:
@@ -120,8 +218,9 @@ def rotate_image(image: Image.Image, rotation: int, skew: float) -> Image.Image:
     return image
 
 
-def normalise_for_ocr(image: Image.Image, dpi: int) -> tuple[np.ndarray, int]:
-    """Greyscale, flatten uneven light, stretch contrast and upscale low-resolution pages to OCR_DPI.
+def normalise_for_ocr(image: Image.Image, dpi: int, upscale: bool = True) -> tuple[np.ndarray, int]:
+    """Greyscale, flatten uneven light, stretch contrast and (``upscale``) bring low-resolution pages
+    to OCR_DPI.
 
     Returns the OCR image and its dpi.
     """
@@ -138,7 +237,7 @@ def normalise_for_ocr(image: Image.Image, dpi: int) -> tuple[np.ndarray, int]:
         lo = float(np.searchsorted(hist, 0.005 * hist[-1]))  # the 0.5th percentile, darkest ink
         gain = 255.0 / max(255.0 - lo, 1.0)
         gray = np.clip((flat.astype(np.float32) - lo) * gain, 0, 255).astype(np.uint8)
-    if dpi < UPSCALE_BELOW_DPI:
+    if upscale and dpi < UPSCALE_BELOW_DPI:
         f = OCR_DPI / dpi
         gray = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
         dpi = OCR_DPI

@@ -2,6 +2,9 @@
 
 One Tesseract run renders both TSV (words, boxes, confidences) and a text-only PDF (the invisible text
 layer). Tesseract is held to one thread: pages run in parallel processes instead, which is faster.
+Through tesserocr the engine stays loaded in each worker process (no process start and model load per
+page; see bench/ocr_bench.py --backends); the ``tesseract`` command is the fallback when the module is
+missing or finds no language data.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import hashlib
 import os
 import subprocess
 import tempfile
+import threading
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytesseract
+from PIL import Image
 
 from ocr.models import Word
 from pipeline.errors import OcrFailed
@@ -24,8 +29,20 @@ from pipeline.errors import OcrFailed
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 
 DEFAULT_PSM = 3
+STRIP_PSM = 6  # a strip of a few lines is one uniform block of text
 TIMEOUT_S = 180
-_CACHE_VERSION = "1"
+_CACHE_VERSION = "2"
+_TESSDATA_DIRS = (
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+)
+
+try:
+    import tesserocr
+except ImportError:  # pragma: no cover - the command-line fallback
+    tesserocr = None
 
 
 @dataclass
@@ -52,7 +69,7 @@ def parse_tsv(tsv: str) -> tuple[str, list[Word]]:
     lines: list[str] = []
     current: list[str] = []
     line_key: tuple[str, ...] | None = None
-    for row in tsv.splitlines()[1:]:
+    for row in tsv.splitlines():
         cols = row.split("\t")
         if len(cols) < 12 or cols[0] != "5":
             continue
@@ -75,7 +92,7 @@ def parse_tsv(tsv: str) -> tuple[str, list[Word]]:
 
 def _cache_key(gray: np.ndarray, lang: str, config: str) -> str:
     h = hashlib.sha256()
-    h.update(f"{_CACHE_VERSION}|{lang}|{config}|{gray.shape}|".encode())
+    h.update(f"{_CACHE_VERSION}|{backend()}|{lang}|{config}|{gray.shape}|".encode())
     h.update(np.ascontiguousarray(gray).tobytes())
     return h.hexdigest()
 
@@ -91,11 +108,103 @@ def recognize(
         if (entry / "page.pdf").exists() and (entry / "page.tsv").exists():
             text, words = parse_tsv((entry / "page.tsv").read_text(encoding="utf-8"))
             return Recognition(text, words, (entry / "page.pdf").read_bytes())
-    pdf, tsv_text = _run_tesseract(gray, lang, config)
+    if backend() == "tesserocr":
+        pdf, tsv_text = _run_tesserocr(gray, dpi, lang, psm)
+    else:
+        pdf, tsv_text = _run_tesseract(gray, lang, config)
     if entry is not None:
         _write_cache(entry, pdf, tsv_text)
     text, words = parse_tsv(tsv_text)
     return Recognition(text, words, pdf)
+
+
+def text_confidence(gray: np.ndarray, dpi: int, lang: str = "vie") -> float:
+    """Character-weighted mean word confidence (0..1) of a small image (a strip of a few text lines).
+
+    Cheap enough to try a strip both ways up: upright text scores high, upside-down text low.
+    """
+    if backend() == "tesserocr":
+        with _API_LOCK:
+            api = _api(lang, STRIP_PSM)
+            api.SetImage(Image.fromarray(gray))
+            api.SetSourceResolution(dpi)
+            api.Recognize()
+            pairs = [(w, c / 100) for w, c in api.MapWordConfidences()]
+            api.Clear()
+    else:
+        tsv = pytesseract.image_to_data(
+            gray, lang=lang, config=f"--psm {STRIP_PSM} --dpi {dpi}", timeout=TIMEOUT_S
+        )
+        pairs = [(w.text, w.confidence) for w in parse_tsv(tsv)[1]]
+    total = sum(len(w.strip()) for w, _ in pairs)
+    if not total:
+        return 0.0
+    return float(sum(len(w.strip()) * max(0.0, min(c, 1.0)) for w, c in pairs) / total)
+
+
+_API_LOCK = threading.Lock()  # a Tesseract engine serves one page at a time
+_APIS: dict[tuple[str, int], object] = {}
+_BACKEND: str | None = None
+
+
+def tessdata_dir(lang: str = "vie") -> str | None:
+    """The directory holding ``<lang>.traineddata`` (TESSDATA_PREFIX first), or None."""
+    prefix = os.environ.get("TESSDATA_PREFIX")
+    dirs = [prefix, str(Path(prefix) / "tessdata")] if prefix else []
+    for d in [*dirs, *_TESSDATA_DIRS]:
+        if (Path(d) / f"{lang.split('+')[0]}.traineddata").exists():
+            return d
+    return None
+
+
+def backend() -> str:
+    """``tesserocr`` (engine kept loaded in the process) when usable, else ``cli`` (one process a page).
+
+    ``HOSO_OCR_BACKEND=cli`` forces the command line (benchmarks, debugging).
+    """
+    global _BACKEND
+    if _BACKEND is None:
+        forced = os.environ.get("HOSO_OCR_BACKEND", "")
+        usable = tesserocr is not None and tessdata_dir() is not None
+        _BACKEND = "tesserocr" if usable and forced != "cli" else "cli"
+    return _BACKEND
+
+
+def _api(lang: str, psm: int):  # type: ignore[no-untyped-def]
+    """This process's Tesseract engine for (lang, psm), loaded once (the caller holds _API_LOCK)."""
+    api = _APIS.get((lang, psm))
+    if api is None:
+        path = tessdata_dir(lang)
+        try:
+            api = tesserocr.PyTessBaseAPI(path=path, lang=lang, psm=psm, oem=tesserocr.OEM.LSTM_ONLY)
+        except RuntimeError as exc:
+            raise OcrFailed(f"cannot load Tesseract language {lang!r} from {path}: {exc}") from exc
+        _APIS[(lang, psm)] = api
+    return api
+
+
+def _run_tesserocr(gray: np.ndarray, dpi: int, lang: str, psm: int) -> tuple[bytes, str]:
+    # ProcessPages from a file: ProcessPage with an in-memory image leaves the PDF unfinished (tesserocr 2.13).
+    with _API_LOCK, tempfile.TemporaryDirectory(prefix="hoso-tess-") as tmp:
+        src = Path(tmp) / "page.pgm"
+        if not cv2.imwrite(str(src), gray):
+            raise OcrFailed("cannot write the page image for tesseract")
+        api = _api(lang, psm)
+        api.SetVariable("tessedit_create_pdf", "1")
+        api.SetVariable("textonly_pdf", "1")
+        api.SetVariable("user_defined_dpi", str(dpi))
+        base = str(Path(tmp) / "out")
+        try:
+            ok = api.ProcessPages(base, str(src), timeout=TIMEOUT_S * 1000)
+            tsv = api.GetTSVText(0)
+        except RuntimeError as exc:
+            raise OcrFailed(f"tesseract failed: {exc}") from exc
+        finally:
+            api.Clear()
+        pdf_path = Path(base + ".pdf")
+        if not ok or not pdf_path.exists():
+            raise OcrFailed(f"tesseract failed or took more than {TIMEOUT_S} s on one page")
+        return pdf_path.read_bytes(), tsv
 
 
 def _run_tesseract(gray: np.ndarray, lang: str, config: str) -> tuple[bytes, str]:

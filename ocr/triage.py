@@ -102,7 +102,9 @@ def triage(gray: np.ndarray, dpi: int) -> Triage:
     ink = float(_inner(mask).mean())
     if ink < BLANK_INK:
         # Nothing dark: a blank page, unless faint marks cover it (a washed-out scan of a real page).
-        if float(_inner(ink_mask(small, FAINT_DELTA)).mean()) < FAINT_INK:
+        # Blurred first: heavy sensor noise alone would pass a threshold this low over half the page.
+        smooth = cv2.GaussianBlur(small, (0, 0), 1.0)
+        if float(_inner(ink_mask(smooth, FAINT_DELTA)).mean()) < FAINT_INK:
             return Triage("blank", ink)
         return Triage("content", ink, rescan_reason=LOW_CONTRAST_VI)
     scale = 1.0

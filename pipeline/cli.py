@@ -34,11 +34,41 @@ def _fail(err: HosoError) -> NoReturn:
 
 
 def _guard(fn: Callable[[], T]) -> T:
-    """Run a command body: a HosoError becomes one clear line and its exit code; nothing else is hidden."""
+    """Run a command body: a HosoError becomes one clear line and its exit code.
+
+    Anything else is a bug: one line for the clerk, exit 99, and the full traceback in the error log.
+    """
     try:
         return fn()
     except HosoError as err:
         _fail(err)
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        log_path = _record_crash()
+        print(
+            f"hoso: lỗi [internal]: Lỗi hệ thống không mong đợi; đã ghi nhật ký tại {log_path} — "
+            f"internal error {type(err).__name__}: {err}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(int(ExitCode.internal)) from None
+
+
+def _record_crash() -> Path:
+    """Append the current exception's traceback to <data_dir>/logs/errors.log; return its path."""
+    import traceback
+    from datetime import UTC
+
+    from pipeline.settings import get_settings
+
+    path = get_settings().data_dir / "logs" / "errors.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
+    except OSError:
+        traceback.print_exc()
+    return path
 
 
 def _write_json(path: Path, data: Any) -> None:

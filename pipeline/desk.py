@@ -253,6 +253,8 @@ def record_intake(
             missing=validation.missing,
             unexpected=validation.unexpected,
             reasons_vi=validation.reasons_vi,
+            inconsistencies=validation.inconsistencies,
+            notice_vi=validation.notice_vi,
             applicant_check=applicant_check,
             artifacts={name: info.key for name, info in written} | {"manifest": f"{prefix}/manifest.json"},
             input_sha256=fingerprint.sha256,

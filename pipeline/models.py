@@ -89,6 +89,8 @@ class Receipt(BaseModel):
     unexpected: list[str]
     reasons_vi: list[str] = Field(default_factory=list)
     applicant_check: ApplicantCheck | None = None
+    inconsistencies: list[str] = Field(default_factory=list, description="Cross-document disagreements, Vietnamese")
+    notice_vi: str = Field("", description="Text of the request to supplement / refusal slip, if any")
     artifacts: dict[str, str] = Field(default_factory=dict, description="artifact name -> object key")
     input_sha256: str = ""
     timings: dict[str, float] = Field(default_factory=dict, description="seconds per stage")

@@ -364,10 +364,12 @@ def sign_pdf(
         "when": dt.datetime.now(TZ).strftime("%d/%m/%Y %H:%M"),
     }
     out = BytesIO()
+    size_key = (cert.sha256 if cert else b"", timestamper is not None, level)
     try:
         asyncio.run(
             pdf_signer.async_sign_pdf(
-                writer, existing_fields_only=exists, appearance_text_params=text_params, output=out
+                writer, existing_fields_only=exists, appearance_text_params=text_params, output=out,
+                bytes_reserved=_RESERVED_SIZES.get(size_key),
             )
         )
     except TimestampRequestError as exc:
@@ -391,7 +393,24 @@ def sign_pdf(
                 "Thiết bị ký số (token) từ chối thao tác ký.",
             ) from None
         raise
-    return out.getvalue()
+    signed_pdf = out.getvalue()
+    if size_key not in _RESERVED_SIZES:
+        _RESERVED_SIZES[size_key] = _reserved_size(signed_pdf, field_name)
+    return signed_pdf
+
+
+# pyHanko sizes the signature container with a dry-run signature (a quarter of a B-B signature's cost);
+# its estimate (with a 50 % margin for TSA responses) is the same for every signature of one signer at
+# one level, so it is measured once per process from the first signed file.
+_RESERVED_SIZES: dict[tuple[bytes, bool, Level], int] = {}
+
+
+def _reserved_size(signed: bytes, field_name: str) -> int:
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    sigs = PdfFileReader(BytesIO(signed), strict=False).embedded_signatures
+    ours = next(s for s in sigs if s.field_name == field_name)
+    return 2 * len(ours.sig_object["/Contents"])  # hex digits in the file
 
 
 def stamp_box_top_right(

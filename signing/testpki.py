@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 ARCH = "hoso-test"
 LOOPBACK = "127.0.0.1"
-KEY_LABELS = ("root", "interm", "interm-ocsp", "tsa", "officer", "approver", "seal", "revoked")
+KEY_LABELS = ("root", "interm", "interm-ocsp", "tsa", "tsa2", "officer", "approver", "seal", "revoked")
 SIGNER_LABELS = ("officer", "approver", "seal", "revoked")
 
 
@@ -43,6 +43,11 @@ class TestPki:
     @property
     def tsa_url(self) -> str:
         return f"{self.base_url}/{ARCH}/tsa/tsa"
+
+    @property
+    def tsa2_url(self) -> str:
+        """The successor TSA (certificate valid until 2063, the first one's until 2040)."""
+        return f"{self.base_url}/{ARCH}/tsa/tsa2"
 
     def p12(self, label: str) -> Path:
         return self.directory / f"{label}.p12"
@@ -91,7 +96,7 @@ def materialise(directory: Path, port: int, passphrase: bytes = b"hoso-test") ->
     directory.mkdir(parents=True, exist_ok=True)
     arch = load_architecture(directory, port)
     pki = TestPki(directory, port, passphrase)
-    for label in ("root", "interm", "tsa", *SIGNER_LABELS):
+    for label in ("root", "interm", "tsa", "tsa2", *SIGNER_LABELS):
         pki.cert_pem(label).write_bytes(_pem(arch.get_cert(CertLabel(label)).dump()))
     for label in SIGNER_LABELS:
         blob = arch.package_pkcs12(

@@ -256,13 +256,14 @@ async def _check_signature(
     revocation = _revocation(result, checked)
     if revocation == "revoked":
         problems.append("the signer's certificate was revoked at the signing time")
+    passed = result.ades_subindic.status.name == "PASSED"
     ts = status.timestamp_validity
     if ts is not None:
         signing_time, source = ts.timestamp, "signature_timestamp"
-        problems += _trust_problems(ts, "signature timestamp")
+        if not passed:  # once the TSA certificate has expired only the LTA verdict (with POE) speaks for it
+            problems += _trust_problems(ts, "signature timestamp")
     else:
         signing_time, source = status.signer_reported_dt, "signer_claimed"
-    passed = result.ades_subindic.status.name == "PASSED"
     if not passed and not problems:
         indication = getattr(result.ades_subindic, "name", "")
         problems.append(f"long-term validation failed ({indication}): {result.failure_msg}")
@@ -377,12 +378,20 @@ def _broken(field: str, exc: Exception) -> SignatureReport:
 async def _check_all(
     reader: PdfFileReader, roots: list[asn1_x509.Certificate], when: dt.datetime
 ) -> list[SignatureReport]:
+    sigs = list(reader.embedded_signatures)
+    stamp_reports: dict[int, SignatureReport] = {}
+    # Newest document timestamp first, at ``when``; each earlier one at the time of the valid timestamp
+    # that covers it (its proof of existence): a renewed archive keeps verifying after old TSA
+    # certificates expire.
+    moment = when
+    for i in reversed(range(len(sigs))):
+        if sigs[i].sig_object_type == "/DocTimeStamp":
+            report = stamp_reports[i] = await _check_timestamp(sigs[i], roots, moment)
+            if report.ok and report.signing_time is not None:
+                moment = min(moment, report.signing_time)
     reports = []
-    for sig in reader.embedded_signatures:
-        if sig.sig_object_type == "/DocTimeStamp":
-            reports.append(await _check_timestamp(sig, roots, when))
-        else:
-            reports.append(await _check_signature(sig, reader, roots, when))
+    for i, sig in enumerate(sigs):
+        reports.append(stamp_reports[i] if i in stamp_reports else await _check_signature(sig, reader, roots, when))
     return reports
 
 

@@ -57,6 +57,18 @@ def free_ports(count: int, *, with_grpc: bool = True) -> list[int]:
     raise RuntimeError("no free loopback ports found")
 
 
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM and wait; SIGKILL if it has not exited after ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
 @dataclass
 class SeaweedServer:
     """A running ``weed mini`` (master + volume + filer + S3) process."""
@@ -78,14 +90,7 @@ class SeaweedServer:
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM, wait; SIGKILL after ``timeout`` seconds."""
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, timeout)
 
     def log_tail(self, chars: int = 3000) -> str:
         try:
@@ -196,14 +201,7 @@ class PrefectServer:
         return f"http://{LOOPBACK}:{self.port}/api"
 
     def stop(self, timeout: float = 20.0) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, timeout)
 
 
 def start_prefect_server(home: Path, *, startup_timeout: float = 90.0) -> PrefectServer:
@@ -254,14 +252,7 @@ class NatdbServer:
         return self.process.poll() is None
 
     def stop(self, timeout: float = 10.0) -> None:
-        if self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait(timeout=10)
+        stop_process(self.process, timeout)
 
 
 def start_natdb(database_url: str, log_dir: Path, *, startup_timeout: float = 30.0) -> NatdbServer:
@@ -301,14 +292,8 @@ class TestPkiServer:
     port: int
     pki: Any
 
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(5)
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_process(self.process, timeout)
 
 
 def start_test_pki(directory: Path, port: int | None = None) -> TestPkiServer:

@@ -40,9 +40,11 @@ class Hoso:
         )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
+        """Start the command in its own process group, so that a kill takes all of it (workers, Prefect)."""
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", *args],
-            env=self.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=self.data_dir.parent,
+            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=self.data_dir.parent,
+            start_new_session=True,
         )
 
     @property
@@ -237,7 +239,7 @@ def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso: Hoso, tm
             break
         time.sleep(0.5)
     assert run.poll() is None, "the first run ended before it could be interrupted"
-    run.send_signal(signal.SIGKILL)
+    os.killpg(run.pid, signal.SIGKILL)  # the whole job dies at once, as in a power cut
     run.wait(timeout=30)
     done_before = len(hoso.registry.list_dossiers())
     assert 1 <= done_before < 4

@@ -110,6 +110,11 @@ def test_revoked_certificate_is_detected(test_pki) -> None:
         make_pdf(), P12Keys(pki).signer("revoked"), field_name="officer", reason="r", location="l",
         signer_name="Lê Văn Bị Thu Hồi", role_label="Cán bộ", timestamp_url=pki.tsa_url, level=Level.B_T,
     )
+    # The known limit of B-T: nothing about revocation is embedded, so offline it cannot be detected;
+    # the report says so instead of claiming the certificate is good.
+    plain = verify_pdf(signed, [pki.root_cert])
+    assert plain.signatures[0].revocation == "not_checked"
+    assert any("no revocation data embedded" in p for p in plain.signatures[0].problems)
     # Embedding validation data fails already at signing: the OCSP responder says revoked.
     from pipeline.errors import SigningFailed
 
@@ -283,3 +288,53 @@ def test_signing_refresh_renews_stored_results_and_keeps_history(test_pki, tmp_p
     assert report.ok, report
     assert [s.kind for s in report.signatures].count("document_timestamp") == 2
     assert len(list(store.list(key["B-LTA"].rsplit("/", 1)[0] + "/history/result/"))) == 1
+
+
+def test_refresh_onto_a_successor_tsa_keeps_the_result_valid_twenty_years_on(test_pki, lta_result: bytes) -> None:
+    pki = test_pki.pki
+    root = load_cert_from_pemder(str(pki.root_cert))
+    # +20 years: the signers' certificates (to 2030) and the first TSA's (to 2040) have expired; the
+    # successor TSA's (to 2063) has not.
+    twenty_years_on = dt.datetime.now(dt.UTC) + dt.timedelta(days=20 * 365)
+    assert dt.datetime(2040, 1, 1, tzinfo=dt.UTC) < twenty_years_on < dt.datetime(2063, 1, 1, tzinfo=dt.UTC)
+    assert not verify_pdf(lta_result, [pki.root_cert], validation_time=twenty_years_on).ok  # without renewal
+    refreshed = add_document_timestamp(lta_result, pki.tsa2_url, signing_validation_context([], [root]))
+    assert verify_pdf(refreshed, [pki.root_cert]).ok
+    test_pki.stop()  # offline, from the file alone
+    try:
+        report = verify_pdf(refreshed, [pki.root_cert], validation_time=twenty_years_on)
+    finally:
+        from servers import start_test_pki
+
+        test_pki.process = start_test_pki(pki.directory, port=pki.port).process
+    assert report.ok, report
+    assert [s.kind for s in report.signatures] == ["signature", "signature", "document_timestamp",
+                                                   "document_timestamp"]
+    # A tampered renewal still fails: one byte changed in the first revision.
+    tampered = bytearray(refreshed)
+    tampered[400] ^= 0x01
+    assert not verify_pdf(bytes(tampered), [pki.root_cert], validation_time=twenty_years_on).ok
+
+
+def test_verify_command_at_a_given_time_shows_roles_and_time_sources(
+    test_pki, lta_result: bytes, tmp_path: Path
+) -> None:
+    pki = test_pki.pki
+    path = tmp_path / "ket-qua.pdf"
+    path.write_bytes(lta_result)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")} | {
+        "HOSO_DATA_DIR": str(tmp_path / "v")}
+    base = [sys.executable, "-m", "pipeline.cli", "verify", str(path), "--trust", str(pki.root_cert)]
+    later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3 * 365)).strftime("%Y-%m-%dT%H:%M:%S")
+    proc = subprocess.run([*base, "--json", "--at", later], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    data = json.loads(proc.stdout)
+    assert data["validation_time"].startswith(later)
+    assert [(s["role"], s["signing_time_source"]) for s in data["signatures"]] == [
+        ("approver", "signature_timestamp"), ("seal", "signature_timestamp"),
+        ("timestamp_authority", "document_timestamp")]
+    assert [s["revocation"] for s in data["signatures"][:2]] == ["good", "good"]
+    # Before the signer's certificate was valid (2025-01-01), nothing can hold.
+    proc = subprocess.run([*base, "--at", "2024-06-01"], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "KHÔNG hợp lệ" in proc.stdout and "Vai trò" in proc.stdout and "2024-06-01T00:00:00" in proc.stdout

@@ -65,6 +65,24 @@ def test_blank_page_despite_noise_and_borders() -> None:
     assert t.kind == "blank"
 
 
+@pytest.mark.parametrize("dpi", [150, 300])
+def test_blank_page_under_heavy_sensor_noise_is_blank(dpi: int) -> None:
+    rng = np.random.default_rng(5)
+    h, w = (1754, 1240) if dpi == 150 else (3508, 2480)
+    arr = np.clip(rng.normal(225, 22, (h, w)), 0, 255).astype(np.uint8)
+    t = triage(arr, dpi)
+    assert t.kind == "blank"
+
+
+@needs_font
+def test_faint_text_under_noise_is_content_to_rescan() -> None:
+    rng = np.random.default_rng(6)
+    faint = 200 + np.asarray(text_page(), dtype=np.float64) / 255 * 30  # ink 200 on paper 230
+    noisy = np.clip(faint + rng.normal(0, 8, faint.shape), 0, 255).astype(np.uint8)
+    t = triage(noisy, DPI)
+    assert t.kind == "content" and t.rescan_reason is not None
+
+
 @needs_font
 def test_text_page_is_content() -> None:
     t = triage(to_gray(text_page()), DPI)

@@ -110,3 +110,49 @@ def test_ingest_result_and_verify_with_keys_on_softhsm(
         outputs += [proc.stdout, proc.stderr]
         assert proc.returncode == 0, proc.stdout + proc.stderr
     assert not _leaks(outputs, runner.data_dir, PIN)
+
+
+class _PrehashService:
+    """A remote signing service stand-in: holds the key, sees only digests."""
+
+    def __init__(self, p12: Path, passphrase: bytes) -> None:
+        from pyhanko.keys import internal
+
+        key, cert, extra = pkcs12.load_key_and_certificates(p12.read_bytes(), passphrase)
+        assert key is not None and cert is not None
+        self._key = key
+        self._cert = internal.translate_pyca_cryptography_cert_to_asn1(cert)
+        self._chain = [internal.translate_pyca_cryptography_cert_to_asn1(c) for c in extra]
+        self.digests: list[bytes] = []
+
+    def certificate(self):  # type: ignore[no-untyped-def]
+        return self._cert
+
+    def chain(self):  # type: ignore[no-untyped-def]
+        return self._chain
+
+    def sign_digest(self, digest: bytes, digest_algorithm: str) -> bytes:
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec, utils
+
+        assert digest_algorithm == "sha256" and len(digest) == 32
+        self.digests.append(digest)
+        assert isinstance(self._key, ec.EllipticCurvePrivateKey)
+        return self._key.sign(digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+
+
+def test_remote_signer_signs_with_only_the_digest_leaving(tmp_path: Path) -> None:
+    from test_signing import make_pdf
+
+    from signing.pki import ensure_dev_pki
+    from signing.signers import sign_pdf
+    from signing.tokens import RemoteSigner
+    from signing.verify import verify_pdf
+
+    pki = ensure_dev_pki(tmp_path / "pki", PASSPHRASE.encode())
+    service = _PrehashService(pki.p12["seal"], PASSPHRASE.encode())
+    signed = sign_pdf(make_pdf(), RemoteSigner(service), field_name="seal", reason="r", location="l",
+                      signer_name="Cơ quan", role_label="Con dấu", visible_box=(300, 700, 550, 780))
+    assert len(service.digests) == 1  # one real signature; pyHanko's size estimate did not reach the service
+    report = verify_pdf(signed, [pki.root_cert])
+    assert report.ok, report
