@@ -71,18 +71,18 @@ def upright_pages(corpus: Path, picked: list[tuple[dict, dict]]) -> list[tuple[I
     refs = {(gt["pdf"], page["index"]): page for gt, page in picked}
     out = []
     for pdf, indexes in wanted.items():
-        for page in iter_pages(inspect_input(corpus / pdf, options), options):
-            if page.index not in indexes:
+        for loaded in iter_pages(inspect_input(corpus / pdf, options), options):
+            if loaded.index not in indexes:
                 continue
-            ref = refs[(pdf, page.index)]
-            image = page.image
-            quad = find_page_quad(to_gray(image), page.dpi)
+            ref = refs[(pdf, loaded.index)]
+            image = loaded.image
+            quad = find_page_quad(to_gray(image), loaded.dpi)
             if quad is not None:
                 image, _ = flatten_page(image, quad)
-            geo = analyse_geometry(to_gray(image), page.dpi)
+            geo = analyse_geometry(to_gray(image), loaded.dpi)
             rotation = ref["orientation"]
             skew = geo.skew if rotation % 180 == geo.rotation % 180 else geo.other_skew
-            out.append((rotate_image(image, rotation, skew), page.dpi, ref["text"]))
+            out.append((rotate_image(image, rotation, skew), loaded.dpi, ref["text"]))
     return out
 
 
@@ -105,6 +105,7 @@ VARIANTS: dict[str, tuple[Prep, int]] = {
     "base": (normalise_for_ocr, 3),
     "psm4": (normalise_for_ocr, 4),
     "psm6": (normalise_for_ocr, 6),
+    "psm4-no-upscale": (lambda im, dpi: normalise_for_ocr(im, dpi, upscale=False), 4),
     "plain": (_plain, 3),
     "no-upscale": (lambda im, dpi: normalise_for_ocr(im, dpi, upscale=False), 3),
     "binarise": (lambda im, dpi: (lambda g: (_binarise(g[0]), g[1]))(normalise_for_ocr(im, dpi)), 3),

@@ -102,19 +102,23 @@ def _recognize_upright(
     """
     turns = deque(_candidates(geo))
     best: tuple[int, float, Image.Image, Recognition, int] | None = None
+    first: tuple[int, float, Image.Image, Recognition, int] | None = None
     while turns:
         rotation = turns.popleft()
         skew = geo.skew if rotation % 180 == geo.rotation % 180 else geo.other_skew
         upright, gray, ocr_dpi = _prepare(image, dpi, rotation, skew)
         rec = recognize(gray, ocr_dpi, options.language, cache_dir=options.cache_dir)
-        first = best is None
         if best is None or rec.confidence > best[3].confidence:
             best = (rotation, skew, upright, rec, ocr_dpi)
         if rec.confidence >= LOW_CONFIDENCE and len(rec.words) >= 3:
             break
-        if first:
+        if first is None:
+            first = best
             turns = deque(_worth_reading(image, dpi, geo, [rotation, *turns], options.language))
     assert best is not None
+    first = first or best
+    if geo.strip is None and best[3].confidence < LOW_CONFIDENCE:
+        return first  # no text lines and no good reading either way (a QR sheet, a photo): leave it be
     return best
 
 

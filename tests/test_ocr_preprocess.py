@@ -146,8 +146,9 @@ def test_normalise_flattens_light_and_upscales() -> None:
     page = np.asarray(text_page(), dtype=np.float32)
     gradient = np.linspace(0.55, 1.0, page.shape[1], dtype=np.float32)[None, :]
     dim = Image.fromarray((page * gradient).astype(np.uint8))  # lamp falloff: left side darker
-    gray, dpi = normalise_for_ocr(dim, DPI)
-    assert dpi == 300 and gray.shape == (1754 * 2, 1240 * 2)
+    gray, dpi = normalise_for_ocr(dim, 100)  # below UPSCALE_BELOW_DPI: brought to 300 dpi
+    assert dpi == 300 and gray.shape == (1754 * 3, 1240 * 3)
+    assert normalise_for_ocr(dim, DPI)[1] == DPI  # 150 dpi and up is read as it is
     # Paper on the dark left and bright right edges ends up equally white.
     left, right = np.median(gray[:, :150]), np.median(gray[:, -150:])
     assert left > 230 and right > 230
