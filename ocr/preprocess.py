@@ -81,17 +81,28 @@ def char_size(mask: np.ndarray) -> float | None:
     keep = (area >= 6) & (np.maximum(w, h) < min(mask.shape) / 15)  # no specks, rules, photos or seals
     if keep.sum() < 10:
         return None
-    # sqrt(w*h) is symmetric under a quarter turn; the 60th percentile skips diacritics and dots.
-    return float(np.percentile(np.sqrt(w[keep] * h[keep].astype(np.float64)), 60))
+    # sqrt(w*h) is symmetric under a quarter turn. The median by ink weight: scan specks (many, tiny)
+    # and diacritics count for little next to the letters.
+    size = np.sqrt(w[keep] * h[keep].astype(np.float64))
+    order = np.argsort(size)
+    weight = np.cumsum(area[keep][order].astype(np.float64))
+    return float(size[order][np.searchsorted(weight, 0.5 * weight[-1])])
 
 
 def _without_rules(mask: np.ndarray, char_px: float) -> np.ndarray:
-    """The mask without ruling lines (solid runs longer than a few characters, either way)."""
+    """The mask without ruling lines (solid runs longer than a few characters, either way) and without
+    anything else bigger than a character could be."""
     n = max(int(4 * char_px), 10)
     across = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((1, n), np.uint8))
     down = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((n, 1), np.uint8))
     rules = cv2.bitwise_or(across, down)
-    return np.where(rules > 0, 0, mask).astype(np.uint8)
+    clean = np.where(rules > 0, 0, mask).astype(np.uint8)
+    # Slanted lines (a parcel sketch, a photographed form) and signatures survive the openings: no
+    # character is that big.
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(clean, connectivity=8)
+    big = np.maximum(stats[:, 2], stats[:, 3]) > 5 * char_px
+    big[0] = False
+    return np.where(big[labels], 0, clean).astype(np.uint8)
 
 
 def text_lines(mask: np.ndarray, char_px: float) -> TextLines:
