@@ -9,11 +9,12 @@ Each lowering is logged as a warning.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import enum
 import logging
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 from io import BytesIO
 
@@ -26,6 +27,7 @@ from pyhanko.sign.timestamps import TimestampRequestError
 from pyhanko.sign.timestamps.requests_client import RequestsHTTPTimeStamper
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError
+from pyhanko_certvalidator.fetchers.api import Fetchers
 from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
 
 from pipeline.errors import SigningFailed
@@ -97,9 +99,29 @@ def timestamper_for(tsa_url: str | None) -> RequestsHTTPTimeStamper | None:
     return RequestsHTTPTimeStamper(tsa_url, timeout=10)
 
 
-#: How long a thread reuses a signing validation context (and the OCSP/CRL data it fetched).
+#: How long a thread reuses the OCSP responses, CRLs and certificates fetched for signing.
 CONTEXT_TTL_SECONDS = 120.0
-_contexts = threading.local()
+#: Fetched data that expires sooner than this is fetched again rather than reused.
+_FRESH_MARGIN = dt.timedelta(seconds=30)
+_fetch_caches = threading.local()
+
+
+def _next_updates(fetchers: Fetchers) -> Iterator[dt.datetime | None]:
+    for response in fetchers.ocsp_fetcher.fetched_responses():
+        try:
+            singles = response.basic_ocsp_response["tbs_response_data"]["responses"]
+        except (ValueError, KeyError, TypeError, AttributeError):  # not a basic response: never reuse it
+            yield None
+            continue
+        for single in singles:
+            yield single["next_update"].native
+    for crl in fetchers.crl_fetcher.fetched_crls():
+        yield crl["tbs_cert_list"]["next_update"].native
+
+
+def _reusable(fetchers: Fetchers, now: dt.datetime) -> bool:
+    """Whether everything ``fetchers`` holds stays valid for :data:`_FRESH_MARGIN` (none without nextUpdate)."""
+    return all(nu is not None and nu > now + _FRESH_MARGIN for nu in _next_updates(fetchers))
 
 
 def signing_validation_context(
@@ -109,31 +131,38 @@ def signing_validation_context(
 
     The anchors are the configured trust roots plus any self-signed certificate the signer carries:
     the signer only collects validation data here; whether to trust it is the verifier's decision.
-    Within one thread the same context is handed out for :data:`CONTEXT_TTL_SECONDS`, so a burst of
-    signatures fetches each OCSP response and CRL once (call :func:`forget_validation_contexts` after
-    a failure: the context caches failed fetches too).
+
+    Every call returns a new context, validating at the current time. Within one thread the contexts
+    for the same certificates share their fetchers (and so the OCSP responses, CRLs and certificates
+    fetched) for at most :data:`CONTEXT_TTL_SECONDS`, so a burst of signatures fetches each OCSP response
+    and CRL once. Reused data is validated again at every signature (signature, freshness at the
+    current time, status); fetchers holding any response or CRL without a nextUpdate, or expiring
+    within 30 s, are replaced. As with any OCSP cache, a certificate revoked within the window is seen
+    as revoked once the cached response is replaced. Fetch failures are cached too: call
+    :func:`forget_validation_contexts` after a failure.
     """
     extra = list(extra_certs)
     roots = list(trust_roots) + [c for c in extra if c.self_signed in ("maybe", "yes")]
     key = (tuple(c.sha256 for c in extra), tuple(r.sha256 for r in roots))
-    cache: dict = _contexts.__dict__.setdefault("by_key", {})
+    cache: dict = _fetch_caches.__dict__.setdefault("by_key", {})
     now = time.monotonic()
     hit = cache.get(key)
-    if hit is not None and now - hit[0] < CONTEXT_TTL_SECONDS:
-        return hit[1]
-    # The requests backend: plain blocking HTTP, no client sessions to close (aiohttp's, the default,
-    # leaks one "Unclosed client session" per context when used through sign_pdf's asyncio.run).
-    context = ValidationContext(
+    if hit is not None and now - hit[0] < CONTEXT_TTL_SECONDS and _reusable(hit[1], dt.datetime.now(dt.UTC)):
+        fetchers = hit[1]
+    else:
+        # The requests backend: plain blocking HTTP, no client sessions to close (aiohttp's, the default,
+        # leaks one "Unclosed client session" per context when used through sign_pdf's asyncio.run).
+        fetchers = RequestsFetcherBackend(per_request_timeout=10).get_fetchers()
+        cache[key] = (now, fetchers)
+    return ValidationContext(
         trust_roots=roots or None, other_certs=extra, allow_fetching=True, revocation_mode="hard-fail",
-        fetcher_backend=RequestsFetcherBackend(per_request_timeout=10),
+        fetchers=fetchers,
     )
-    cache[key] = (now, context)
-    return context
 
 
 def forget_validation_contexts() -> None:
-    """Drop this thread's cached signing validation contexts."""
-    _contexts.__dict__.pop("by_key", None)
+    """Drop this thread's cached OCSP/CRL fetches (the next signing context fetches afresh)."""
+    _fetch_caches.__dict__.pop("by_key", None)
 
 
 def add_document_timestamp(

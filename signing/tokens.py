@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from asn1crypto import algos
 from asn1crypto import x509 as asn1_x509
@@ -20,6 +21,11 @@ from pyhanko.sign import signers
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from pipeline.errors import SigningFailed
+
+from .fast_cms import FastCmsMixin
+
+if TYPE_CHECKING:
+    from pyhanko.sign.pkcs11 import PKCS11Signer
 
 __all__ = ["Pkcs11Keys", "RemoteSigner", "RemoteSigningService", "read_pin"]
 
@@ -81,8 +87,7 @@ class Pkcs11Keys:
 
     def signer(self, role: str) -> signers.Signer:
         """The token signer whose key and certificate are labelled ``role``."""
-        from pyhanko.sign.pkcs11 import PKCS11Signer
-
+        token_signer = _pkcs11_signer_class()
         with self._lock:
             if role in self._cache:
                 return self._cache[role]
@@ -91,7 +96,7 @@ class Pkcs11Keys:
             try:
                 # Raw mechanism: the digest is computed here and only it goes to the token (SoftHSM2 and
                 # many USB tokens lack the combined ECDSA-with-SHA256 mechanism; it is also faster).
-                signer = PKCS11Signer(
+                signer = token_signer(
                     self._session, cert_label=role, key_label=role, other_certs_to_pull=None,
                     use_raw_mechanism=True,
                 )
@@ -106,6 +111,17 @@ class Pkcs11Keys:
             return signer
 
 
+@lru_cache(maxsize=1)
+def _pkcs11_signer_class() -> type[PKCS11Signer]:
+    """pyHanko's PKCS11Signer with the cheaper CMS assembly (python-pkcs11 is optional: imported late)."""
+    from pyhanko.sign.pkcs11 import PKCS11Signer as Base
+
+    class FastPkcs11Signer(FastCmsMixin, Base):
+        """PKCS11Signer building its CMS structures the cheaper way (see :mod:`signing.fast_cms`)."""
+
+    return FastPkcs11Signer
+
+
 class RemoteSigningService(Protocol):
     """A signing service that holds the key: it receives a digest and returns the raw signature."""
 
@@ -116,7 +132,7 @@ class RemoteSigningService(Protocol):
     def sign_digest(self, digest: bytes, digest_algorithm: str) -> bytes: ...
 
 
-class RemoteSigner(signers.Signer):
+class RemoteSigner(FastCmsMixin, signers.Signer):
     """Adapts a :class:`RemoteSigningService` to pyHanko: only the hash of the signed attributes leaves."""
 
     def __init__(self, service: RemoteSigningService, signature_mechanism: str = "ecdsa") -> None:

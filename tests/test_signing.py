@@ -234,6 +234,56 @@ def test_visible_stamp_text_extracts_back_in_vietnamese(signed: bytes) -> None:
     assert re.search(r"Ký ngày: \d\d/\d\d/\d{4} \d\d:\d\d", text)
 
 
+def _stamp_font(pdf: bytes, field: str) -> tuple[bytes, list[int]]:
+    """(embedded font program, CIDs listed in /W) of the visible stamp of signature field ``field``."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    reader = PdfFileReader(io.BytesIO(pdf), strict=False)
+    (sig,) = [s for s in reader.embedded_signatures if s.field_name == field]
+    todo = [sig.sig_field["/AP"]["/N"]]
+    while todo:  # the stamp's font sits in a nested form XObject's resources
+        xobj = todo.pop().get_object()
+        res = xobj.get("/Resources", generic.DictionaryObject()).get_object()
+        todo.extend(res.get("/XObject", generic.DictionaryObject()).get_object().values())
+        for font in res.get("/Font", generic.DictionaryObject()).get_object().values():
+            cid_font = font.get_object()["/DescendantFonts"][0].get_object()
+            program = cid_font["/FontDescriptor"]["/FontFile2"].get_object().data
+            widths, cids = list(cid_font["/W"]), []
+            for first, run in zip(widths[::2], widths[1::2], strict=True):
+                cids.extend(range(int(first), int(first) + len(run)))
+            return program, cids
+    raise AssertionError("no stamp font")
+
+
+def test_stamp_font_cache_keeps_every_name_drawable(keys: SigningKeys) -> None:
+    """The compiled stamp font is cached per glyph set: a second name with other letters gets its own
+    font file (with outlines for all its glyphs), and the same name again reuses the cached one."""
+    from fontTools import ttLib
+
+    from signing.signers import _stamp_style
+
+    cache = _stamp_style().text_box_style.font.font_files  # type: ignore[attr-defined]
+    names = ["Phạm Quỳnh Hương", "Đỗ Xuân Khải Ưng", "Phạm Quỳnh Hương"]
+    seen = []  # (font program, CIDs, (cache hits, cache misses) during that signature)
+    for name in names:
+        hits, misses = cache.hits, cache.misses
+        pdf = sign_pdf(make_pdf(), keys.signer("officer"), field_name="officer", reason="r", location="l",
+                       signer_name=name, role_label=ROLE_LABEL, visible_box=OFFICER_STAMP_BOX)
+        text = flattened_text(pdf)
+        assert f"Ký bởi: {name}" in text and ROLE_LABEL in text
+        program, cids = _stamp_font(pdf, "officer")
+        tt = ttLib.TTFont(io.BytesIO(program))
+        order, glyf = tt.getGlyphOrder(), tt["glyf"]
+        space = tt.getBestCmap()[ord(" ")]
+        for cid in cids:  # CIDToGIDMap /Identity: every glyph the stamp uses must have an outline
+            assert cid < len(order) and (order[cid] == space or glyf[order[cid]].numberOfContours != 0), cid
+        seen.append((program, set(cids), (cache.hits - hits, cache.misses - misses)))
+    first, second, again = seen
+    assert second[1] - first[1] and second[0] != first[0]  # other letters: its own font file
+    assert second[2] == (0, 1)
+    assert again[0] == first[0] and again[1] == first[1] and again[2] == (1, 0)  # same name: from the cache
+
+
 def test_stamp_box_follows_the_page_size() -> None:
     buf = io.BytesIO()
     c = canvas.Canvas(buf, pagesize=(612, 792))
