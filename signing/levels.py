@@ -14,7 +14,8 @@ import enum
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator
+import weakref
+from collections.abc import AsyncIterator, Iterable, Iterator
 from functools import lru_cache
 from io import BytesIO
 
@@ -29,6 +30,7 @@ from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError
 from pyhanko_certvalidator.fetchers.api import Fetchers
 from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
+from pyhanko_certvalidator.path import ValidationPath
 
 from pipeline.errors import SigningFailed
 
@@ -87,6 +89,29 @@ def effective_level(requested: Level, tsa_url: str | None, cert: asn1_x509.Certi
     return level
 
 
+class _TimeStamper(RequestsHTTPTimeStamper):
+    """Validates the TSA's certificate once per validation context.
+
+    A B-LTA signature validates the TSA's certificate path (with revocation) for the signature
+    timestamp and again, in the same context and at the same validation time, for the document
+    timestamp; the second run repeats the first.
+    """
+
+    def __init__(self, url: str, timeout: int) -> None:
+        super().__init__(url, timeout=timeout)
+        self._paths: weakref.WeakKeyDictionary[ValidationContext, list[ValidationPath]] = (
+            weakref.WeakKeyDictionary()
+        )
+
+    async def validation_paths(self, validation_context: ValidationContext) -> AsyncIterator[ValidationPath]:
+        paths = self._paths.get(validation_context)
+        if paths is None:
+            paths = [path async for path in super().validation_paths(validation_context)]
+            self._paths[validation_context] = paths
+        for path in paths:
+            yield path
+
+
 @lru_cache(maxsize=8)
 def timestamper_for(tsa_url: str | None) -> RequestsHTTPTimeStamper | None:
     """An RFC 3161 client for ``tsa_url`` (None when no URL), one per URL and process.
@@ -96,7 +121,7 @@ def timestamper_for(tsa_url: str | None) -> RequestsHTTPTimeStamper | None:
     """
     if not tsa_url:
         return None
-    return RequestsHTTPTimeStamper(tsa_url, timeout=10)
+    return _TimeStamper(tsa_url, timeout=10)
 
 
 #: How long a thread reuses the OCSP responses, CRLs and certificates fetched for signing.
