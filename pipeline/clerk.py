@@ -63,6 +63,7 @@ def issue_result(
         timestamp_url=services.settings.tsa_url,
         level=Level(services.settings.level_result),
         trust_roots=services.trust_roots,
+        seal_image=services.settings.seal_image,
     )
     key = f"dossiers/{code}/result.pdf"
     info = services.store.put_bytes(

@@ -30,7 +30,7 @@ from reportlab.pdfgen import canvas
 from pipeline.errors import ConfigurationError
 from signing.levels import Level
 from signing.pki import ROLE_TITLES
-from signing.signers import KeySource, prepare_fields, sign_pdf
+from signing.signers import KeySource, load_stamp_image, prepare_fields, sign_pdf
 
 __all__ = [
     "ResultContent",
@@ -271,6 +271,7 @@ def issue_signed_result(
     timestamp_url: str | None = None,
     level: Level = Level.B_LTA,
     trust_roots: list | None = None,
+    seal_image: Path | None = None,
 ) -> bytes:
     """Render the e-result, have the approver sign it and the agency seal it last (two PAdES signatures).
 
@@ -278,8 +279,12 @@ def issue_signed_result(
     i.e. only the prepared fields may be signed later). The approver signs at most at B-LT, so that
     the approver's validation data is embedded before the seal's signature and the final document
     timestamp (``level`` B-LTA) cover it; ``level`` is lowered when the TSA or certificates cannot
-    support it (see :mod:`signing.levels`).
+    support it (see :mod:`signing.levels`). ``seal_image`` (a PNG of the agency's seal) is drawn in the
+    seal's visible stamp; an unreadable one fails (:class:`pipeline.errors.SigningFailed`) before
+    anything is signed.
     """
+    if seal_image is not None:
+        load_stamp_image(seal_image)
     pdf, last_page = _render(content)
     boxes = result_signature_boxes()
     pdf = prepare_fields(pdf, [(name, last_page, box) for name, box in boxes.items()])
@@ -310,4 +315,5 @@ def issue_signed_result(
         existing_fields_only=True,
         level=level,
         trust_roots=trust_roots,
+        stamp_image=seal_image,
     )

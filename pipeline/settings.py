@@ -55,6 +55,7 @@ class Settings(BaseSettings):
     pkcs11_pin_env: str = Field("HOSO_PKCS11_PIN", description="Name of the env variable holding the token PIN")
     pkcs11_pin_file: Path | None = Field(None, description="File holding the token PIN (wins over the env var)")
     refresh_before_days: int = Field(365, gt=0, description="`hoso signing refresh`: renew this long before expiry")
+    seal_image: Path | None = Field(None, description="PNG of the agency seal, drawn in the seal's visible stamp")
 
     # National databases (population DB + citizen's electronic data store), pipeline/national.py
     natdb: Literal["embedded", "http", "off"] = Field(

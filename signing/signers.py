@@ -8,11 +8,13 @@ signature, which makes B-B signing about three times slower.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import threading
 import unicodedata
 from collections import OrderedDict
+from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
@@ -25,10 +27,11 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from fontTools import subset, ttLib
 from pyhanko.keys import internal as keys_internal
 from pyhanko.pdf_utils import generic
+from pyhanko.pdf_utils.content import PdfContent, ResourceType
 from pyhanko.pdf_utils.font.api import FontEngineFactory
 from pyhanko.pdf_utils.font.opentype import CIDFontType2, GlyphAccumulator
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
-from pyhanko.pdf_utils.layout import AxisAlignment, Margins, SimpleBoxLayoutRule
+from pyhanko.pdf_utils.layout import AxisAlignment, BoxConstraints, Margins, SimpleBoxLayoutRule
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.pdf_utils.writer import BasePdfFileWriter
@@ -57,8 +60,10 @@ from .pki import ROLES, DevPki, Role
 
 __all__ = [
     "OFFICER_STAMP_BOX",
+    "STAMP_IMAGE_MAX_PIXELS",
     "KeySource",
     "SigningKeys",
+    "load_stamp_image",
     "prepare_fields",
     "sign_pdf",
     "stamp_box_top_right",
@@ -324,6 +329,118 @@ def _stamp_style() -> TextStampStyle:
     )
 
 
+#: Longest side, in pixels, of an image embedded in a stamp (larger images are scaled down).
+STAMP_IMAGE_MAX_PIXELS = 512
+
+
+@dataclass(frozen=True)
+class _EncodedImage:
+    """An image as Flate-compressed DeviceRGB samples plus an optional 8-bit alpha (soft mask)."""
+
+    width: int
+    height: int
+    rgb: bytes
+    alpha: bytes | None
+
+
+def _flate(data: bytes) -> bytes:
+    stream = generic.StreamObject(stream_data=data)
+    stream.compress()
+    return stream.encoded_data
+
+
+@lru_cache(maxsize=4)
+def _encoded_image(path: Path, mtime_ns: int, size: int) -> _EncodedImage:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as opened:
+            opened.load()
+            has_alpha = opened.mode in ("RGBA", "LA", "PA") or "transparency" in opened.info
+            img = opened.convert("RGBA" if has_alpha else "RGB")
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise SigningFailed(
+            f"The seal image {path} cannot be read as an image ({type(exc).__name__})",
+            "Không đọc được ảnh con dấu (tệp hỏng hoặc không phải ảnh PNG).",
+        ) from exc
+    img.thumbnail((STAMP_IMAGE_MAX_PIXELS, STAMP_IMAGE_MAX_PIXELS))  # keeps the aspect ratio
+    alpha = None
+    if img.mode == "RGBA":
+        alpha = _flate(img.getchannel("A").tobytes())
+        img = img.convert("RGB")
+    return _EncodedImage(img.width, img.height, _flate(img.tobytes()), alpha)
+
+
+def load_stamp_image(path: Path) -> _EncodedImage:
+    """The image at ``path`` ready to embed in stamps (RGB + alpha, at most
+    :data:`STAMP_IMAGE_MAX_PIXELS` on its longest side), decoded once per file version.
+
+    DeviceRGB matches the e-result's sRGB output intent, so the file stays PDF/A-2b.
+    """
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise SigningFailed(
+            f"The seal image {path} cannot be read ({exc.strerror})",
+            "Không tìm thấy hoặc không đọc được tệp ảnh con dấu.",
+        ) from exc
+    if not path.is_file():
+        raise SigningFailed(f"The seal image {path} is not a file", "Đường dẫn ảnh con dấu không phải là tệp.")
+    return _encoded_image(path, stat.st_mtime_ns, stat.st_size)
+
+
+class _StampImage(PdfContent):
+    """An image XObject (alpha as a soft mask) written from pre-encoded samples; one per signature,
+    since pyHanko keeps the writer and resources on the content object."""
+
+    def __init__(self, image: _EncodedImage) -> None:
+        super().__init__(box=BoxConstraints(image.width, image.height))
+        self._image = image
+
+    def _xobject(self, writer: BasePdfFileWriter) -> generic.IndirectObject:
+        img = self._image
+
+        def stream(colour_space: str, data: bytes) -> generic.StreamObject:
+            return generic.StreamObject(
+                {
+                    generic.pdf_name("/Type"): generic.pdf_name("/XObject"),
+                    generic.pdf_name("/Subtype"): generic.pdf_name("/Image"),
+                    generic.pdf_name("/Width"): generic.NumberObject(img.width),
+                    generic.pdf_name("/Height"): generic.NumberObject(img.height),
+                    generic.pdf_name("/ColorSpace"): generic.pdf_name(colour_space),
+                    generic.pdf_name("/BitsPerComponent"): generic.NumberObject(8),
+                    generic.pdf_name("/Filter"): generic.pdf_name("/FlateDecode"),
+                },
+                encoded_data=data,
+            )
+
+        main = stream("/DeviceRGB", img.rgb)
+        if img.alpha is not None:
+            main[generic.pdf_name("/SMask")] = writer.add_object(stream("/DeviceGray", img.alpha))
+        return writer.add_object(main)
+
+    def render(self) -> bytes:
+        self.set_resource(
+            category=ResourceType.XOBJECT, name=generic.pdf_name("/StampImg"),
+            value=self._xobject(self._ensure_writer),
+        )
+        return b"q %g 0 0 %g 0 0 cm /StampImg Do Q" % (self.box.width, self.box.height)
+
+
+def _style_with_image(image_path: Path | None) -> TextStampStyle:
+    style = _stamp_style()
+    if image_path is None:
+        return style
+    return dataclasses.replace(
+        style,
+        background=_StampImage(load_stamp_image(image_path)),
+        background_opacity=0.85,
+        background_layout=SimpleBoxLayoutRule(
+            x_align=AxisAlignment.ALIGN_MAX, y_align=AxisAlignment.ALIGN_MID, margins=Margins.uniform(3),
+        ),
+    )
+
+
 def _subject_attr(cert: asn1_x509.Certificate, attr: str) -> str:
     value = cert.subject.native.get(attr, "")
     return value if isinstance(value, str) else ", ".join(value)
@@ -392,6 +509,7 @@ def sign_pdf(
     level: Level | None = None,
     certify: MDPPerm | None = None,
     trust_roots: list[asn1_x509.Certificate] | None = None,
+    stamp_image: Path | None = None,
 ) -> bytes:
     """Sign ``pdf`` as an incremental update at PAdES ``level``.
 
@@ -405,10 +523,12 @@ def sign_pdf(
     :func:`prepare_fields`) keeps its position; otherwise a new field is created on ``page`` at
     ``visible_box`` (invisible when ``visible_box`` is None). The visible stamp shows the signer, the
     role, the agency (the certificate's organisation) and the signing time in Asia/Ho_Chi_Minh, in an
-    embedded Noto Sans subset. Every failure raises :class:`pipeline.errors.SigningFailed`.
+    embedded Noto Sans subset; ``stamp_image`` (e.g. the agency's seal, a PNG) is drawn on its right
+    behind the text. Every failure raises :class:`pipeline.errors.SigningFailed`.
     """
     if _in_event_loop():
         raise SigningFailed("sign_pdf() cannot run inside an event loop; call it via asyncio.to_thread()")
+    stamp_style = _style_with_image(stamp_image)
     writer = _reader_writer(pdf)
     exists, signed = _existing_field(writer, field_name)
     if signed:
@@ -453,7 +573,7 @@ def sign_pdf(
     )
     timestamper = timestamper_for(timestamp_url) if level >= Level.B_T else None
     pdf_signer = signers.PdfSigner(
-        meta, signer, timestamper=timestamper, stamp_style=_stamp_style(), new_field_spec=new_field
+        meta, signer, timestamper=timestamper, stamp_style=stamp_style, new_field_spec=new_field
     )
     text_params = {
         "signer": unicodedata.normalize("NFC", signer_name),

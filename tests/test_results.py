@@ -6,6 +6,7 @@ import datetime as dt
 import io
 import shutil
 import subprocess
+import sys
 import tempfile
 import unicodedata
 from pathlib import Path
@@ -26,6 +27,9 @@ from pipeline.results import (
 from signing.pki import DevPki, ensure_dev_pki
 from signing.signers import SigningKeys
 from signing.verify import verify_pdf
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_signing import flattened_text  # noqa: E402
 
 PASS = b"results-test"
 AGENCY = "Ủy ban nhân dân phường Dịch Vọng"
@@ -181,6 +185,16 @@ def pdfa_2b_problems(pdf: bytes) -> list[str]:
                 problems.append(f"forbidden keys {sorted(found)}")
             if obj.get("/S") in ("/JavaScript", "/Launch"):
                 problems.append(f"action {obj.get('/S')}")
+            if obj.get("/Subtype") == "/Image":  # PDF/A-2 6.2.8; the output intent is RGB
+                if obj.get("/Interpolate") is True or "/Alternates" in obj or "/OPI" in obj:
+                    problems.append("image with /Interpolate true, /Alternates or /OPI")
+                if obj.get("/ColorSpace") not in ("/DeviceRGB", "/DeviceGray") and not isinstance(
+                    obj.get("/ColorSpace"), pikepdf.Array
+                ):
+                    problems.append(f"image colour space {obj.get('/ColorSpace')}")
+            is_gs = obj.get("/Type") == "/ExtGState" or "/CA" in obj or "/ca" in obj
+            if is_gs and ("/TR" in obj or obj.get("/SMask", pikepdf.Name("/None")) != pikepdf.Name("/None")):
+                problems.append("graphics state with a transfer function or soft mask")
             if obj.get("/Type") == "/Font":
                 font = obj.DescendantFonts[0] if obj.get("/Subtype") == "/Type0" else obj
                 desc = font.get("/FontDescriptor", {})
@@ -224,3 +238,81 @@ def test_pdfa_check_finds_what_breaks_pdfa(signed: bytes) -> None:
     problems = pdfa_2b_problems(out.getvalue())
     assert "encrypted" in problems and "no PDF/A output intent" in problems
     assert any("JavaScript" in p for p in problems)
+
+
+def test_pdfa_check_finds_images_that_break_pdfa(sealed: bytes) -> None:
+    with pikepdf.open(io.BytesIO(sealed)) as doc:
+        for obj in doc.objects:
+            if isinstance(obj, pikepdf.Stream) and obj.get("/Subtype") == "/Image" and "/SMask" in obj:
+                obj.Interpolate = True
+                obj.ColorSpace = pikepdf.Name.DeviceCMYK
+        out = io.BytesIO()
+        doc.save(out)
+    problems = pdfa_2b_problems(out.getvalue())
+    assert any("Interpolate" in p for p in problems) and any("DeviceCMYK" in p for p in problems)
+
+
+# --- the agency seal's image ----------------------------------------------------------------------
+
+
+def seal_png(path: Path, size: int = 700) -> Path:
+    """A red round seal with a transparent background (larger than stamps keep, to test scaling)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    draw.ellipse((10, 10, size - 10, size - 10), outline=(200, 20, 20, 255), width=size // 20)
+    draw.regular_polygon((size // 2, size // 2, size // 6), 5, fill=(200, 20, 20, 255))
+    img.save(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def sealed(keys: SigningKeys, tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    image = seal_png(tmp_path_factory.mktemp("seal") / "seal.png")
+    return issue_signed_result(content(), keys, approver_name="Phạm Thị Hoa", agency_name=AGENCY, seal_image=image)
+
+
+def _stamp_images(pdf: bytes, field: str) -> list[pikepdf.Stream]:
+    """Image XObjects drawn by the visible stamp of signature field ``field``."""
+    found = []
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        (widget,) = [f for f in doc.Root.AcroForm.Fields if f.get("/T") == field]
+        todo = [widget.AP.N]
+        while todo:
+            xobj = todo.pop()
+            for child in xobj.get("/Resources", {}).get("/XObject", {}).values():
+                if child.get("/Subtype") == "/Image":
+                    found.append((int(child.Width), int(child.Height), "/SMask" in child,
+                                  str(child.ColorSpace), len(child.read_bytes())))
+                else:
+                    todo.append(child)
+    return found
+
+
+def test_seal_image_is_in_the_seal_stamp_and_the_result_stays_pdfa(sealed: bytes, pki: DevPki) -> None:
+    assert _stamp_images(sealed, "seal") == [(512, 512, True, "/DeviceRGB", 512 * 512 * 3)]  # scaled down
+    assert _stamp_images(sealed, "approver") == []  # only the seal's stamp
+    assert pdfa_2b_problems(sealed) == []
+    assert verify_pdf(sealed, [pki.root_cert]).ok
+    assert f"Ký bởi: {AGENCY}" in flattened_text(sealed, 0)  # the text is still drawn over the image
+
+
+def test_bad_seal_image_is_signing_failed(keys: SigningKeys, tmp_path: Path) -> None:
+    from pipeline.errors import SigningFailed
+
+    not_png = tmp_path / "seal.png"
+    not_png.write_bytes(b"%PDF-1.7 this is not an image")
+    for bad in (tmp_path / "missing.png", not_png, tmp_path):
+        with pytest.raises(SigningFailed) as err:
+            issue_signed_result(content(), keys, approver_name="Phạm Thị Hoa", agency_name=AGENCY, seal_image=bad)
+        assert "seal image" in str(err.value) and "con dấu" in err.value.message_vi
+
+
+def test_seal_image_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from pipeline.settings import Settings
+
+    monkeypatch.delenv("HOSO_SEAL_IMAGE", raising=False)
+    assert Settings().seal_image is None
+    monkeypatch.setenv("HOSO_SEAL_IMAGE", str(tmp_path / "seal.png"))
+    assert Settings().seal_image == tmp_path / "seal.png"
