@@ -22,7 +22,7 @@ from PIL import Image
 
 from ocr.load import InputInfo, LoadedPage, inspect_input, iter_pages
 from ocr.models import OcrOptions, OcrResult, RecognizedPage, Word
-from ocr.pdf import assemble, write_page_pdf
+from ocr.pdf import assemble, text_layer_pdf, write_page_pdf
 from ocr.preprocess import (
     AMBIGUOUS_RATIO,
     Geometry,
@@ -175,8 +175,9 @@ def process_page(
     del gray
     rotation, skew, upright, rec, ocr_dpi = _recognize_upright(page, dpi, geo, options)
     del upright
+    text_pdf = text_layer_pdf(rec.lines, rec.width, rec.height, rec.dpi) if rec.lines else None
     write_page_pdf(
-        image, dpi, rec.pdf, pdf_path, rotation=rotation, skew=skew, jpeg=jpeg, placeholder=keep_source,
+        image, dpi, text_pdf, pdf_path, rotation=rotation, skew=skew, jpeg=jpeg, placeholder=keep_source,
         flattened=None if to_photo is None else (to_photo, page.size),
     )
     f = dpi / ocr_dpi

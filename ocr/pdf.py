@@ -16,6 +16,8 @@ import numpy as np
 import pikepdf
 from PIL import Image
 
+from ocr.models import Word
+
 JPEG_QUALITY = 85  # only for pages that must be re-encoded (PNG/TIFF inputs, turned PDF pages)
 
 
@@ -81,6 +83,108 @@ def _ccitt_g4(image: Image.Image) -> bytes | None:
             return None  # only WhiteIsZero single-strip data maps to BlackIs1=false as is
     data = buf.getvalue()
     return data[offsets[0] : offsets[0] + counts[0]]
+
+
+_GLYPHLESS_FONT_DIRS = (
+    "/usr/share/tesseract-ocr/5/tessdata",
+    "/usr/share/tesseract-ocr/4.00/tessdata",
+    "/usr/share/tessdata",
+    "/usr/local/share/tessdata",
+)
+_TO_UNICODE = b"""/CIDInit /ProcSet findresource begin
+12 dict begin
+begincmap
+/CIDSystemInfo << /Registry (Adobe) /Ordering (UCS) /Supplement 0 >> def
+/CMapName /Adobe-Identity-UCS def
+/CMapType 2 def
+1 begincodespacerange
+<0000> <FFFF>
+endcodespacerange
+1 beginbfrange
+<0000> <FFFF> <0000>
+endbfrange
+endcmap
+CMapName currentdict /CMap defineresource pop
+end
+end
+"""
+CHAR_WIDTH = 500  # every glyph of the glyphless font is this wide (1/1000 em)
+
+
+def _glyphless_font_program() -> bytes:
+    """Tesseract's glyphless TrueType font (one empty glyph): text that is there to be found, not seen."""
+    import os
+
+    prefix = os.environ.get("TESSDATA_PREFIX")
+    dirs = [prefix, str(Path(prefix) / "tessdata")] if prefix else []
+    for d in [*dirs, *_GLYPHLESS_FONT_DIRS]:
+        path = Path(d) / "pdf.ttf"
+        if path.is_file():
+            return path.read_bytes()
+    raise FileNotFoundError("pdf.ttf (Tesseract's glyphless font) not found in any tessdata directory")
+
+
+def _glyphless_font(pdf: pikepdf.Pdf) -> pikepdf.Object:
+    """A Type0 font whose codes are UTF-16 code units, every one drawn by the empty glyph 1."""
+    cid_to_gid = pikepdf.Stream(pdf, zlib.compress(b"\x00\x01" * 65536, 9))
+    cid_to_gid.Filter = pikepdf.Name.FlateDecode
+    program = _glyphless_font_program()
+    font_file = pikepdf.Stream(pdf, zlib.compress(program, 9))
+    font_file.Filter = pikepdf.Name.FlateDecode
+    font_file.Length1 = len(program)
+    descriptor = pikepdf.Dictionary(
+        Type=pikepdf.Name.FontDescriptor, FontName=pikepdf.Name.GlyphLessFont, Flags=5,
+        FontBBox=[0, 0, CHAR_WIDTH, 1000], ItalicAngle=0, Ascent=1000, Descent=0, CapHeight=1000,
+        StemV=80, FontFile2=pdf.make_indirect(font_file),
+    )
+    cid_font = pikepdf.Dictionary(
+        Type=pikepdf.Name.Font, Subtype=pikepdf.Name.CIDFontType2, BaseFont=pikepdf.Name.GlyphLessFont,
+        CIDSystemInfo=pikepdf.Dictionary(
+            Registry=pikepdf.String("Adobe"), Ordering=pikepdf.String("Identity"), Supplement=0
+        ),
+        FontDescriptor=pdf.make_indirect(descriptor), DW=CHAR_WIDTH, CIDToGIDMap=pdf.make_indirect(cid_to_gid),
+    )
+    to_unicode = pikepdf.Stream(pdf, zlib.compress(_TO_UNICODE, 9))
+    to_unicode.Filter = pikepdf.Name.FlateDecode
+    return pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type0, BaseFont=pikepdf.Name.GlyphLessFont,
+            Encoding=pikepdf.Name("/Identity-H"), DescendantFonts=[pdf.make_indirect(cid_font)],
+            ToUnicode=pdf.make_indirect(to_unicode),
+        )
+    )
+
+
+def text_layer_pdf(lines: Sequence[Sequence[Word]], width_px: int, height_px: int, dpi: int) -> bytes:
+    """A one-page PDF (the OCR image's size at ``dpi``) of invisible text: each line's words in order,
+    each word stretched over its box, a space between words. Lines are drawn in the order given, which
+    is the order text extraction returns them in."""
+    s = 72 / dpi
+    pdf = pikepdf.new()
+    page = pdf.add_blank_page(page_size=(width_px * s, height_px * s))
+    page.Resources = pikepdf.Dictionary(Font=pikepdf.Dictionary(F0=_glyphless_font(pdf)))
+    ops = ["BT", "3 Tr"]
+    for line in lines:
+        words = sorted(line, key=lambda w: w.left)
+        if not words:
+            continue
+        top = min(w.top for w in words)
+        bottom = max(w.top + w.height for w in words)
+        size = max(bottom - top, 1) * s
+        baseline = (height_px - bottom) * s
+        ops.append(f"/F0 {size:.2f} Tf")
+        for i, word in enumerate(words):
+            text = word.text if i == len(words) - 1 else word.text + " "
+            span = (words[i + 1].left - word.left) if i < len(words) - 1 else word.width
+            natural = len(text) * size * CHAR_WIDTH / 1000
+            stretch = 100 * max(span, 1) * s / natural
+            codes = text.encode("utf-16-be").hex()
+            ops.append(f"{stretch:.2f} Tz 1 0 0 1 {word.left * s:.2f} {baseline:.2f} Tm <{codes}> Tj")
+    ops.append("ET")
+    page.Contents = pikepdf.Stream(pdf, "\n".join(ops).encode())
+    buf = io.BytesIO()
+    pdf.save(buf)
+    return buf.getvalue()
 
 
 def text_to_original(

@@ -231,6 +231,35 @@ def rotate_image(image: Image.Image, rotation: int, skew: float) -> Image.Image:
     return image
 
 
+#: Red ink: the red channel this far above the others. Seals are red; text is black or blue.
+SEAL_REDNESS = 60
+SEAL_MIN_INCH = 0.45  # a seal is at least this wide and high; red headings are far wider than high
+
+
+def remove_seals(rgb: np.ndarray, gray: np.ndarray, dpi: int) -> np.ndarray:
+    """``gray`` with the red ink of round seals turned to paper white.
+
+    Seal text is decoration (and the seal, printed over a signature block, hides the text under it from
+    Tesseract's layout analysis). Red components are taken as seals when they are roughly as high as
+    they are wide and at least SEAL_MIN_INCH across; red headings and red lines stay.
+    """
+    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
+    red = ((r - np.maximum(g, b)) > SEAL_REDNESS).astype(np.uint8)
+    if not red.any():
+        return gray
+    k = max(3, dpi // 40)
+    joined = cv2.dilate(red, np.ones((k, k), np.uint8))  # a seal's ring, star and letters make one blob
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
+    w, h = stats[1:, 2], stats[1:, 3]
+    seal = (np.minimum(w, h) >= SEAL_MIN_INCH * dpi) & (np.maximum(w, h) <= 1.6 * np.minimum(w, h))
+    if not seal.any():
+        return gray
+    is_seal = np.concatenate([[False], seal])
+    out = gray.copy()
+    out[(red > 0) & is_seal[labels]] = 255
+    return out
+
+
 def normalise_for_ocr(image: Image.Image, dpi: int, upscale: bool = True) -> tuple[np.ndarray, int]:
     """Greyscale, flatten uneven light, stretch contrast and (``upscale``) bring low-resolution pages
     to OCR_DPI.
@@ -238,6 +267,8 @@ def normalise_for_ocr(image: Image.Image, dpi: int, upscale: bool = True) -> tup
     Returns the OCR image and its dpi.
     """
     gray = np.asarray(image.convert("L"))
+    if image.mode == "RGB":
+        gray = remove_seals(np.asarray(image), gray, dpi)
     if image.mode != "1":
         # Paper colour varies across a scan (lamp falloff, yellowed paper): divide it out.
         scale = 50 / max(dpi, 1)

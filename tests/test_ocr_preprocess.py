@@ -193,3 +193,27 @@ def test_scan_filling_the_frame_or_with_scanner_borders_has_no_quad() -> None:
     bordered[:, :60] = 30  # a dark scanner border down the left edge
     bordered[-40:, :] = 30
     assert find_page_quad(bordered, DPI) is None
+
+
+@needs_font
+def test_red_seal_is_removed_but_red_heading_and_black_text_stay() -> None:
+    im = text_page().convert("RGB")
+    draw = ImageDraw.Draw(im)
+    red = (200, 30, 35)
+    draw.text((120, 60), "CĂN CƯỚC CÔNG DÂN", fill=red, font=ImageFont.truetype(str(FONT), 34))  # red heading
+    cx, cy, r = 500, 400, 120  # a seal over the text: ring, star, letters
+    draw.ellipse((cx - r, cy - r, cx + r, cy + r), outline=red, width=10)
+    draw.ellipse((cx - r + 25, cy - r + 25, cx + r - 25, cy + r - 25), outline=red, width=4)
+    draw.regular_polygon((cx, cy, 40), 5, fill=red)
+    draw.text((cx - 70, cy + 50), "UBND XÃ", fill=red, font=ImageFont.truetype(str(FONT), 26))
+    gray, _ = normalise_for_ocr(im, DPI)
+    rgb = np.asarray(im).astype(np.int16)
+    is_red = (rgb[..., 0] - np.maximum(rgb[..., 1], rgb[..., 2])) > 60
+    seal = np.zeros_like(is_red)
+    seal[cy - r - 6 : cy + r + 6, cx - r - 6 : cx + r + 6] = True
+    heading = np.zeros_like(is_red)
+    heading[50:110, 100:700] = True
+    assert (gray[is_red & seal] > 200).mean() > 0.95  # the seal's ink is paper now
+    assert (gray[is_red & heading] < 150).mean() > 0.8  # the red heading is still ink
+    black = (rgb.sum(axis=2) < 100) & ~seal
+    assert (gray[black] < 100).mean() > 0.9  # the text is untouched
