@@ -101,6 +101,7 @@ class ToolRun:
     peak_rss: int = 0
     texts: dict[str, list[str]] = field(default_factory=dict)
     rotations: dict[str, list[int]] = field(default_factory=dict)
+    kinds: dict[str, list[str]] = field(default_factory=dict)  # hoso only: content / blank / separator
 
 
 def pdf_texts(path: Path) -> tuple[list[str], list[int]]:
@@ -126,6 +127,7 @@ def run_hoso(pdfs: list[Path], out: Path, jobs: int) -> ToolRun:
         meta = json.loads((out / f"hoso-{pdf.stem}.json").read_text())
         run.texts[pdf.stem] = texts
         run.rotations[pdf.stem] = [p["rotation"] for p in meta]
+        run.kinds[pdf.stem] = [p["kind"] for p in meta]
     return run
 
 
@@ -204,6 +206,8 @@ class Score:
     orient_ok: int = 0
     orient_n: int = 0
     by_type: dict[str, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    # per kind (blank, separator): [pages of it found, pages of it, other pages taken for it]; None: not reported
+    kinds_found: dict[str, list[int]] | None = None
     worst: list[tuple[float, str]] = field(default_factory=list)
 
 
@@ -212,6 +216,15 @@ def score(run: ToolRun, gts: list[dict]) -> Score:
     for gt in gts:
         stem = Path(gt["pdf"]).stem
         texts, rotations = run.texts[stem], run.rotations[stem]
+        kinds = run.kinds.get(stem)
+        if kinds is not None:
+            s.kinds_found = s.kinds_found or {"blank": [0, 0, 0], "separator": [0, 0, 0]}
+            for ref, kind in zip(gt["pages"], kinds, strict=True):
+                if ref["doc_type"] in s.kinds_found:
+                    s.kinds_found[ref["doc_type"]][1] += 1
+                    s.kinds_found[ref["doc_type"]][0] += kind == ref["doc_type"]
+                elif kind in s.kinds_found:
+                    s.kinds_found[kind][2] += 1
         for ref, text, rot in zip(gt["pages"], texts, rotations, strict=True):
             s.pages += 1
             if ref["doc_type"] == "blank":
@@ -241,6 +254,12 @@ def print_table(runs: list[ToolRun], scores: list[Score], title: str) -> None:
         ("WER", [f"{s.word_edits / max(s.words, 1):.4f}" for s in scores]),
         ("orientation", [f"{s.orient_ok}/{s.orient_n}" for s in scores]),
         ("peak RSS MB", [f"{r.peak_rss / 2**20:.0f}" for r in runs]),
+        *(
+            (f"{kind}s found (wrongly)", [
+                "{}/{} ({})".format(*s.kinds_found[kind]) if s.kinds_found else "-" for s in scores
+            ])
+            for kind in ("blank", "separator")
+        ),
     ]
     types = sorted({t for s in scores for t in s.by_type})
     for t in types:
@@ -341,30 +360,50 @@ def make_hard(src: Path, dst: Path, seed: int = 7) -> Path:
 
 
 def rss_by_pages(corpus: Path, counts: list[int], jobs: int) -> None:
-    """Peak RSS of hoso's OCR stage on PDFs of N pages built from corpus pages (Tesseract cached)."""
+    """Peak RSS of hoso's OCR stage on PDFs of N pages (Tesseract output cached, as in re-runs).
+
+    Two inputs per N: the first ``min(counts)`` corpus pages repeated (memory against length alone),
+    and corpus pages in order, repeated when N is larger than the corpus (length and page mix together:
+    phone photos and large colour pages come later in the corpus than in the first pages).
+    """
     sources = sorted((corpus / "dossiers").glob("*.pdf"))
+    first = min(counts)
     with tempfile.TemporaryDirectory() as tmp:
         cache = Path(tmp) / "cache"
-        print("\n| pages | seconds | peak RSS MB |\n|---|---|---|")
-        for n in counts:
-            big = pikepdf.new()
-            opened = []
-            while len(big.pages) < n:
-                for s in sources:
-                    src = pikepdf.open(s)
-                    opened.append(src)
-                    for page in src.pages:
-                        if len(big.pages) < n:
-                            big.pages.append(page)
-            path = Path(tmp) / f"in-{n}.pdf"
-            big.save(path)
-            for src in opened:
-                src.close()
-            listing = Path(tmp) / "list.json"
-            listing.write_text(json.dumps([str(path)]))
-            cmd = [sys.executable, __file__, "--_hoso-child", str(listing), tmp, str(jobs), "--_cache", str(cache)]
-            seconds, peak = run_measured(cmd, {**os.environ, "PYTHONPATH": str(ROOT)})
-            print(f"| {n} | {seconds:.1f} | {peak / 2**20:.0f} |")
+        print("\n| input | pages | seconds | peak RSS MB |\n|---|---|---|---|")
+        for label, pool_size in ((f"first {first} pages repeated", first), ("corpus pages in order", None)):
+            for n in counts:
+                path = Path(tmp) / f"in-{n}.pdf"
+                _concat_pages(sources, n, pool_size, path)
+                listing = Path(tmp) / "list.json"
+                listing.write_text(json.dumps([str(path)]))
+                cmd = [sys.executable, __file__, "--_hoso-child", str(listing), tmp, str(jobs), "--_cache", str(cache)]
+                seconds, peak = run_measured(cmd, {**os.environ, "PYTHONPATH": str(ROOT)})
+                print(f"| {label} | {n} | {seconds:.1f} | {peak / 2**20:.0f} |", flush=True)
+
+
+def _concat_pages(sources: list[Path], n: int, pool_size: int | None, out: Path) -> None:
+    """An n-page PDF of corpus pages in order; with ``pool_size``, only the first that many, cycled."""
+    big = pikepdf.new()
+    opened = []
+    try:
+        pool = []
+        for s in sources:
+            src = pikepdf.open(s)
+            opened.append(src)
+            pool.extend(src.pages)
+            if pool_size is not None and len(pool) >= pool_size:
+                pool = pool[:pool_size]
+                break
+            if len(pool) >= n:
+                break
+        for i in range(n):
+            big.pages.append(pool[i % len(pool)])
+        big.save(out)
+    finally:
+        for src in opened:
+            src.close()
+        big.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -30,6 +30,7 @@ from ocr.preprocess import (
     find_page_quad,
     flatten_page,
     normalise_for_ocr,
+    remove_seals,
     rotate_image,
 )
 from ocr.recognize import Recognition, recognize, text_confidence
@@ -55,10 +56,9 @@ class PageJob:
     jpeg_file: Path | None = None
 
 
-def _prepare(image: Image.Image, dpi: int, rotation: int, skew: float) -> tuple[Image.Image, np.ndarray, int]:
-    upright = rotate_image(image, rotation, skew)
-    gray, ocr_dpi = normalise_for_ocr(upright, dpi)
-    return upright, gray, ocr_dpi
+def _prepare(image: Image.Image, dpi: int, rotation: int, skew: float) -> tuple[np.ndarray, int]:
+    """The greyscale OCR image of ``image`` turned upright and levelled, and its dpi."""
+    return normalise_for_ocr(rotate_image(image, rotation, skew), dpi)
 
 
 def _candidates(geo: Geometry) -> list[int]:
@@ -94,22 +94,23 @@ def strip_scores(image: Image.Image, dpi: int, geo: Geometry, turns: list[int], 
 
 def _recognize_upright(
     image: Image.Image, dpi: int, geo: Geometry, options: OcrOptions
-) -> tuple[int, float, Image.Image, Recognition, int]:
+) -> tuple[int, float, Recognition]:
     """OCR at the most likely orientation; if confidence is low, try the others and keep the best.
 
     Before reading the page again another way up, a strip of a few lines is read each way: it settles
     most cases for a fraction of a page (a noisy page read right way up stays as it is).
     """
     turns = deque(_candidates(geo))
-    best: tuple[int, float, Image.Image, Recognition, int] | None = None
-    first: tuple[int, float, Image.Image, Recognition, int] | None = None
+    best: tuple[int, float, Recognition] | None = None
+    first: tuple[int, float, Recognition] | None = None
     while turns:
         rotation = turns.popleft()
         skew = geo.skew if rotation % 180 == geo.rotation % 180 else geo.other_skew
-        upright, gray, ocr_dpi = _prepare(image, dpi, rotation, skew)
+        gray, ocr_dpi = _prepare(image, dpi, rotation, skew)
         rec = recognize(gray, ocr_dpi, options.language, cache_dir=options.cache_dir)
-        if best is None or rec.confidence > best[3].confidence:
-            best = (rotation, skew, upright, rec, ocr_dpi)
+        del gray
+        if best is None or rec.confidence > best[2].confidence:
+            best = (rotation, skew, rec)
         if rec.confidence >= LOW_CONFIDENCE and len(rec.words) >= 3:
             break
         if first is None:
@@ -117,7 +118,7 @@ def _recognize_upright(
             turns = deque(_worth_reading(image, dpi, geo, [rotation, *turns], options.language))
     assert best is not None
     first = first or best
-    if geo.strip is None and best[3].confidence < LOW_CONFIDENCE:
+    if geo.strip is None and best[2].confidence < LOW_CONFIDENCE:
         return first  # no text lines and no good reading either way (a QR sheet, a photo): leave it be
     return best
 
@@ -172,15 +173,21 @@ def process_page(
         page, to_photo = flatten_page(image, quad)
         gray = to_gray(page)
     geo = analyse_geometry(gray, dpi)
+    # Tesseract reads grey: drop the colour (and the seals with it) once, before any turning.
+    ocr_page = page
+    if page.mode == "RGB":
+        ocr_page = Image.fromarray(remove_seals(np.asarray(page), gray, dpi))
+    elif page.mode not in ("1", "L"):
+        ocr_page = Image.fromarray(gray)
     del gray
-    rotation, skew, upright, rec, ocr_dpi = _recognize_upright(page, dpi, geo, options)
-    del upright
+    rotation, skew, rec = _recognize_upright(ocr_page, dpi, geo, options)
+    del ocr_page
     text_pdf = text_layer_pdf(rec.lines, rec.width, rec.height, rec.dpi) if rec.lines else None
     write_page_pdf(
         image, dpi, text_pdf, pdf_path, rotation=rotation, skew=skew, jpeg=jpeg, placeholder=keep_source,
         flattened=None if to_photo is None else (to_photo, page.size),
     )
-    f = dpi / ocr_dpi
+    f = dpi / rec.dpi
     words = [
         Word(
             text=w.text,

@@ -234,6 +234,7 @@ def rotate_image(image: Image.Image, rotation: int, skew: float) -> Image.Image:
 #: Red ink: the red channel this far above the others. Seals are red; text is black or blue.
 SEAL_REDNESS = 60
 SEAL_MIN_INCH = 0.45  # a seal is at least this wide and high; red headings are far wider than high
+SEAL_WORK_DPI = 50
 
 
 def remove_seals(rgb: np.ndarray, gray: np.ndarray, dpi: int) -> np.ndarray:
@@ -243,20 +244,24 @@ def remove_seals(rgb: np.ndarray, gray: np.ndarray, dpi: int) -> np.ndarray:
     Tesseract's layout analysis). Red components are taken as seals when they are roughly as high as
     they are wide and at least SEAL_MIN_INCH across; red headings and red lines stay.
     """
-    r, g, b = (rgb[..., i].astype(np.int16) for i in range(3))
-    red = ((r - np.maximum(g, b)) > SEAL_REDNESS).astype(np.uint8)
+    redness = cv2.subtract(rgb[..., 0], cv2.max(rgb[..., 1], rgb[..., 2]))  # uint8, saturating: no big copies
+    red = (redness > SEAL_REDNESS).astype(np.uint8)
+    del redness
     if not red.any():
         return gray
-    k = max(3, dpi // 40)
-    joined = cv2.dilate(red, np.ones((k, k), np.uint8))  # a seal's ring, star and letters make one blob
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(joined, connectivity=8)
-    w, h = stats[1:, 2], stats[1:, 3]
+    # Find the seals on a 50 dpi copy: a full-resolution label image alone would be 35 MB for an A4 page.
+    f = min(1.0, SEAL_WORK_DPI / max(dpi, 1))
+    small = cv2.resize(red, None, fx=f, fy=f, interpolation=cv2.INTER_AREA) if f < 1 else red
+    small = cv2.dilate((small > 0).astype(np.uint8), np.ones((3, 3), np.uint8))  # ring, star, letters: one blob
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(small, connectivity=8)
+    w, h = stats[1:, 2] / f, stats[1:, 3] / f
     seal = (np.minimum(w, h) >= SEAL_MIN_INCH * dpi) & (np.maximum(w, h) <= 1.6 * np.minimum(w, h))
     if not seal.any():
         return gray
-    is_seal = np.concatenate([[False], seal])
+    seal_area = np.concatenate([[0], seal.astype(np.uint8)])[labels]
+    seal_area = cv2.resize(seal_area, (gray.shape[1], gray.shape[0]), interpolation=cv2.INTER_NEAREST)
     out = gray.copy()
-    out[(red > 0) & is_seal[labels]] = 255
+    out[(red > 0) & (seal_area > 0)] = 255
     return out
 
 
@@ -280,7 +285,8 @@ def normalise_for_ocr(image: Image.Image, dpi: int, upscale: bool = True) -> tup
         hist = cv2.calcHist([flat], [0], None, [256], [0, 256]).ravel().cumsum()
         lo = float(np.searchsorted(hist, 0.005 * hist[-1]))  # the 0.5th percentile, darkest ink
         gain = 255.0 / max(255.0 - lo, 1.0)
-        gray = np.clip((flat.astype(np.float32) - lo) * gain, 0, 255).astype(np.uint8)
+        lut = np.clip((np.arange(256, dtype=np.float32) - lo) * gain, 0, 255).astype(np.uint8)
+        gray = cv2.LUT(flat, lut)  # no full-page float copies
     if upscale and dpi < UPSCALE_BELOW_DPI:
         f = OCR_DPI / dpi
         gray = cv2.resize(gray, None, fx=f, fy=f, interpolation=cv2.INTER_CUBIC)
