@@ -360,7 +360,7 @@ def make_hard(src: Path, dst: Path, seed: int = 7) -> Path:
 
 
 def rss_by_pages(corpus: Path, counts: list[int], jobs: int) -> None:
-    """Peak RSS of hoso's OCR stage on PDFs of N pages (Tesseract output cached, as in re-runs).
+    """Peak RSS of hoso's OCR stage on PDFs of N pages (every page recognised: no Tesseract cache).
 
     Two inputs per N: the first ``min(counts)`` corpus pages repeated (memory against length alone),
     and corpus pages in order, repeated when N is larger than the corpus (length and page mix together:
@@ -369,7 +369,6 @@ def rss_by_pages(corpus: Path, counts: list[int], jobs: int) -> None:
     sources = sorted((corpus / "dossiers").glob("*.pdf"))
     first = min(counts)
     with tempfile.TemporaryDirectory() as tmp:
-        cache = Path(tmp) / "cache"
         print("\n| input | pages | seconds | peak RSS MB |\n|---|---|---|---|")
         for label, pool_size in ((f"first {first} pages repeated", first), ("corpus pages in order", None)):
             for n in counts:
@@ -377,7 +376,7 @@ def rss_by_pages(corpus: Path, counts: list[int], jobs: int) -> None:
                 _concat_pages(sources, n, pool_size, path)
                 listing = Path(tmp) / "list.json"
                 listing.write_text(json.dumps([str(path)]))
-                cmd = [sys.executable, __file__, "--_hoso-child", str(listing), tmp, str(jobs), "--_cache", str(cache)]
+                cmd = [sys.executable, __file__, "--_hoso-child", str(listing), tmp, str(jobs)]
                 seconds, peak = run_measured(cmd, {**os.environ, "PYTHONPATH": str(ROOT)})
                 print(f"| {label} | {n} | {seconds:.1f} | {peak / 2**20:.0f} |", flush=True)
 
@@ -409,9 +408,7 @@ def _concat_pages(sources: list[Path], n: int, pool_size: int | None, out: Path)
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "--_hoso-child":
-        if "--_cache" in argv:
-            os.environ["HOSO_BENCH_CACHE"] = argv[argv.index("--_cache") + 1]
-        _hoso_child_main(Path(argv[1]), Path(argv[2]), int(argv[3]))
+        _hoso_child(Path(argv[1]), Path(argv[2]), int(argv[3]))
         return 0
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--corpus", type=Path, default=DEFAULT_CORPUS)
@@ -454,19 +451,6 @@ def main(argv: list[str] | None = None) -> int:
     print_table(runs, scores, title)
     print(f"\ncommand: .venv/bin/python bench/ocr_bench.py {' '.join(argv)}")
     return 0
-
-
-def _hoso_child_main(listing: Path, out: Path, jobs: int) -> None:
-    cache = os.environ.get("HOSO_BENCH_CACHE")
-    if cache is None:
-        _hoso_child(listing, out, jobs)
-        return
-    from ocr.engine import ocr_input
-    from ocr.models import OcrOptions
-
-    options = OcrOptions(jobs=jobs, cache_dir=Path(cache))
-    for pdf in map(Path, json.loads(listing.read_text())):
-        ocr_input(pdf, out / f"hoso-{pdf.stem}.pdf", options)
 
 
 if __name__ == "__main__":
