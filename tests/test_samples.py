@@ -77,7 +77,7 @@ def _page_pixels(pdf: Path) -> list[np.ndarray]:
         return [
             np.asarray(PdfImage(image).as_pil_image().convert("L"))
             for page in doc.pages
-            for image in page.images.values()
+            for image in page.get_images().values()
         ]
 
 
