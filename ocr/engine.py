@@ -29,8 +29,8 @@ from ocr.preprocess import (
     analyse_geometry,
     find_page_quad,
     flatten_page,
+    grey_for_ocr,
     normalise_for_ocr,
-    remove_seals,
     rotate_image,
 )
 from ocr.recognize import Recognition, recognize, text_confidence
@@ -174,11 +174,7 @@ def process_page(
         gray = to_gray(page)
     geo = analyse_geometry(gray, dpi)
     # Tesseract reads grey: drop the colour (and the seals with it) once, before any turning.
-    ocr_page = page
-    if page.mode == "RGB":
-        ocr_page = Image.fromarray(remove_seals(np.asarray(page), gray, dpi))
-    elif page.mode not in ("1", "L"):
-        ocr_page = Image.fromarray(gray)
+    ocr_page = grey_for_ocr(page, dpi, gray)
     del gray
     rotation, skew, rec = _recognize_upright(ocr_page, dpi, geo, options)
     del ocr_page

@@ -80,17 +80,15 @@ def split_wide_gaps(lines: Sequence[Line]) -> list[Line]:
 def _rows(lines: Sequence[Line]) -> list[list[Line]]:
     """Group lines into rows: lines whose vertical extents overlap by half the smaller height."""
     rows: list[list[Line]] = []
+    r_top = r_bottom = 0  # the last row's vertical extent
     for line in sorted(lines, key=lambda ln: _box(ln)[1]):
         _, top, _, bottom = _box(line)
-        if rows:
-            last = rows[-1]
-            r_top = min(_box(ln)[1] for ln in last)
-            r_bottom = max(_box(ln)[3] for ln in last)
-            overlap = min(bottom, r_bottom) - max(top, r_top)
-            if overlap > 0.5 * min(bottom - top, r_bottom - r_top):
-                last.append(line)
-                continue
-        rows.append([line])
+        if rows and min(bottom, r_bottom) - max(top, r_top) > 0.5 * min(bottom - top, r_bottom - r_top):
+            rows[-1].append(line)
+            r_top, r_bottom = min(r_top, top), max(r_bottom, bottom)
+        else:
+            rows.append([line])
+            r_top, r_bottom = top, bottom
     for row in rows:
         row.sort(key=lambda ln: _box(ln)[0])
     return rows
@@ -137,6 +135,27 @@ def _band_order(band: list[list[Line]], cut: tuple[int, int]) -> list[Line] | No
     return left + right
 
 
+def _band_end(
+    rows: list[list[Line]], start: int, gutter: tuple[int, int], height: float
+) -> tuple[int, tuple[int, int]]:
+    """How far from row ``start`` a common gutter (narrowing from ``gutter``) stays white: the end row
+    (exclusive) and the gutter over the band."""
+    lo, hi = gutter
+    j = start + 1
+    while j < len(rows):
+        mid = (lo + hi) / 2
+        boxes = [_box(ln) for ln in rows[j]]
+        if any(b[0] < mid < b[2] for b in boxes):
+            break
+        new_lo = max([lo, *(b[2] for b in boxes if b[2] <= mid)])
+        new_hi = min([hi, *(b[0] for b in boxes if b[0] >= mid)])
+        if new_hi - new_lo < MIN_GUTTER * height:
+            break
+        lo, hi = new_lo, new_hi
+        j += 1
+    return j, (lo, hi)
+
+
 def reading_order(lines: Sequence[Line]) -> list[Line]:
     """Lines in reading order: top to bottom, except that a band of rows split by a common gutter
     into centred blocks (headers, signature blocks) reads its left block first, then the right one."""
@@ -148,21 +167,9 @@ def reading_order(lines: Sequence[Line]) -> list[Line]:
         gutters = _gutters(rows[i], height)
         best: tuple[int, list[Line]] | None = None
         for gutter in gutters:
-            lo, hi = gutter
-            j = i + 1
-            while j < len(rows):  # extend the band while a common gutter stays white
-                mid = (lo + hi) / 2
-                boxes = [_box(ln) for ln in rows[j]]
-                if any(b[0] < mid < b[2] for b in boxes):
-                    break
-                new_lo = max([lo, *(b[2] for b in boxes if b[2] <= mid)])
-                new_hi = min([hi, *(b[0] for b in boxes if b[0] >= mid)])
-                if new_hi - new_lo < MIN_GUTTER * height:
-                    break
-                lo, hi = new_lo, new_hi
-                j += 1
+            j, cut = _band_end(rows, i, gutter, height)
             if j - i >= 2:
-                ordered = _band_order(rows[i:j], (lo, hi))
+                ordered = _band_order(rows[i:j], cut)
                 if ordered is not None and (best is None or j > best[0]):
                     best = (j, ordered)
         if best is not None:

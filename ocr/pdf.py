@@ -9,6 +9,7 @@ import io
 import zlib
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 
 import cv2
@@ -17,6 +18,7 @@ import pikepdf
 from PIL import Image
 
 from ocr.models import Word
+from ocr.recognize import tessdata_file
 
 JPEG_QUALITY = 85  # only for pages that must be re-encoded (PNG/TIFF inputs, turned PDF pages)
 
@@ -85,12 +87,6 @@ def _ccitt_g4(image: Image.Image) -> bytes | None:
     return data[offsets[0] : offsets[0] + counts[0]]
 
 
-_GLYPHLESS_FONT_DIRS = (
-    "/usr/share/tesseract-ocr/5/tessdata",
-    "/usr/share/tesseract-ocr/4.00/tessdata",
-    "/usr/share/tessdata",
-    "/usr/local/share/tessdata",
-)
 _TO_UNICODE = b"""/CIDInit /ProcSet findresource begin
 12 dict begin
 begincmap
@@ -111,27 +107,32 @@ end
 CHAR_WIDTH = 500  # every glyph of the glyphless font is this wide (1/1000 em)
 
 
-def _glyphless_font_program() -> bytes:
-    """Tesseract's glyphless TrueType font (one empty glyph): text that is there to be found, not seen."""
-    import os
+@lru_cache(maxsize=1)
+def _glyphless_font_streams() -> tuple[bytes, int, bytes, bytes]:
+    """Flate-compressed (font program, its length, CIDToGIDMap, ToUnicode) of the glyphless font, made
+    once per process: every page's text layer embeds the same ones.
 
-    prefix = os.environ.get("TESSDATA_PREFIX")
-    dirs = [prefix, str(Path(prefix) / "tessdata")] if prefix else []
-    for d in [*dirs, *_GLYPHLESS_FONT_DIRS]:
-        path = Path(d) / "pdf.ttf"
-        if path.is_file():
-            return path.read_bytes()
-    raise FileNotFoundError("pdf.ttf (Tesseract's glyphless font) not found in any tessdata directory")
+    The font is Tesseract's ``pdf.ttf`` (one empty glyph): text that is there to be found, not seen.
+    """
+    path = tessdata_file("pdf.ttf")
+    if path is None:
+        raise FileNotFoundError("pdf.ttf (Tesseract's glyphless font) not found in any tessdata directory")
+    program = path.read_bytes()
+    cid_to_gid = b"\x00\x01" * 65536  # every code drawn by glyph 1
+    return zlib.compress(program, 9), len(program), zlib.compress(cid_to_gid, 9), zlib.compress(_TO_UNICODE, 9)
+
+
+def _flate_stream(pdf: pikepdf.Pdf, compressed: bytes) -> pikepdf.Stream:
+    stream = pikepdf.Stream(pdf, compressed)
+    stream.Filter = pikepdf.Name.FlateDecode
+    return stream
 
 
 def _glyphless_font(pdf: pikepdf.Pdf) -> pikepdf.Object:
     """A Type0 font whose codes are UTF-16 code units, every one drawn by the empty glyph 1."""
-    cid_to_gid = pikepdf.Stream(pdf, zlib.compress(b"\x00\x01" * 65536, 9))
-    cid_to_gid.Filter = pikepdf.Name.FlateDecode
-    program = _glyphless_font_program()
-    font_file = pikepdf.Stream(pdf, zlib.compress(program, 9))
-    font_file.Filter = pikepdf.Name.FlateDecode
-    font_file.Length1 = len(program)
+    program, program_length, cid_to_gid, to_unicode = _glyphless_font_streams()
+    font_file = _flate_stream(pdf, program)
+    font_file.Length1 = program_length
     descriptor = pikepdf.Dictionary(
         Type=pikepdf.Name.FontDescriptor, FontName=pikepdf.Name.GlyphLessFont, Flags=5,
         FontBBox=[0, 0, CHAR_WIDTH, 1000], ItalicAngle=0, Ascent=1000, Descent=0, CapHeight=1000,
@@ -142,15 +143,14 @@ def _glyphless_font(pdf: pikepdf.Pdf) -> pikepdf.Object:
         CIDSystemInfo=pikepdf.Dictionary(
             Registry=pikepdf.String("Adobe"), Ordering=pikepdf.String("Identity"), Supplement=0
         ),
-        FontDescriptor=pdf.make_indirect(descriptor), DW=CHAR_WIDTH, CIDToGIDMap=pdf.make_indirect(cid_to_gid),
+        FontDescriptor=pdf.make_indirect(descriptor), DW=CHAR_WIDTH,
+        CIDToGIDMap=pdf.make_indirect(_flate_stream(pdf, cid_to_gid)),
     )
-    to_unicode = pikepdf.Stream(pdf, zlib.compress(_TO_UNICODE, 9))
-    to_unicode.Filter = pikepdf.Name.FlateDecode
     return pdf.make_indirect(
         pikepdf.Dictionary(
             Type=pikepdf.Name.Font, Subtype=pikepdf.Name.Type0, BaseFont=pikepdf.Name.GlyphLessFont,
             Encoding=pikepdf.Name("/Identity-H"), DescendantFonts=[pdf.make_indirect(cid_font)],
-            ToUnicode=pdf.make_indirect(to_unicode),
+            ToUnicode=pdf.make_indirect(_flate_stream(pdf, to_unicode)),
         )
     )
 

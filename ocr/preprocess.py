@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from ocr.triage import ink_mask
+from ocr.triage import ink_mask, to_gray
 
 Rotation = Literal[0, 90, 180, 270]
 
@@ -265,15 +265,26 @@ def remove_seals(rgb: np.ndarray, gray: np.ndarray, dpi: int) -> np.ndarray:
     return out
 
 
+def grey_for_ocr(image: Image.Image, dpi: int, gray: np.ndarray | None = None) -> Image.Image:
+    """The page as Tesseract should see it: bilevel and grey pages as they are, others in grey, colour
+    pages without their red seals. ``gray``: the page's greyscale array, when already at hand."""
+    if image.mode in ("1", "L"):
+        return image
+    if gray is None:
+        gray = to_gray(image)
+    if image.mode == "RGB":
+        gray = remove_seals(np.asarray(image), gray, dpi)
+    return Image.fromarray(gray)
+
+
 def normalise_for_ocr(image: Image.Image, dpi: int, upscale: bool = True) -> tuple[np.ndarray, int]:
     """Greyscale, flatten uneven light, stretch contrast and (``upscale``) bring low-resolution pages
     to OCR_DPI.
 
     Returns the OCR image and its dpi.
     """
+    image = grey_for_ocr(image, dpi)
     gray = np.asarray(image.convert("L"))
-    if image.mode == "RGB":
-        gray = remove_seals(np.asarray(image), gray, dpi)
     if image.mode != "1":
         # Paper colour varies across a scan (lamp falloff, yellowed paper): divide it out.
         scale = 50 / max(dpi, 1)

@@ -170,14 +170,20 @@ _APIS: dict[tuple[str, int], object] = {}
 _BACKEND: str | None = None
 
 
-def tessdata_dir(lang: str = "vie") -> str | None:
-    """The directory holding ``<lang>.traineddata`` (TESSDATA_PREFIX first), or None."""
+def tessdata_file(name: str) -> Path | None:
+    """The file ``name`` in the first tessdata directory that has it (TESSDATA_PREFIX first), or None."""
     prefix = os.environ.get("TESSDATA_PREFIX")
     dirs = [prefix, str(Path(prefix) / "tessdata")] if prefix else []
     for d in [*dirs, *_TESSDATA_DIRS]:
-        if (Path(d) / f"{lang.split('+')[0]}.traineddata").exists():
-            return d
+        if (Path(d) / name).exists():
+            return Path(d) / name
     return None
+
+
+def tessdata_dir(lang: str = "vie") -> str | None:
+    """The directory holding ``<lang>.traineddata`` (TESSDATA_PREFIX first), or None."""
+    found = tessdata_file(f"{lang.split('+')[0]}.traineddata")
+    return str(found.parent) if found is not None else None
 
 
 def backend() -> str:
