@@ -245,9 +245,7 @@ class _StampGlyphs(GlyphAccumulator):
             self._extract_subset()  # destructive: self.tt becomes the subset
             buf = BytesIO()
             self.tt.save(buf)
-            stream = generic.StreamObject(stream_data=buf.getvalue())
-            stream.compress()
-            data = stream.encoded_data
+            data = _flate(buf.getvalue())
             self._cache.put(key, data)
         self._subset_created = True
         assert isinstance(self.cidfont_obj, _CachedFontFile)
