@@ -24,7 +24,7 @@ def run_ingest(pdf: Path, procedure: str, mode: str, env_extra: dict[str, str]) 
     with tempfile.TemporaryDirectory() as tmp:
         env = os.environ | {"HOSO_DATA_DIR": f"{tmp}/var"} | env_extra
         # the dev PKI is made once per data folder; make it first so it is not timed as desk work
-        subprocess.run([sys.executable, "-c", "from pipeline.services import Services; Services().pki"],
+        subprocess.run([sys.executable, "-c", "from pipeline.usecases.services import Services; Services().pki"],
                        env=env, check=True, cwd=tmp)
         start = time.perf_counter()
         proc = subprocess.run(

@@ -29,15 +29,16 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests"))
 
 from pyhanko.keys import load_cert_from_pemder  # noqa: E402
 from reportlab.lib.pagesizes import A4  # noqa: E402
 from reportlab.pdfgen import canvas  # noqa: E402
+from support.softhsm import DEFAULT_MODULE, import_p12, init_token, open_token, write_config  # noqa: E402
+from support.testpki import TestPki, materialise  # noqa: E402
 
 from signing.levels import Level  # noqa: E402
 from signing.signers import _load_signer, sign_pdf  # noqa: E402
-from signing.softhsm import DEFAULT_MODULE, import_p12, init_token, open_token, write_config  # noqa: E402
-from signing.testpki import TestPki, materialise  # noqa: E402
 from signing.tokens import Pkcs11Keys  # noqa: E402
 from signing.verify import verify_pdf  # noqa: E402
 
@@ -66,7 +67,8 @@ def free_port() -> int:
 def serve_test_pki(directory: Path) -> tuple[TestPki, subprocess.Popen[bytes]]:
     port = free_port()
     pki = materialise(directory, port)
-    proc = subprocess.Popen([sys.executable, "-m", "signing.testpki", "serve", str(directory), str(port)],
+    script = ROOT / "tests" / "support" / "testpki.py"
+    proc = subprocess.Popen([sys.executable, str(script), "serve", str(directory), str(port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     for _ in range(150):
         try:

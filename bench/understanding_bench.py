@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from ocr.models import OcrOptions, RecognizedPage
-from pipeline.catalog import load_catalog
-from pipeline.classify import ClassifierMethod, classify, fold
-from pipeline.extract import extract_fields
-from pipeline.models import DocumentInfo
-from pipeline.segment import page_kind, segment
-from pipeline.validate import validate
+from pipeline.core.models import DocumentInfo
+from pipeline.core.text import fold
+from pipeline.domain.catalog import load_catalog
+from pipeline.domain.classify import ClassifierMethod, classify
+from pipeline.domain.extract import extract_fields
+from pipeline.domain.segment import page_kind, segment
+from pipeline.domain.validate import validate
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CORPUS = ROOT.parent / "shared" / "corpus" / "public"

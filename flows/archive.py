@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from flows.runtime import services
-from pipeline.archive import BatchInput, BatchItemResult, discover_batch, process_one
+from pipeline.usecases.archive import BatchInput, BatchItemResult, discover_batch, process_one
 
 
 class BatchSummary(BaseModel):

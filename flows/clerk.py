@@ -5,7 +5,7 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.runtime import services
-from pipeline.clerk import issue_result
+from pipeline.usecases.clerk import issue_result
 
 
 @flow(name="hoso-issue-result", validate_parameters=False)

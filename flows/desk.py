@@ -8,7 +8,7 @@ from typing import Any
 from prefect import flow
 
 from flows.runtime import services
-from pipeline.desk import IntakeRequest, ingest
+from pipeline.usecases.desk import IntakeRequest, ingest
 
 
 @flow(name="hoso-ingest", validate_parameters=False)

@@ -6,7 +6,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from pipeline.services import Services
+from pipeline.usecases.services import Services
 
 _lock = threading.Lock()
 _services: Services | None = None

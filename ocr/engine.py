@@ -35,7 +35,7 @@ from ocr.preprocess import (
 )
 from ocr.recognize import Recognition, recognize, text_confidence
 from ocr.triage import to_gray, triage
-from pipeline.errors import OcrFailed
+from pipeline.core.errors import OcrFailed
 
 __all__ = ["inspect_input", "ocr_input", "process_page", "InputInfo"]
 

@@ -17,7 +17,7 @@ import pypdfium2 as pdfium
 from PIL import Image, ImageSequence, UnidentifiedImageError
 
 from ocr.models import OcrOptions
-from pipeline.errors import (
+from pipeline.core.errors import (
     InputCorrupt,
     InputEmpty,
     InputEncrypted,

@@ -27,7 +27,7 @@ from PIL import Image
 
 from ocr.layout import Line, drop_noise, reading_order, split_wide_gaps, text_of
 from ocr.models import Word
-from pipeline.errors import OcrFailed
+from pipeline.core.errors import OcrFailed
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")
 

@@ -32,7 +32,7 @@ from pyhanko_certvalidator.fetchers.api import Fetchers
 from pyhanko_certvalidator.fetchers.requests_fetchers import RequestsFetcherBackend
 from pyhanko_certvalidator.path import ValidationPath
 
-from pipeline.errors import SigningFailed
+from pipeline.core.errors import SigningFailed
 
 __all__ = [
     "Level",

@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 from pydantic import BaseModel
 
-from pipeline.errors import ConfigurationError
+from pipeline.core.errors import ConfigurationError
 
 Role = Literal["officer", "approver", "seal"]
 ROLES: tuple[Role, ...] = get_args(Role)

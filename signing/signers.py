@@ -46,17 +46,16 @@ from pyhanko_certvalidator.errors import CRLFetchError, PathBuildingError, PathV
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pyhanko_certvalidator.util import get_pyca_cryptography_hash
 
-from pipeline.errors import SigningFailed
-
-from .fast_cms import FastCmsMixin
-from .levels import (
+from pipeline.core.errors import SigningFailed
+from signing.fast_cms import FastCmsMixin
+from signing.levels import (
     Level,
     effective_level,
     forget_validation_contexts,
     signing_validation_context,
     timestamper_for,
 )
-from .pki import ROLES, DevPki, Role
+from signing.pki import ROLES, DevPki, Role
 
 __all__ = [
     "OFFICER_STAMP_BOX",
@@ -522,7 +521,7 @@ def sign_pdf(
     ``visible_box`` (invisible when ``visible_box`` is None). The visible stamp shows the signer, the
     role, the agency (the certificate's organisation) and the signing time in Asia/Ho_Chi_Minh, in an
     embedded Noto Sans subset; ``stamp_image`` (e.g. the agency's seal, a PNG) is drawn on its right
-    behind the text. Every failure raises :class:`pipeline.errors.SigningFailed`.
+    behind the text. Every failure raises :class:`pipeline.core.errors.SigningFailed`.
     """
     if _in_event_loop():
         raise SigningFailed("sign_pdf() cannot run inside an event loop; call it via asyncio.to_thread()")

@@ -20,9 +20,8 @@ from asn1crypto import x509 as asn1_x509
 from pyhanko.sign import signers
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from pipeline.errors import SigningFailed
-
-from .fast_cms import FastCmsMixin
+from pipeline.core.errors import SigningFailed
+from signing.fast_cms import FastCmsMixin
 
 if TYPE_CHECKING:
     from pyhanko.sign.pkcs11 import PKCS11Signer

@@ -8,7 +8,7 @@ timestamp is the archive's own anchor: its TSA certificate is assumed not revoke
 (renew it with ``hoso signing refresh`` long before that certificate expires). A certificate that names
 no OCSP responder or CRL (the dev PKI) cannot be checked for revocation; its report says so as info.
 
-An input that is not a readable PDF raises :class:`pipeline.errors.InputCorrupt` (``InputEmpty`` for
+An input that is not a readable PDF raises :class:`pipeline.core.errors.InputCorrupt` (``InputEmpty`` for
 0 bytes, ``InputEncrypted`` for an encrypted PDF) rather than returning a report: "this is not a
 PDF" and "the signatures are bad" are different answers with different exit codes.
 """
@@ -57,9 +57,8 @@ from pyhanko_certvalidator.policy_decl import (
 )
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
-from pipeline.errors import ConfigurationError, InputCorrupt, InputEmpty, InputEncrypted
-
-from .levels import has_revocation_pointers
+from pipeline.core.errors import ConfigurationError, InputCorrupt, InputEmpty, InputEncrypted
+from signing.levels import has_revocation_pointers
 
 __all__ = ["SignatureReport", "VerificationReport", "load_trust_roots", "verify_pdf"]
 

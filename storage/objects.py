@@ -1,7 +1,7 @@
 """Content-verified object storage: a local folder or an S3 bucket (minio SDK).
 
 Every object carries its SHA-256, recorded at write time and checked on every read, so a
-tampered or truncated object is reported as :class:`~pipeline.errors.IntegrityError` rather
+tampered or truncated object is reported as :class:`~pipeline.core.errors.IntegrityError` rather
 than handed on.
 """
 
@@ -21,10 +21,10 @@ from urllib.parse import quote, unquote
 
 from pydantic import BaseModel, Field
 
-from pipeline.errors import IntegrityError, StorageFailed
+from pipeline.core.errors import IntegrityError, StorageFailed
 
 if TYPE_CHECKING:
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
 
 DEFAULT_CONTENT_TYPE = "application/octet-stream"
 CHUNK = 1024 * 1024

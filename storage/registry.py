@@ -21,11 +21,11 @@ from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.pool import StaticPool
 
-from pipeline.errors import DossierNotFound, InvalidState, StorageFailed
-from pipeline.models import DocumentInfo, DossierState
+from pipeline.core.errors import DossierNotFound, InvalidState, StorageFailed
+from pipeline.core.models import DocumentInfo, DossierState
 
 if TYPE_CHECKING:
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
     from storage.objects import ObjectInfo
 
 BatchOutcome = Literal["processed", "already_done", "failed"]

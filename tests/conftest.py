@@ -11,13 +11,13 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from servers import NatdbServer, SeaweedServer, postgres_url, start_natdb, start_seaweedfs, weed_binary  # noqa: E402
+from support.servers import NatdbServer, SeaweedServer, postgres_url, start_natdb, start_seaweedfs, weed_binary  # noqa: E402
 
 
 @pytest.fixture(scope="session")
 def test_pki(tmp_path_factory: pytest.TempPathFactory):
-    """The certomancer test PKI (signing/testpki.py) with its OCSP/CRL/TSA services on 127.0.0.1."""
-    from servers import start_test_pki
+    """The certomancer test PKI (tests/support/testpki.py) with its OCSP/CRL/TSA services on 127.0.0.1."""
+    from support.servers import start_test_pki
 
     server = start_test_pki(tmp_path_factory.mktemp("testpki"))
     try:

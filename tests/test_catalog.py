@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.catalog import Catalog, load_catalog, load_catalog_file
-from pipeline.errors import ConfigurationError, ExitCode, UnknownProcedure
+from pipeline.core.errors import ConfigurationError, ExitCode, UnknownProcedure
+from pipeline.domain.catalog import Catalog, load_catalog, load_catalog_file
 
 PILOT_PROCEDURES = {
     "birth_registration",

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 
 from ocr.models import RecognizedPage
-from pipeline.catalog import load_catalog
-from pipeline.classify import classify, fold
-from pipeline.extract import check_id, extract_fields
-from pipeline.segment import page_kind, segment
+from pipeline.core.text import fold
+from pipeline.domain.catalog import load_catalog
+from pipeline.domain.classify import classify
+from pipeline.domain.extract import check_id, extract_fields
+from pipeline.domain.segment import page_kind, segment
 
 MOTTO = "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nĐộc lập - Tự do - Hạnh phúc\n"
 TEXTS = {

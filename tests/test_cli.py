@@ -14,8 +14,8 @@ from pathlib import Path
 import pikepdf
 import pytest
 
-from pipeline.errors import ExitCode
-from pipeline.samples import render_sample_dossier
+from pipeline.core.errors import ExitCode
+from pipeline.training.samples import render_sample_dossier
 from storage.objects import LocalObjectStore
 from storage.registry import Registry
 

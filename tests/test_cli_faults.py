@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import pipeline.desk
+import pipeline.usecases.desk
 from pipeline.cli import app
-from pipeline.errors import ExitCode
-from pipeline.settings import get_settings
+from pipeline.core.errors import ExitCode
+from pipeline.core.settings import get_settings
 
 
 def test_an_unexpected_exception_is_exit_99_with_its_traceback_logged(
@@ -21,7 +21,7 @@ def test_an_unexpected_exception_is_exit_99_with_its_traceback_logged(
 
     monkeypatch.setenv("HOSO_DATA_DIR", str(tmp_path / "var"))
     get_settings.cache_clear()
-    monkeypatch.setattr(pipeline.desk, "ingest", broken_stage)
+    monkeypatch.setattr(pipeline.usecases.desk, "ingest", broken_stage)
     sample = tmp_path / "scan.pdf"
     sample.write_bytes(b"%PDF-1.7\n")
     try:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text(encoding="utf-8"))
@@ -77,8 +77,8 @@ def test_worker_reaches_the_national_database_service() -> None:
     host, port = settings.natdb_url.split("//")[1].rstrip("/").split(":")
     natdb = COMPOSE["services"][host]
     command = natdb["command"]
-    assert command[:3] == ["python", "-m", "pipeline.natdb_service"]
-    assert (ROOT / "pipeline" / "natdb_service.py").is_file()
+    assert command[:3] == ["python", "-m", "pipeline.national.service"]
+    assert (ROOT / "pipeline" / "national" / "service.py").is_file()
     assert command[command.index("--port") + 1] == port
     # backed by the registry database the worker uses
     assert _environment(host)["HOSO_DATABASE_URL"] == env["HOSO_DATABASE_URL"]

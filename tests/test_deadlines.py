@@ -7,8 +7,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.deadlines import due_date, is_working_day, next_working_day
-from pipeline.errors import ConfigurationError
+from pipeline.core.errors import ConfigurationError
+from pipeline.domain.deadlines import due_date, is_working_day, next_working_day
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 

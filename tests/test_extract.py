@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pipeline.extract import check_id, extract_fields, split_two_names
+from pipeline.domain.extract import check_id, extract_fields, split_two_names
 
 
 def test_id_number_rules() -> None:

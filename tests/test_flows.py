@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from servers import PrefectServer, start_prefect_server
+from support.servers import PrefectServer, start_prefect_server
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"

@@ -19,7 +19,7 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign.fields import MDPPerm
 
-from pipeline.results import ResultContent, issue_signed_result
+from pipeline.domain.results import ResultContent, issue_signed_result
 from signing.levels import Level, add_document_timestamp, signing_validation_context
 from signing.pki import ensure_dev_pki
 from signing.signers import _load_signer, sign_pdf
@@ -77,7 +77,7 @@ def test_two_signer_b_lta_verifies_offline_and_after_ocsp_expiry(test_pki, lta_r
         report = verify_pdf(lta_result, [pki.root_cert], validation_time=later)
         assert report.ok, report
     finally:
-        from servers import start_test_pki
+        from support.servers import start_test_pki
 
         test_pki.process = start_test_pki(pki.directory, port=pki.port).process
 
@@ -116,7 +116,7 @@ def test_revoked_certificate_is_detected(test_pki) -> None:
     assert plain.signatures[0].revocation == "not_checked"
     assert any("no revocation data embedded" in p for p in plain.signatures[0].problems)
     # Embedding validation data fails already at signing: the OCSP responder says revoked.
-    from pipeline.errors import SigningFailed
+    from pipeline.core.errors import SigningFailed
 
     with pytest.raises(SigningFailed):
         sign_pdf(make_pdf(), P12Keys(pki).signer("revoked"), field_name="officer", reason="r", location="l",
@@ -221,7 +221,7 @@ def test_pdfsig_agrees_digests_are_valid(lta_result: bytes, tmp_path: Path) -> N
 
 
 def _received_dossier(services) -> str:  # type: ignore[no-untyped-def]
-    from pipeline.models import DossierState
+    from pipeline.core.models import DossierState
 
     now = dt.datetime.now(dt.UTC)
     record = services.registry.reserve(
@@ -237,9 +237,9 @@ def _received_dossier(services) -> str:  # type: ignore[no-untyped-def]
 
 
 def test_signing_refresh_renews_stored_results_and_keeps_history(test_pki, tmp_path: Path) -> None:
-    from pipeline.clerk import issue_result
-    from pipeline.services import Services
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
+    from pipeline.usecases.clerk import issue_result
+    from pipeline.usecases.services import Services
 
     pki = test_pki.pki
     data = tmp_path / "var"
@@ -304,7 +304,7 @@ def test_refresh_onto_a_successor_tsa_keeps_the_result_valid_twenty_years_on(tes
     try:
         report = verify_pdf(refreshed, [pki.root_cert], validation_time=twenty_years_on)
     finally:
-        from servers import start_test_pki
+        from support.servers import start_test_pki
 
         test_pki.process = start_test_pki(pki.directory, port=pki.port).process
     assert report.ok, report

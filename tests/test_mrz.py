@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.extract import extract_fields
-from pipeline.mrz import check_digit, parse_mrz
-from pipeline.synth import cccd_mrz
+from pipeline.core.mrz import check_digit, parse_mrz
+from pipeline.domain.extract import extract_fields
+from pipeline.training.synth import cccd_mrz
 
 
 def test_icao_check_digits() -> None:

@@ -12,28 +12,25 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from servers import LOOPBACK, NatdbServer, free_ports
+from support.servers import LOOPBACK, NatdbServer, free_ports
 
-from pipeline.catalog import load_catalog
-from pipeline.errors import ConfigurationError
-from pipeline.extract import check_id
-from pipeline.models import DocumentInfo, Receipt
-from pipeline.national import (
+from pipeline.core.errors import ConfigurationError
+from pipeline.core.models import DocumentInfo, Receipt
+from pipeline.core.settings import Settings
+from pipeline.domain.applicant import apply_applicant_check, consult_national_db, save_dossier_documents
+from pipeline.domain.catalog import load_catalog
+from pipeline.domain.extract import check_id
+from pipeline.domain.validate import validate
+from pipeline.national.db import (
     DisabledNationalDb,
     HttpNationalDb,
     NationalDb,
     NationalDbUnavailable,
     RegistryNationalDb,
     StoredDocument,
-    apply_applicant_check,
-    consult_national_db,
-    open_national_db,
-    save_dossier_documents,
     synthetic_citizens,
 )
-from pipeline.services import Services
-from pipeline.settings import Settings
-from pipeline.validate import validate
+from pipeline.usecases.services import Services
 from storage.registry import Registry
 
 SAMPLE = json.loads((Path(__file__).resolve().parents[1] / "pipeline/data/sample_dossier.json").read_text())
@@ -262,10 +259,10 @@ def test_saving_keeps_only_the_applicants_own_recognised_papers(tmp_path: Path) 
 
 
 def test_settings_choose_the_implementation(tmp_path: Path) -> None:
-    assert isinstance(open_national_db(Services(Settings(data_dir=tmp_path, natdb="off"))), DisabledNationalDb)
-    assert isinstance(open_national_db(Services(Settings(data_dir=tmp_path))), RegistryNationalDb)
-    http = open_national_db(Services(Settings(data_dir=tmp_path, natdb="http", natdb_url="http://127.0.0.1:9")))
+    assert isinstance(Services(Settings(data_dir=tmp_path, natdb="off")).national_db(), DisabledNationalDb)
+    assert isinstance(Services(Settings(data_dir=tmp_path)).national_db(), RegistryNationalDb)
+    http = Services(Settings(data_dir=tmp_path, natdb="http", natdb_url="http://127.0.0.1:9")).national_db()
     assert isinstance(http, HttpNationalDb)
     http.close()
     with pytest.raises(ConfigurationError):
-        open_national_db(Services(Settings(data_dir=tmp_path, natdb="http")))
+        Services(Settings(data_dir=tmp_path, natdb="http")).national_db()

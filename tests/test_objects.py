@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 from minio import Minio
-from servers import SeaweedServer, free_ports, start_seaweedfs
+from support.servers import SeaweedServer, free_ports, start_seaweedfs
 
-from pipeline.errors import IntegrityError, StorageFailed
-from pipeline.settings import Settings
+from pipeline.core.errors import IntegrityError, StorageFailed
+from pipeline.core.settings import Settings
 from storage.objects import LocalObjectStore, ObjectMissing, ObjectStore, S3ObjectStore, open_store
 
 

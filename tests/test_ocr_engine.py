@@ -16,7 +16,7 @@ from PIL import Image, ImageDraw, ImageFont
 from ocr import inspect_input, ocr_input
 from ocr.models import OcrOptions
 from ocr.recognize import parse_tsv
-from pipeline.errors import InputEncrypted
+from pipeline.core.errors import InputEncrypted
 
 FONT = Path("/usr/share/fonts/truetype/noto/NotoSans-Regular.ttf")
 pytestmark = pytest.mark.skipif(not FONT.exists(), reason="Noto Sans not installed")

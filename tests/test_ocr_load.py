@@ -14,7 +14,7 @@ from PIL import Image
 
 from ocr.load import InputInfo, inspect_input, iter_pages, sniff_format
 from ocr.models import OcrOptions
-from pipeline.errors import (
+from pipeline.core.errors import (
     InputCorrupt,
     InputEmpty,
     InputEncrypted,

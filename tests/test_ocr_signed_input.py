@@ -11,10 +11,10 @@ import pikepdf
 import pytest
 
 from ocr.load import signature_fields
-from pipeline.desk import IntakeRequest, ingest
-from pipeline.samples import render_sample_dossier
-from pipeline.services import Services
-from pipeline.settings import Settings
+from pipeline.core.settings import Settings
+from pipeline.training.samples import render_sample_dossier
+from pipeline.usecases.desk import IntakeRequest, ingest
+from pipeline.usecases.services import Services
 from signing.signers import sign_pdf
 from signing.verify import verify_pdf
 

@@ -11,8 +11,8 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.errors import DossierNotFound, InvalidState, StorageFailed
-from pipeline.models import DocumentInfo, DossierState
+from pipeline.core.errors import DossierNotFound, InvalidState, StorageFailed
+from pipeline.core.models import DocumentInfo, DossierState
 from storage.objects import ObjectInfo
 from storage.registry import Registry
 

@@ -17,7 +17,7 @@ import pytest
 import zxingcpp
 from pydantic import ValidationError
 
-from pipeline.results import (
+from pipeline.domain.results import (
     ResultContent,
     issue_signed_result,
     qr_payload,
@@ -299,7 +299,7 @@ def test_seal_image_is_in_the_seal_stamp_and_the_result_stays_pdfa(sealed: bytes
 
 
 def test_bad_seal_image_is_signing_failed(keys: SigningKeys, tmp_path: Path) -> None:
-    from pipeline.errors import SigningFailed
+    from pipeline.core.errors import SigningFailed
 
     not_png = tmp_path / "seal.png"
     not_png.write_bytes(b"%PDF-1.7 this is not an image")
@@ -310,7 +310,7 @@ def test_bad_seal_image_is_signing_failed(keys: SigningKeys, tmp_path: Path) -> 
 
 
 def test_seal_image_setting(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from pipeline.settings import Settings
+    from pipeline.core.settings import Settings
 
     monkeypatch.delenv("HOSO_SEAL_IMAGE", raising=False)
     assert Settings().seal_image is None

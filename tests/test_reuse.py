@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pikepdf
 import pytest
-from servers import NatdbServer, free_ports
+from support.servers import NatdbServer, free_ports
 
 from storage.registry import Registry
 

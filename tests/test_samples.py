@@ -10,11 +10,11 @@ import pikepdf
 import pytest
 from pikepdf import PdfImage
 
-from pipeline.catalog import load_catalog
-from pipeline.classify import classify
-from pipeline.errors import ConfigurationError
-from pipeline.extract import check_id, extract_fields
-from pipeline.samples import SampleTruth, main, render_sample_dossier
+from pipeline.core.errors import ConfigurationError
+from pipeline.domain.catalog import load_catalog
+from pipeline.domain.classify import classify
+from pipeline.domain.extract import check_id, extract_fields
+from pipeline.training.samples import SampleTruth, main, render_sample_dossier
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from reportlab.pdfgen import canvas
 
-from pipeline.errors import ConfigurationError, InputCorrupt, InputEmpty, SigningFailed
+from pipeline.core.errors import ConfigurationError, InputCorrupt, InputEmpty, SigningFailed
 from signing.pki import ROLES, DevPki, ensure_dev_pki
 from signing.signers import OFFICER_STAMP_BOX, SigningKeys, prepare_fields, sign_pdf, stamp_box_top_right
 from signing.verify import REVOCATION_INFO, verify_pdf

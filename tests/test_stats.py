@@ -11,9 +11,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from pipeline.deadlines import due_date
-from pipeline.models import DossierState
-from pipeline.stats import compute_stats
+from pipeline.core.models import DossierState
+from pipeline.domain.deadlines import due_date
+from pipeline.domain.stats import compute_stats
 from storage.objects import ObjectInfo
 from storage.registry import Registry
 

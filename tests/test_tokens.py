@@ -13,7 +13,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 from pyhanko.pdf_utils.reader import PdfFileReader
 
-from pipeline.errors import ExitCode
+from pipeline.core.errors import ExitCode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_cli import SAMPLE, Hoso  # noqa: E402
@@ -45,8 +45,9 @@ def token(tmp_path_factory: pytest.TempPathFactory) -> tuple[Hoso, dict[str, int
     base = tmp_path_factory.mktemp("token")
     runner = Hoso(base / "var")
     env = runner.env | {"HOSO_PKCS11_PIN": PIN}
-    proc = subprocess.run([sys.executable, "-m", "signing.softhsm", "provision", str(base / "softhsm")],
-                          env=env, capture_output=True, text=True, timeout=120, cwd=base)
+    provision = Path(__file__).resolve().parent / "support" / "softhsm.py"
+    proc = subprocess.run([sys.executable, str(provision), "provision", str(base / "softhsm")], env=env,
+                          capture_output=True, text=True, timeout=120, cwd=base)
     assert proc.returncode == 0, proc.stderr
     conf = Path(proc.stdout.strip().splitlines()[-1])
     pki = base / "var" / "pki"

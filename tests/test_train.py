@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipeline.catalog import load_catalog
-from pipeline.classify import classify
-from pipeline.errors import ConfigurationError
-from pipeline.synth import ocr_noise, synthetic_document, templates
-from pipeline.train import bundled_model, load_model, save_model, train_model
+from pipeline.core.errors import ConfigurationError
+from pipeline.domain.catalog import load_catalog
+from pipeline.domain.classify import classify
+from pipeline.domain.doctype_model import bundled_model, load_model, save_model
+from pipeline.training.synth import ocr_noise, synthetic_document, templates
+from pipeline.training.train import train_model
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pipeline.catalog import load_catalog
-from pipeline.models import DocumentInfo
-from pipeline.validate import validate
+from pipeline.core.models import DocumentInfo
+from pipeline.domain.catalog import load_catalog
+from pipeline.domain.validate import validate
 
 
 def docs(*types: str) -> list[DocumentInfo]:

@@ -1,0 +1,403 @@
+"""The ``hoso`` command: desk (ingest), clerk (issue-result, verify, status) and archive (reprocess)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from pipeline.core.errors import ExitCode, HosoError
+from pipeline.usecases.services import Services
+
+app = typer.Typer(
+    name="hoso",
+    help="hoso — hồ sơ: số hóa, kiểm tra, ký số và lưu trữ hồ sơ thủ tục hành chính.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+log = logging.getLogger("hoso")
+T = TypeVar("T")
+
+
+def _fail(err: HosoError) -> NoReturn:
+    print(f"hoso: lỗi [{err.reason}]: {err.message_vi} — {err}", file=sys.stderr)
+    raise typer.Exit(int(err.exit_code))
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body: a HosoError becomes one clear line and its exit code.
+
+    Anything else is a bug: one line for the clerk, exit 99, and the full traceback in the error log.
+    """
+    try:
+        return fn()
+    except HosoError as err:
+        _fail(err)
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except Exception as err:
+        log_path = _record_crash()
+        print(
+            f"hoso: lỗi [internal]: Lỗi hệ thống không mong đợi; đã ghi nhật ký tại {log_path} — "
+            f"internal error {type(err).__name__}: {err}",
+            file=sys.stderr,
+        )
+        raise typer.Exit(int(ExitCode.internal)) from None
+
+
+def _record_crash() -> Path:
+    """Append the current exception's traceback to <data_dir>/logs/errors.log; return its path."""
+    import traceback
+    from datetime import UTC
+
+    from pipeline.core.settings import get_settings
+
+    path = get_settings().data_dir / "logs" / "errors.log"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
+    except OSError:
+        traceback.print_exc()
+    return path
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="English logs on stderr")] = False) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # pyHanko logs validation failures with tracebacks; the verification report already carries them.
+    logging.getLogger("pyhanko").setLevel(logging.INFO if verbose else logging.CRITICAL)
+    logging.getLogger("pyhanko_certvalidator").setLevel(logging.INFO if verbose else logging.CRITICAL)
+
+
+@app.command()
+def ingest(
+    input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="PDF, image, or folder of page images")],
+    procedure: Annotated[str, typer.Option("--procedure", "-p", help="Procedure key or national code")],
+    applicant_id: Annotated[str | None, typer.Option("--applicant-id", help="Applicant's 12-digit ID")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Also write <stem>.pdf and <stem>.json here")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the receipt as JSON")] = False,
+    via_prefect: Annotated[
+        bool | None,
+        typer.Option("--prefect/--direct", help="Run as a Prefect flow (default: only if PREFECT_API_URL is set)"),
+    ] = None,
+) -> None:
+    """Desk: digitise, check and receive one dossier; print the receipt."""
+    from pipeline.cli.console import console, receipt_panel
+    from pipeline.core.models import Receipt
+    from pipeline.usecases.desk import IntakeOutcome, IntakeRequest
+    from pipeline.usecases.desk import ingest as run_ingest
+
+    services = Services()
+    use_prefect = via_prefect if via_prefect is not None else bool(os.environ.get("PREFECT_API_URL"))
+    request = IntakeRequest(input_path, procedure, applicant_id)
+
+    def body() -> IntakeOutcome:
+        if not use_prefect:
+            return run_ingest(request, services)
+        from flows.desk import ingest_flow
+        from flows.runtime import quick_flow_settings, use_services
+
+        use_services(services)
+        with quick_flow_settings():
+            data = ingest_flow(str(input_path), procedure, applicant_id)
+        already = bool(data.pop("already_done", False))
+        return IntakeOutcome(Receipt.model_validate(data), already_done=already)
+
+    start = time.perf_counter()
+    outcome = _guard(body)
+    receipt = outcome.receipt
+    receipt.timings["wall"] = round(time.perf_counter() - start, 3)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        stem = input_path.stem if input_path.is_file() else input_path.name
+        signed = outcome.signed_pdf or _guard(lambda: services.store.get_bytes(receipt.artifacts["digitised"]))
+        _write_bytes(out / f"{stem}.pdf", signed)
+        _write_json(out / f"{stem}.json", receipt.model_dump(mode="json"))
+    if as_json:
+        printed = receipt.model_dump(mode="json") | {"already_done": outcome.already_done}
+        print(json.dumps(printed, ensure_ascii=False, indent=2))
+    else:
+        con = console()
+        con.print(receipt_panel(receipt, services.catalog, services.settings.timezone))
+        if outcome.already_done:
+            con.print("Hồ sơ này đã được tiếp nhận trước đó; không xử lý lại.")
+
+
+@app.command("issue-result")
+def issue_result(
+    dossier_code: Annotated[str, typer.Argument(metavar="DOSSIER_CODE")],
+    out: Annotated[Path | None, typer.Option("--out", help="Also write the e-result PDF here")] = None,
+) -> None:
+    """Clerk: render the e-result, sign it (approver) and seal it (agency); mark the dossier returned."""
+    from pipeline.usecases.clerk import issue_result as run_issue
+
+    services = Services()
+    issued = _guard(lambda: run_issue(dossier_code, services))
+    print(f"Đã ký và trả kết quả điện tử: {issued.object_key} (mã tra cứu {issued.verification_code})")
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        target = out / f"{dossier_code}-ket-qua.pdf"
+        _write_bytes(target, issued.pdf)
+        print(f"Tệp kết quả: {target}")
+
+
+@app.command()
+def verify(
+    file: Annotated[Path, typer.Argument(metavar="FILE.pdf")],
+    trust: Annotated[list[Path] | None, typer.Option("--trust", help="Trusted root certificate (PEM/DER)")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    at: Annotated[
+        datetime | None,
+        typer.Option("--at", metavar="ISO-TIME", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
+                     help="Validate as of this time (default: now; UTC unless an offset is given)"),
+    ] = None,
+) -> None:
+    """Verify every signature in a PDF; exit non-zero unless all hold."""
+    from datetime import UTC
+
+    from pipeline.cli.console import console, verification_panel
+    from pipeline.core.errors import InputMissing
+    from signing.verify import verify_pdf
+
+    def body() -> Any:
+        if not file.is_file():
+            raise InputMissing(f"file not found: {file}", f"Không tìm thấy tệp: {file}")
+        roots: list[bytes | Path] = list(trust or [])
+        if not roots:
+            services = Services()
+            roots = list(services.settings.trust_roots) or [services.pki.root_cert]
+        when = None if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
+        return verify_pdf(file.read_bytes(), roots, validation_time=when)
+
+    report = _guard(body)
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        console().print(verification_panel(file.name, report))
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.failed))
+
+
+@app.command()
+def status(
+    dossier_code: Annotated[str, typer.Argument(metavar="DOSSIER_CODE")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Show a dossier's state, history and stored artifacts."""
+    from pipeline.cli.console import console, status_panel
+
+    services = Services()
+    record = _guard(lambda: services.registry.get(dossier_code))
+    if as_json:
+        print(record.model_dump_json(indent=2))
+    else:
+        console().print(status_panel(record, services.settings.timezone))
+
+
+@app.command()
+def reprocess(
+    folder: Annotated[Path, typer.Argument(metavar="FOLDER")],
+    procedure: Annotated[str | None, typer.Option("--procedure", "-p", help="Override manifest.csv")] = None,
+    concurrency: Annotated[int, typer.Option(min=1, help="Dossiers in flight at once")] = 1,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Archive: run the desk chain over every dossier in FOLDER as a Prefect flow (resumable)."""
+    import flows  # noqa: F401  (quiet Prefect defaults must be set before Prefect is imported)
+    from flows.archive import reprocess_flow
+    from flows.runtime import quick_flow_settings, use_services
+    from pipeline.core.errors import InputMissing
+
+    if not folder.is_dir():
+        _fail(InputMissing(f"not a folder: {folder}", f"Không tìm thấy thư mục: {folder}"))
+    use_services(Services())
+    from prefect.task_runners import ThreadPoolTaskRunner
+
+    runner: Any = ThreadPoolTaskRunner(max_workers=concurrency)  # Prefect's generic runner typing is too narrow
+    flow = reprocess_flow.with_options(task_runner=runner)
+    with quick_flow_settings():
+        summary = flow(str(folder), procedure, show_progress=not as_json)
+    if as_json:
+        print(summary.model_dump_json(indent=2))
+    else:
+        print(
+            f"Tổng: {summary.total} | đã xử lý: {summary.processed} | đã có từ trước: {summary.already_done} | "
+            f"lỗi: {summary.failed} | {summary.seconds:.1f} s (batch {summary.batch_id})"
+        )
+        for name, reason in summary.failures.items():
+            print(f"  ✘ {name}: {reason}")
+    if summary.failed:
+        raise typer.Exit(int(ExitCode.failed))
+
+
+@app.command()
+def stats(
+    date_from: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD)")],
+    date_to: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day, included")],
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Indicators of Decision 766 over the dossiers received in a period (see pipeline/domain/stats.py)."""
+    from rich.table import Table
+
+    from pipeline.cli.console import console
+    from pipeline.domain.stats import compute_stats, table_rows
+
+    if date_to < date_from:
+        print("hoso: lỗi [usage]: ngày kết thúc trước ngày bắt đầu — --to is before --from", file=sys.stderr)
+        raise typer.Exit(int(ExitCode.usage))
+    services = Services()
+    result = _guard(
+        lambda: compute_stats(
+            services.registry, date_from.date(), date_to.date(), tz=services.settings.timezone
+        )
+    )
+    if as_json:
+        print(result.model_dump_json(indent=2))
+        return
+    table = Table(title=f"Chỉ số 766: hồ sơ tiếp nhận từ {date_from:%d/%m/%Y} đến {date_to:%d/%m/%Y}")
+    for col in ("Chỉ số", "Tỷ lệ", "Số hồ sơ"):
+        table.add_column(col)
+    for row in table_rows(result):
+        table.add_row(*row)
+    console().print(table)
+
+
+signing_app = typer.Typer(help="Signatures over time: archive upkeep of stored signed PDFs.")
+app.add_typer(signing_app, name="signing")
+
+
+@signing_app.command("refresh")
+def signing_refresh(
+    within_days: Annotated[
+        int | None, typer.Option("--within-days", min=1, help="Renew when the TSA certificate expires within N days")
+    ] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only list what would be renewed")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Add a new document timestamp to stored results and digitised copies whose long-term proof ages."""
+    from datetime import timedelta
+
+    from pipeline.usecases.upkeep import RefreshItem, refresh_stored
+
+    services = Services()
+    days = within_days or services.settings.refresh_before_days
+
+    def show(item: RefreshItem) -> None:
+        if not as_json:
+            mark = {"refreshed": "✔", "would_refresh": "…", "failed": "✘"}[item.action]
+            error = f" — {item.error}" if item.error else ""
+            print(f"  {mark} {item.dossier_code} {item.artifact}: {item.reason}{error}")
+
+    items = _guard(lambda: refresh_stored(
+        services.store, services.registry, tsa_url=services.settings.tsa_url, trust_roots=services.trust_roots,
+        trust_root_files=list(services.settings.trust_roots) or [services.pki.root_cert],
+        within=timedelta(days=days), dry_run=dry_run, on_item=show,
+    ))
+    failed = [i for i in items if i.action == "failed"]
+    if as_json:
+        print(json.dumps([i.model_dump(mode="json") for i in items], ensure_ascii=False, indent=2))
+    else:
+        verb = "cần gia hạn" if dry_run else "đã gia hạn"
+        print(f"{len(items) - len(failed)} tệp {verb}, {len(failed)} lỗi (ngưỡng {days} ngày).")
+    if failed:
+        raise typer.Exit(int(ExitCode.failed))
+
+
+natdb_app = typer.Typer(help="Reference national databases (population DB + citizens' data stores).")
+app.add_typer(natdb_app, name="natdb")
+
+
+@natdb_app.command("serve")
+def natdb_serve(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port")] = 8700,
+) -> None:
+    """Serve the reference national-database service on the registry database (HOSO_DATABASE_URL)."""
+    from pipeline.national.service import main as serve
+
+    raise typer.Exit(serve(["--host", host, "--port", str(port)]))
+
+
+@app.command()
+def train(
+    out: Annotated[Path | None, typer.Option("--out", help="Model file (default: the bundled one)")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic training documents")] = 0,
+    per_type: Annotated[int, typer.Option("--per-type", min=4, help="Synthetic documents per type")] = 240,
+) -> None:
+    """Train the document-type model on generated synthetic documents (deterministic for a seed)."""
+    from pipeline.domain.doctype_model import bundled_model_path, save_model
+    from pipeline.training.train import train_model
+
+    def body() -> tuple[str, dict[str, float]]:
+        model, metrics = train_model(seed=seed, per_type=per_type)
+        return save_model(model, out or bundled_model_path()), metrics
+
+    digest, metrics = _guard(body)
+    print(f"{out or bundled_model_path()}  sha256 {digest}")
+    print(", ".join(f"{k} {v:g}" for k, v in metrics.items()))
+
+
+@app.command()
+def demo(
+    out: Annotated[Path, typer.Option("--out", help="Where to write the demo's PDFs and JSON")] = Path("var/demo"),
+) -> None:
+    """Run the whole path on the bundled sample dossier: receive, issue the result, verify, look up."""
+    from importlib.resources import files
+
+    sample = Path(str(files("pipeline") / "data" / "sample_dossier.pdf"))
+    print(f"== 1. Tiếp nhận hồ sơ mẫu: {sample.name}")
+    ingest(sample, "business_household_registration", None, out, False, None)
+    receipt = json.loads((out / "sample_dossier.json").read_text(encoding="utf-8"))
+    code = receipt["dossier_code"]
+    print("== 2. Kiểm tra chữ ký bản số hóa")
+    _run_quietly(lambda: verify(out / "sample_dossier.pdf", None, False, None))
+    services = Services()
+    record = services.registry.get(code)
+    result_pdf = out / f"{code}-ket-qua.pdf"
+    if record.state == "received":
+        print("== 3. Phê duyệt, ký số và đóng dấu kết quả điện tử")
+        issue_result(code, out)
+    else:  # a second demo run: the result was issued before; take it from storage
+        print(f"== 3. Kết quả điện tử đã được trả trước đó (trạng thái: {record.state})")
+        _write_bytes(result_pdf, services.store.get_bytes(record.artifacts["result"].object_key))
+    print("== 4. Kiểm tra chữ ký kết quả điện tử")
+    _run_quietly(lambda: verify(result_pdf, None, False, None))
+    print("== 5. Tra cứu hồ sơ")
+    status(code, False)
+
+
+def _run_quietly(fn: Callable[[], None]) -> None:
+    try:
+        fn()
+    except typer.Exit as exc:
+        if exc.exit_code:
+            raise
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,124 @@
+"""How hoso shows receipts, verifications and dossier status to a person (Vietnamese first)."""
+
+from __future__ import annotations
+
+import sys
+from zoneinfo import ZoneInfo
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+
+from pipeline.core.models import Receipt
+from pipeline.domain.catalog import Catalog
+from signing.verify import VerificationReport
+from storage.registry import DossierRecord
+
+TITLES = {
+    "accepted": "GIẤY TIẾP NHẬN HỒ SƠ VÀ HẸN TRẢ KẾT QUẢ",
+    "needs_supplement": "PHIẾU YÊU CẦU BỔ SUNG, HOÀN THIỆN HỒ SƠ",
+    "rejected": "PHIẾU TỪ CHỐI TIẾP NHẬN GIẢI QUYẾT HỒ SƠ",
+}
+REUSED_VI = "sử dụng lại từ kho dữ liệu điện tử"
+CHECK_VI = {
+    "verified": "đã xác thực",
+    "mismatch": "không khớp",
+    "not_found": "không tìm thấy số định danh",
+    "unverified": "chưa xác thực được",
+}
+
+
+def _local(dt, tz: str) -> str:  # type: ignore[no-untyped-def]
+    return dt.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m/%Y")
+
+
+def receipt_panel(receipt: Receipt, catalog: Catalog, tz: str) -> Panel:
+    """The desk's receipt (or request to supplement / refusal) as a readable table."""
+    head = Table.grid(padding=(0, 2))
+    head.add_row("Mã hồ sơ:", f"[bold]{receipt.dossier_code}[/]")
+    head.add_row("Thủ tục:", f"{receipt.procedure_label} ({receipt.procedure_code or receipt.procedure})")
+    if receipt.applicant_id:
+        head.add_row("Số định danh người nộp:", receipt.applicant_id)
+    head.add_row("Thời gian nhận hồ sơ:", _local(receipt.received_at, tz))
+    if receipt.status == "accepted":
+        head.add_row("Thời gian hẹn trả kết quả:", f"[bold]{_local(receipt.due_at, tz)}[/]")
+    docs = Table(title="Thành phần hồ sơ", show_lines=False)
+    for col in ("STT", "Tên giấy tờ", "Trang", "Độ tin cậy", "Thông tin trích xuất"):
+        docs.add_column(col)
+    for i, doc in enumerate(receipt.documents, start=1):
+        fields = ", ".join(f"{k}={v}" for k, v in doc.fields.items())
+        where = ",".join(map(str, doc.pages))
+        if doc.source == "reused":
+            where = "—"
+            origin = f" (hồ sơ {doc.reference.dossier_code})" if doc.reference else ""
+            fields = f"{REUSED_VI}{origin}"
+        docs.add_row(str(i), catalog.label(doc.type), where, f"{doc.confidence:.2f}", fields)
+    parts: list = [head, docs]
+    check = receipt.applicant_check
+    if check is not None:
+        parts.append(f"Xác thực với CSDL quốc gia về dân cư: {CHECK_VI[check.outcome]}")
+        parts.extend(f"  {note}" for note in check.notes_vi)
+    if receipt.reasons_vi:
+        parts.append("\n".join(f"• {r}" for r in receipt.reasons_vi))
+    rescans = [p for p in receipt.pages if p.rescan_reason]
+    if rescans:
+        parts.append("\n".join(f"• Trang {p.index}: {p.rescan_reason}" for p in rescans))
+    return Panel(Group(*parts), title=TITLES[receipt.status])
+
+
+ROLE_VI = {"officer": "cán bộ tiếp nhận", "approver": "lãnh đạo phê duyệt", "seal": "con dấu cơ quan",
+           "timestamp_authority": "dấu thời gian"}
+TIME_SOURCE_VI = {"signature_timestamp": "dấu thời gian", "document_timestamp": "dấu thời gian tài liệu",
+                  "signer_claimed": "máy người ký (không kiểm chứng)", "none": "-"}
+REVOCATION_VI = {"good": "✔ còn hiệu lực", "revoked": "✘ đã thu hồi", "unknown": "? không rõ",
+                 "not_checked": "chưa kiểm tra"}
+
+
+def verification_panel(name: str, report: VerificationReport) -> Panel:
+    """Each signature: who (and in which role), when (and on whose clock), intact, trusted, revocation."""
+    table = Table()
+    for col in ("Chữ ký", "Người ký", "Vai trò", "Thời gian ký", "Nguồn thời gian", "Toàn vẹn", "Tin cậy",
+                "Thu hồi", "Sửa đổi sau ký"):
+        table.add_column(col)
+    for sig in report.signatures:
+        table.add_row(
+            sig.field,
+            sig.signer,
+            ROLE_VI.get(sig.role, sig.role or "-"),
+            sig.signing_time.isoformat() if sig.signing_time else "-",
+            TIME_SOURCE_VI.get(sig.signing_time_source, sig.signing_time_source),
+            "✔" if sig.intact else "✘",
+            "✔" if sig.trusted else "✘",
+            "-" if sig.kind == "document_timestamp" else REVOCATION_VI.get(sig.revocation, sig.revocation),
+            sig.modification_level,
+        )
+    problems = [f"• {s.field}: {p}" for s in report.signatures for p in s.problems]
+    when = report.validation_time.isoformat(timespec="seconds") if report.validation_time else "-"
+    lines = [report.summary_vi, report.summary_en, f"Thời điểm kiểm tra / validation time: {when}", *problems]
+    style = "green" if report.ok else "red"
+    return Panel(Group(table, "\n".join(lines)), title=f"Kiểm tra chữ ký: {name}", border_style=style)
+
+
+def status_panel(record: DossierRecord, tz: str) -> Panel:
+    """State, history (audit trail) and artifacts of one dossier."""
+    head = Table.grid(padding=(0, 2))
+    head.add_row("Mã hồ sơ:", f"[bold]{record.code}[/]")
+    head.add_row("Thủ tục:", record.procedure)
+    head.add_row("Trạng thái:", f"[bold]{record.state}[/]")
+    head.add_row("Nhận lúc:", _local(record.received_at, tz))
+    head.add_row("Hẹn trả:", _local(record.due_at, tz))
+    history = Table(title="Lịch sử xử lý")
+    for col in ("Thời gian", "Người thực hiện", "Thao tác", "Từ", "Sang", "Ghi chú"):
+        history.add_column(col)
+    for ev in record.events:
+        history.add_row(_local(ev.at, tz), ev.actor, ev.action, ev.from_state or "-", ev.to_state, ev.note or "")
+    artifacts = Table(title="Tệp lưu trữ")
+    for col in ("Tên", "Khóa đối tượng", "SHA-256", "Kích thước"):
+        artifacts.add_column(col)
+    for name, art in record.artifacts.items():
+        artifacts.add_row(name, art.object_key, art.sha256[:16] + "…", f"{art.size:,}")
+    return Panel(Group(head, history, artifacts), title="Tình trạng hồ sơ")
+
+
+def console(stderr: bool = False) -> Console:
+    return Console(stderr=stderr, highlight=False, width=None if sys.stdout.isatty() else 120)

@@ -1,0 +1,1 @@
+"""The dossier domain: catalog, deadlines, understanding, validation, results, statistics."""

@@ -1,0 +1,319 @@
+"""The clerk's electronic result: an A4 PDF in Vietnamese, signed by the approver and sealed by the agency.
+
+Layout follows the usual administrative form: agency on the top left, the national motto on the top
+right, place and date, the title, the dossier code, procedure and applicant, the body, and at the
+bottom two empty boxes where the approver's and the seal's visible signatures go, plus a QR code
+that carries ``HOSO-VERIFY:<dossier_code>:<verification_code>``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pikepdf
+from PIL import ImageCms
+from pydantic import BaseModel, Field
+from pyhanko.sign.fields import MDPPerm
+from reportlab.graphics import renderPDF
+from reportlab.graphics.barcode.qr import QrCodeWidget
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib.pagesizes import A4
+from reportlab.lib.utils import simpleSplit
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFError, TTFont
+from reportlab.pdfgen import canvas
+
+from pipeline.core.errors import ConfigurationError
+from signing.levels import Level
+from signing.pki import ROLE_TITLES
+from signing.signers import KeySource, load_stamp_image, prepare_fields, sign_pdf
+
+__all__ = [
+    "ResultContent",
+    "issue_signed_result",
+    "qr_payload",
+    "render_result_pdf",
+    "result_signature_boxes",
+]
+
+FONT_DIR = Path("/usr/share/fonts/truetype/noto")
+REGULAR, BOLD = "NotoSans", "NotoSans-Bold"
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+PAGE_W, PAGE_H = A4
+MARGIN_X = 56.0
+CONTENT_W = PAGE_W - 2 * MARGIN_X
+# Bottom zone of the last page: signature labels + boxes + QR footer.
+_SIGN_BOX_BOTTOM, _SIGN_BOX_TOP = 118.0, 198.0
+_SIGN_ZONE_TOP = _SIGN_BOX_TOP + 40.0
+_QR_SIZE = 78.0
+
+APPROVER_FIELD, SEAL_FIELD = "approver", "seal"
+
+
+class ResultContent(BaseModel):
+    """What the e-result says."""
+
+    dossier_code: str = Field(min_length=1)
+    procedure_label: str = Field(min_length=1)
+    procedure_code: str | None = None
+    applicant_name: str | None = None
+    applicant_id: str | None = None
+    agency_name: str = Field(min_length=1)
+    issued_at: dt.datetime
+    verification_code: str = Field(min_length=1)
+    body_lines: list[str] = Field(default_factory=list)
+    place: str | None = None  # e.g. "Hà Nội"; the date line starts with it when given
+
+
+def result_signature_boxes() -> dict[str, tuple[float, float, float, float]]:
+    """Boxes (x1, y1, x2, y2) on the last page kept free for the approver's and the seal's stamps."""
+    half = (CONTENT_W - 24) / 2
+    return {
+        APPROVER_FIELD: (MARGIN_X, _SIGN_BOX_BOTTOM, MARGIN_X + half, _SIGN_BOX_TOP),
+        SEAL_FIELD: (PAGE_W - MARGIN_X - half, _SIGN_BOX_BOTTOM, PAGE_W - MARGIN_X, _SIGN_BOX_TOP),
+    }
+
+
+def qr_payload(content: ResultContent) -> str:
+    """Text carried by the result's QR code."""
+    return f"HOSO-VERIFY:{content.dossier_code}:{content.verification_code}"
+
+
+@lru_cache(maxsize=1)
+def _register_fonts() -> None:
+    try:
+        pdfmetrics.registerFont(TTFont(REGULAR, str(FONT_DIR / "NotoSans-Regular.ttf")))
+        pdfmetrics.registerFont(TTFont(BOLD, str(FONT_DIR / "NotoSans-Bold.ttf")))
+    except (OSError, TTFError) as exc:
+        raise ConfigurationError(
+            f"Noto Sans fonts missing in {FONT_DIR} (install fonts-noto-core): {exc}",
+            "Thiếu phông chữ tiếng Việt để in kết quả.",
+        ) from exc
+
+
+def _local(ts: dt.datetime) -> dt.datetime:
+    return ts.replace(tzinfo=TZ) if ts.tzinfo is None else ts.astimezone(TZ)
+
+
+class _Writer:
+    """A top-down text cursor over a reportlab canvas that starts new pages when needed."""
+
+    def __init__(self, c: canvas.Canvas) -> None:
+        self.c = c
+        self.y = PAGE_H - 56
+        self.pages = 1
+
+    def need(self, height: float, floor: float = 56.0) -> None:
+        if self.y - height < floor:
+            self.c.showPage()
+            self.pages += 1
+            self.y = PAGE_H - 56
+
+    def centered(self, text: str, font: str, size: float, x_mid: float, width: float) -> None:
+        for line in simpleSplit(text, font, size, width):
+            self.need(size * 1.35)
+            self.c.setFont(font, size)
+            self.c.drawCentredString(x_mid, self.y - size, line)
+            self.y -= size * 1.35
+
+    def paragraph(self, text: str, size: float = 12, label: str | None = None) -> None:
+        """Left-aligned wrapped text; ``label`` in bold before it on the first line."""
+        c = self.c
+        indent = pdfmetrics.stringWidth(label, BOLD, size) if label else 0.0
+        first, *rest = simpleSplit(text, REGULAR, size, CONTENT_W - indent) or [""]
+        lines = [first, *simpleSplit(" ".join(rest), REGULAR, size, CONTENT_W)] if rest else [first]
+        for i, line in enumerate(lines):
+            self.need(size * 1.45)
+            x = MARGIN_X
+            if i == 0 and label:
+                c.setFont(BOLD, size)
+                c.drawString(x, self.y - size, label)
+                x += indent
+            c.setFont(REGULAR, size)
+            c.drawString(x, self.y - size, line)
+            self.y -= size * 1.45
+
+
+def _header(w: _Writer, content: ResultContent) -> None:
+    c = w.c
+    top = w.y
+    left_mid, right_mid = MARGIN_X + 110, PAGE_W - MARGIN_X - 130
+    w.centered(content.agency_name.upper(), BOLD, 10.5, left_mid, 220)
+    c.line(left_mid - 40, w.y - 2, left_mid + 40, w.y - 2)
+    left_bottom = w.y
+    w.y = top
+    w.centered("CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM", BOLD, 10.5, right_mid, 260)
+    w.centered("Độc lập - Tự do - Hạnh phúc", BOLD, 11.5, right_mid, 260)
+    half = pdfmetrics.stringWidth("Độc lập - Tự do - Hạnh phúc", BOLD, 11.5) / 2
+    c.line(right_mid - half, w.y - 2, right_mid + half, w.y - 2)
+    w.y = min(w.y, left_bottom) - 14
+    when = _local(content.issued_at)
+    date_line = f"ngày {when:%d} tháng {when:%m} năm {when:%Y}"
+    date_line = f"{content.place}, {date_line}" if content.place else date_line[0].upper() + date_line[1:]
+    w.centered(date_line, REGULAR, 11.5, right_mid, 260)
+    w.y -= 22
+
+
+def _signature_zone(w: _Writer, content: ResultContent) -> None:
+    c = w.c
+    boxes = result_signature_boxes()
+    labels = {APPROVER_FIELD: ROLE_TITLES["approver"].upper(), SEAL_FIELD: "XÁC NHẬN CỦA CƠ QUAN"}
+    for field, (x1, _y1, x2, y2) in boxes.items():
+        c.setFont(BOLD, 11)
+        c.drawCentredString((x1 + x2) / 2, y2 + 22, labels[field])
+        c.setFont(REGULAR, 9.5)
+        c.drawCentredString((x1 + x2) / 2, y2 + 9, "(Ký số)")
+    payload = qr_payload(content)
+    widget = QrCodeWidget(payload, barLevel="M")
+    bx1, by1, bx2, by2 = widget.getBounds()
+    scale = [_QR_SIZE / (bx2 - bx1), 0, 0, _QR_SIZE / (by2 - by1), 0, 0]
+    # The drawing's default font would otherwise put an unembedded Helvetica on the page (not PDF/A).
+    drawing = Drawing(_QR_SIZE, _QR_SIZE, transform=scale, initialFontName=REGULAR)
+    drawing.add(widget)
+    qr_y = 28.0
+    renderPDF.draw(drawing, c, MARGIN_X, qr_y)
+    text_x = MARGIN_X + _QR_SIZE + 10
+    c.setFont(REGULAR, 9)
+    c.drawString(text_x, qr_y + 52, "Quét mã QR để xác thực kết quả điện tử này.")
+    c.drawString(text_x, qr_y + 38, f"Mã hồ sơ: {content.dossier_code}")
+    c.drawString(text_x, qr_y + 24, f"Mã xác thực: {content.verification_code}")
+    c.drawString(text_x, qr_y + 10, f"Cơ quan: {content.agency_name}")
+
+
+def _render(content: ResultContent) -> tuple[bytes, int]:
+    _register_fonts()
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=A4, pageCompression=1, initialFontName=REGULAR)
+    c.setTitle(f"Kết quả giải quyết thủ tục hành chính - {content.dossier_code}")
+    c.setAuthor(content.agency_name)
+    c.setSubject(content.procedure_label)
+    c.setCreator("hoso")
+    c.setLineWidth(0.8)
+    w = _Writer(c)
+    _header(w, content)
+    w.centered("KẾT QUẢ GIẢI QUYẾT THỦ TỤC HÀNH CHÍNH", BOLD, 15, PAGE_W / 2, CONTENT_W)
+    w.y -= 4
+    w.centered(f"Mã hồ sơ: {content.dossier_code}", BOLD, 12.5, PAGE_W / 2, CONTENT_W)
+    w.y -= 14
+    procedure = content.procedure_label
+    if content.procedure_code:
+        procedure += f" (mã thủ tục: {content.procedure_code})"
+    w.paragraph(procedure, label="Thủ tục: ")
+    if content.applicant_name:
+        w.paragraph(content.applicant_name, label="Người nộp hồ sơ: ")
+    if content.applicant_id:
+        w.paragraph(content.applicant_id, label="Số định danh cá nhân: ")
+    w.y -= 8
+    for line in content.body_lines:
+        if line.strip():
+            w.paragraph(line)
+        else:
+            w.y -= 10
+    if w.y < _SIGN_ZONE_TOP:  # the signature zone goes on a page of its own
+        w.need(PAGE_H)
+    _signature_zone(w, content)
+    c.showPage()
+    c.save()
+    return _as_pdfa_2b(buf.getvalue()), w.pages - 1
+
+
+@lru_cache(maxsize=1)
+def _srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def _as_pdfa_2b(pdf: bytes) -> bytes:
+    """Declare the rendered result PDF/A-2b: XMP metadata (pdfaid part 2, conformance B, mirroring the
+    document info) and an sRGB output intent. reportlab already embeds every font (Noto Sans subsets)
+    and writes no encryption, JavaScript or transparency; pyHanko's signatures add only widgets with
+    embedded-font appearances, so the file stays PDF/A-2b through every signature.
+    """
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        profile = pikepdf.Stream(doc, _srgb_profile())
+        profile.N = 3
+        doc.Root.OutputIntents = pikepdf.Array([
+            pikepdf.Dictionary(
+                Type=pikepdf.Name.OutputIntent,
+                S=pikepdf.Name.GTS_PDFA1,
+                OutputConditionIdentifier="sRGB IEC61966-2.1",
+                RegistryName="http://www.color.org",
+                Info="sRGB IEC61966-2.1",
+                DestOutputProfile=doc.make_indirect(profile),
+            )
+        ])
+        if "/Trapped" in doc.docinfo:  # no XMP counterpart that pikepdf carries over
+            del doc.docinfo["/Trapped"]
+        with doc.open_metadata(set_pikepdf_as_editor=False) as meta:
+            meta.load_from_docinfo(doc.docinfo)
+            meta["pdfaid:part"] = "2"
+            meta["pdfaid:conformance"] = "B"
+        out = io.BytesIO()
+        doc.save(out, deterministic_id=True)
+    return out.getvalue()
+
+
+def render_result_pdf(content: ResultContent) -> bytes:
+    """Render the unsigned e-result (A4, PDF/A-2b, Noto Sans embedded); the signature boxes are on the last page."""
+    return _render(content)[0]
+
+
+def issue_signed_result(
+    content: ResultContent,
+    keys: KeySource,
+    *,
+    approver_name: str,
+    agency_name: str,
+    timestamp_url: str | None = None,
+    level: Level = Level.B_LTA,
+    trust_roots: list | None = None,
+    seal_image: Path | None = None,
+) -> bytes:
+    """Render the e-result, have the approver sign it and the agency seal it last (two PAdES signatures).
+
+    Both signature fields exist before the approver's certification signature (DocMDP: form filling,
+    i.e. only the prepared fields may be signed later). The approver signs at most at B-LT, so that
+    the approver's validation data is embedded before the seal's signature and the final document
+    timestamp (``level`` B-LTA) cover it; ``level`` is lowered when the TSA or certificates cannot
+    support it (see :mod:`signing.levels`). ``seal_image`` (a PNG of the agency's seal) is drawn in the
+    seal's visible stamp; an unreadable one fails (:class:`pipeline.core.errors.SigningFailed`) before
+    anything is signed.
+    """
+    if seal_image is not None:
+        load_stamp_image(seal_image)
+    pdf, last_page = _render(content)
+    boxes = result_signature_boxes()
+    pdf = prepare_fields(pdf, [(name, last_page, box) for name, box in boxes.items()])
+    location = content.place or agency_name
+    pdf = sign_pdf(
+        pdf,
+        keys.signer("approver"),
+        field_name=APPROVER_FIELD,
+        reason=f"Phê duyệt kết quả hồ sơ {content.dossier_code}",
+        location=location,
+        signer_name=approver_name,
+        role_label=ROLE_TITLES["approver"],
+        timestamp_url=timestamp_url,
+        existing_fields_only=True,
+        level=Level.B_LT if level == Level.B_LTA else level,
+        certify=MDPPerm.FILL_FORMS,
+        trust_roots=trust_roots,
+    )
+    return sign_pdf(
+        pdf,
+        keys.signer("seal"),
+        field_name=SEAL_FIELD,
+        reason=f"Đóng dấu xác nhận kết quả hồ sơ {content.dossier_code}",
+        location=location,
+        signer_name=agency_name,
+        role_label=ROLE_TITLES["seal"],
+        timestamp_url=timestamp_url,
+        existing_fields_only=True,
+        level=level,
+        trust_roots=trust_roots,
+        stamp_image=seal_image,
+    )

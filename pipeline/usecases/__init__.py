@@ -1,0 +1,1 @@
+"""Use cases: the desk, the clerk, the archive and archive upkeep, over the Services one process opens."""

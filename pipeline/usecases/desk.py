@@ -1,0 +1,333 @@
+"""The desk: a citizen's scanned dossier in, a receipt or a request to supplement out.
+
+Reads top to bottom: procedure → fingerprint → (already done?) → inspect → OCR → understand → national
+databases (verify the applicant, reuse stored documents) → validate → certify the digitised copy → record
+(objects first, then one registry transaction) → save the signed documents to the citizen's store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+from pyhanko.sign.fields import MDPPerm
+
+from ocr.engine import inspect_input, ocr_input
+from ocr.load import signature_fields
+from ocr.models import RecognizedPage
+from pipeline.core.errors import InputEmpty, InputMissing
+from pipeline.core.models import ApplicantCheck, DocumentInfo, DossierState, PageInfo, Receipt, Validation
+from pipeline.domain.applicant import apply_applicant_check, consult_national_db, save_dossier_documents
+from pipeline.domain.catalog import Catalog, Procedure
+from pipeline.domain.classify import classify
+from pipeline.domain.deadlines import due_date
+from pipeline.domain.extract import extract_fields
+from pipeline.domain.segment import segment
+from pipeline.domain.validate import validate
+from pipeline.usecases.services import Services
+from signing.levels import Level
+from signing.signers import sign_pdf, stamp_box_top_right
+from storage.objects import ObjectInfo
+
+log = logging.getLogger(__name__)
+
+STATE_OF_STATUS = {
+    "accepted": DossierState.received,
+    "needs_supplement": DossierState.needs_supplement,
+    "rejected": DossierState.rejected,
+}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class IntakeRequest:
+    input_path: Path
+    procedure: str
+    applicant_id: str | None = None
+    actor: str = "desk-officer"
+
+
+@dataclass
+class IntakeOutcome:
+    receipt: Receipt
+    already_done: bool = False
+    signed_pdf: bytes | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class InputFingerprint:
+    sha256: str
+    files: list[Path]  # the files that make up the input, in page order
+    name: str
+
+
+class _Stopwatch:
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = round(time.perf_counter() - start, 3)
+
+
+def fingerprint_input(path: Path) -> InputFingerprint:
+    """Identify an input by the SHA-256 of its bytes (a folder: of its page files' names and bytes)."""
+    if not path.exists():
+        raise InputMissing(f"input not found: {path}", f"Không tìm thấy tệp hoặc thư mục: {path.name}")
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+        digest = hashlib.sha256()
+        for f in files:
+            digest.update(f.name.encode() + b"\0" + _file_sha256(f).encode() + b"\n")
+        return InputFingerprint(digest.hexdigest(), files, path.name)
+    return InputFingerprint(_file_sha256(path), [path], path.name)
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def understand(pages: list[RecognizedPage], catalog: Catalog) -> tuple[list[PageInfo], list[DocumentInfo]]:
+    """Pages → page kinds and classified documents with their key fields."""
+    page_infos = [
+        PageInfo(
+            index=p.index,
+            kind="document" if p.kind == "content" else p.kind,
+            rotation=p.rotation,
+            confidence=round(p.confidence, 3),
+            rescan_reason=p.rescan_reason,
+        )
+        for p in pages
+    ]
+    documents = []
+    for group in segment(pages, catalog):
+        doc_type, confidence = classify(group.text, catalog)
+        fields, field_confidence = extract_fields(doc_type, group.text)
+        documents.append(
+            DocumentInfo(
+                type=doc_type,
+                pages=list(group.pages),
+                confidence=round(confidence, 3),
+                fields=fields,
+                field_confidence=field_confidence,
+            )
+        )
+    return page_infos, documents
+
+
+def certify_digitised_copy(pdf: bytes, services: Services) -> bytes:
+    """The desk officer's PAdES signature on the digitised copy, visible top-right of page 1."""
+    settings = services.settings
+    return sign_pdf(
+        pdf,
+        services.keys.signer("officer"),
+        field_name="CanBoTiepNhan",
+        reason="Chứng thực bản số hóa từ hồ sơ giấy",
+        location=settings.agency_name,
+        signer_name=settings.officer_name,
+        role_label="Cán bộ tiếp nhận",
+        visible_box=stamp_box_top_right(pdf),
+        timestamp_url=settings.tsa_url,
+        level=Level(settings.level_digitised),
+        certify=MDPPerm.NO_CHANGES,
+        trust_roots=services.trust_roots,
+    )
+
+
+def ingest(request: IntakeRequest, services: Services, *, now: datetime | None = None) -> IntakeOutcome:
+    """Run the desk chain for one dossier; idempotent by input content."""
+    clock = _Stopwatch()
+    procedure = services.catalog.procedure(request.procedure)
+    fingerprint = fingerprint_input(request.input_path)
+
+    existing = services.registry.find_by_input(fingerprint.sha256, procedure.key)
+    if existing is not None and existing.state != DossierState.receiving:
+        log.info("dossier %s already received from this input; nothing to do", existing.code)
+        return IntakeOutcome(Receipt.model_validate(existing.receipt_json), already_done=True)
+
+    services.store  # noqa: B018  (open storage now: a misconfigured store must fail before minutes of OCR)
+    services.keys.signer("officer")  # likewise the officer's key (a wrong token PIN fails here)
+    options = services.ocr_options
+    with clock.stage("inspect"):
+        info = inspect_input(request.input_path, options)
+    if info.page_count == 0:
+        raise InputEmpty("input has no pages", "Hồ sơ không có trang nào.")
+
+    with TemporaryDirectory(prefix="hoso-desk-") as tmp:
+        with clock.stage("ocr"):
+            ocr = ocr_input(request.input_path, Path(tmp) / "searchable.pdf", options)
+        with clock.stage("understand"):
+            pages, documents = understand(ocr.pages, services.catalog)
+        natdb = services.national_db()
+        try:
+            with clock.stage("national_db"):
+                applicant_id = request.applicant_id or _applicant_id(documents)
+                check, reused = consult_national_db(natdb, procedure, applicant_id, documents)
+                documents = [*documents, *reused]
+            with clock.stage("validate"):
+                validation = apply_applicant_check(validate(procedure, documents, services.catalog), check)
+            with clock.stage("sign"):
+                signed = certify_digitised_copy(ocr.pdf_path.read_bytes(), services)
+
+            with clock.stage("record"):
+                receipt = record_intake(
+                    request, services, procedure, fingerprint, pages, documents, validation, signed, clock.timings,
+                    now, applicant_check=check,
+                )
+            with clock.stage("save_to_citizen_store"):
+                save_dossier_documents(natdb, receipt, hashlib.sha256(signed).hexdigest())
+        finally:
+            natdb.close()
+    return IntakeOutcome(receipt, signed_pdf=signed)
+
+
+def record_intake(
+    request: IntakeRequest,
+    services: Services,
+    procedure: Procedure,
+    fingerprint: InputFingerprint,
+    pages: list[PageInfo],
+    documents: list[DocumentInfo],
+    validation: Validation,
+    signed_pdf: bytes,
+    timings: dict[str, float],
+    now: datetime | None = None,
+    *,
+    applicant_check: ApplicantCheck | None = None,
+) -> Receipt:
+    """Reserve a dossier code, write the objects, then record the dossier in one registry transaction.
+
+    A failure removes what this call wrote; a crash leaves a 'receiving' reservation that the next run
+    with the same input resumes under the same code (object keys derive from the code), so nothing is
+    ever stored twice.
+    """
+    registry, store = services.registry, services.store
+    received_at = now or datetime.now(UTC)
+    record = registry.reserve(
+        input_sha256=fingerprint.sha256,
+        input_name=fingerprint.name,
+        procedure=procedure.key,
+        procedure_code=procedure.national_code,
+        agency_code=services.settings.agency_code,
+        received_at=received_at,
+        due_at=due_date(received_at, procedure.processing_days, services.settings.timezone),
+        applicant_id=request.applicant_id,
+        actor=request.actor,
+    )
+    prefix = f"dossiers/{record.code}"
+    written: list[tuple[str, ObjectInfo]] = []
+    try:
+        for i, f in enumerate(fingerprint.files, start=1):
+            name = "input" if len(fingerprint.files) == 1 else f"input-{i:04d}"
+            written.append((name, store.put_file(f"{prefix}/input/{f.name}", f, _content_type(f))))
+        written.append(
+            ("digitised", store.put_bytes(f"{prefix}/digitised.pdf", signed_pdf, "application/pdf"))
+        )
+        receipt = Receipt(
+            dossier_code=record.code,
+            procedure=procedure.key,
+            procedure_code=procedure.national_code,
+            procedure_label=procedure.label,
+            status=validation.status,
+            received_at=record.received_at,
+            due_at=record.due_at,
+            applicant_id=request.applicant_id or _applicant_id(documents),
+            pages=pages,
+            documents=documents,
+            missing=validation.missing,
+            unexpected=validation.unexpected,
+            reasons_vi=validation.reasons_vi,
+            inconsistencies=validation.inconsistencies,
+            notice_vi=validation.notice_vi,
+            applicant_check=applicant_check,
+            artifacts={name: info.key for name, info in written} | {"manifest": f"{prefix}/manifest.json"},
+            input_sha256=fingerprint.sha256,
+            timings=timings,
+        )
+        manifest = {
+            "receipt": receipt.model_dump(mode="json"),
+            "objects": {name: info.model_dump(mode="json") for name, info in written},
+        }
+        signed_fields = signature_fields(fingerprint.files[0]) if len(fingerprint.files) == 1 else []
+        if signed_fields:
+            # A signed input is kept byte-identical as `input`; the OCR'd copy is derived from it.
+            manifest["derived_from"] = {
+                "digitised": {
+                    "artifact": "input",
+                    "key": written[0][1].key,
+                    "sha256": fingerprint.sha256,
+                    "reason": "input PDF carries signatures; stored unchanged, OCR in a derived copy",
+                    "signature_fields": signed_fields,
+                }
+            }
+        written.append(
+            (
+                "manifest",
+                store.put_bytes(
+                    f"{prefix}/manifest.json",
+                    json.dumps(manifest, ensure_ascii=False, indent=2).encode(),
+                    "application/json",
+                ),
+            )
+        )
+        registry.finalize_intake(
+            record.code,
+            state=STATE_OF_STATUS[validation.status],
+            intake_status=validation.status,
+            documents=documents,
+            artifacts=written,
+            receipt=receipt.model_dump(mode="json"),
+            actor=request.actor,
+        )
+    except BaseException:
+        log.exception("recording dossier %s failed; removing what was written", record.code)
+        for _, obj in written:
+            try:
+                store.delete(obj.key)
+            except Exception:  # the original error matters more; a stale reservation is resumed later
+                log.warning("could not remove %s during rollback", obj.key)
+        try:
+            registry.discard(record.code)
+        except Exception:
+            log.warning("could not discard reservation %s during rollback", record.code)
+        raise
+    return receipt
+
+
+def _applicant_id(documents: list[DocumentInfo]) -> str | None:
+    for doc in documents:
+        if doc.type == "cccd" and doc.fields.get("id_number"):
+            return doc.fields["id_number"]
+    for doc in documents:
+        if doc.fields.get("id_number"):
+            return doc.fields["id_number"]
+    return None
+
+
+def _content_type(path: Path) -> str:
+    head = path.open("rb").read(8)
+    if head.startswith(b"%PDF"):
+        return "application/pdf"
+    if head.startswith(b"\x89PNG"):
+        return "image/png"
+    if head.startswith(b"\xff\xd8"):
+        return "image/jpeg"
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return "image/tiff"
+    return "application/octet-stream"

