@@ -157,7 +157,6 @@ class FormCommon(BaseModel):
     qr_secret: str
     page: str
     sign_hint: str
-    digital_sign_hint: str
 
 
 # The labels each renderer reads; checked when the file is loaded, not when a clerk prints.
@@ -892,9 +891,6 @@ class _Builder:
         ]))
         return table
 
-    def officer_name(self) -> str | None:
-        return self.form.signer_name
-
     # The forms
 
     def receipt(self, f: ReceiptForm) -> list[Flowable]:
@@ -932,7 +928,7 @@ class _Builder:
             Paragraph(f"{_text(lab['book'])}: {self.value(f.book_volume)} "
                       f"{_text(lab['book_entry'])}: {self.value(f.book_entry)}", st.body),
             self.signatures(self.hand_signature(lab["sign_left"], f.applicant.name), lab["sign_right"],
-                            common.sign_hint, self.officer_name()),
+                            common.sign_hint, self.form.signer_name),
         ]
         if self.spec.notes:
             notes: list[Flowable] = [Spacer(1, 3), Paragraph(f"<b><i>{_text(lab['notes'])}</i></b>", st.small)]
@@ -967,7 +963,7 @@ class _Builder:
         out += [
             Spacer(1, 2),
             self.para(lab["closing"].format(unit=self.book.common.unit_sentence, phone=phone)),
-            self.signatures(None, lab["sign_right"], self.book.common.sign_hint, self.officer_name()),
+            self.signatures(None, lab["sign_right"], self.book.common.sign_hint, self.form.signer_name),
         ]
         return out
 
@@ -983,7 +979,7 @@ class _Builder:
             *[self.para(f"- {r}", st.item) for r in f.reasons],
             Spacer(1, 2),
             self.para(lab["closing"]),
-            self.signatures(None, lab["sign_right"], self.book.common.sign_hint, self.officer_name()),
+            self.signatures(None, lab["sign_right"], self.book.common.sign_hint, self.form.signer_name),
         ]
 
     def addressee(self) -> list[Flowable]:
