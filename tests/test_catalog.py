@@ -97,6 +97,15 @@ def test_minimal_catalog_file_loads(tmp_path: Path) -> None:
         (lambda d: d["procedures"].update(q={**d["procedures"]["p"]}), "not unique"),
         (lambda d: d["procedures"]["p"].update(processing_days=-1), "processing_days"),
         (lambda d: d["doc_types"]["a"].update(title_phrases=[]), "no title phrase"),
+        (lambda d: d["procedures"]["p"].update(fee={"status": "verified", "source": "x"}), "only be unverified"),
+        (lambda d: d["procedures"]["p"].update(fee={"free": True, "status": "conditional", "source": "x"}),
+         "needs conditions_vi"),
+        (lambda d: d["procedures"]["p"].update(
+            fee={"free": True, "rates": [{"amount": 1, "unit": "lần"}], "status": "verified", "source": "x"}),
+         "a free fee has no rates"),
+        (lambda d: d["procedures"]["p"].update(
+            fee={"rates": [{"amount": -5, "unit": "lần"}], "status": "verified", "source": "x"}), "amount"),
+        (lambda d: d["procedures"]["p"].update(fee={"status": "maybe", "source": "x"}), "status"),
     ],
 )
 def test_broken_catalog_is_a_configuration_error(tmp_path: Path, mutate, message: str) -> None:
@@ -115,3 +124,60 @@ def test_unreadable_catalog_file(tmp_path: Path) -> None:
         load_catalog_file(bad)
     with pytest.raises(ConfigurationError):
         load_catalog_file(tmp_path / "missing.yaml")
+
+
+# What shared/catalog/forms.md's fee table says, procedure by procedure (status, free, amounts in đồng).
+FEES_FROM_FORMS_MD = {
+    "birth_registration": ("conditional", True, []),
+    "marriage_registration": ("conditional", True, []),
+    "death_registration": ("conditional", True, []),
+    "land_transfer_registration": ("unverified", False, []),  # not in the table: procedures.yaml examples only
+    "construction_permit": ("unverified", False, []),
+    "business_household_registration": ("unverified", False, [100_000]),
+    "business_household_change": ("unverified", False, []),  # no source at all
+    "certified_copy": ("verified", False, [2_000, 1_000]),
+}
+
+
+def test_every_procedure_has_its_fee_from_the_sources() -> None:
+    cat = load_catalog()
+    for key, (status, free, amounts) in FEES_FROM_FORMS_MD.items():
+        fee = cat.procedures[key].fee
+        assert fee is not None, key
+        assert (fee.status, fee.free, [r.amount for r in fee.rates]) == (status, free, amounts), key
+        assert fee.source
+    copy = cat.procedure("2.000815").fee
+    assert copy is not None and (copy.kind, copy.max_amount, copy.max_unit) == ("phi", 200_000, "bản")
+
+
+def test_fee_lines_say_what_is_not_verified() -> None:
+    cat = load_catalog()
+    lines = {key: p.fee_line_vi() for key, p in cat.procedures.items()}
+    assert lines["certified_copy"] == (
+        "Phí: 2.000 đồng/trang (trang thứ nhất và thứ hai); 1.000 đồng/trang (từ trang thứ ba trở lên); "
+        "tối đa 200.000 đồng/bản."
+    )
+    for key in ("business_household_registration", "construction_permit", "land_transfer_registration",
+                "business_household_change"):
+        assert "mức phí chưa được xác minh — hỏi tại quầy" in lines[key], key
+    assert lines["business_household_registration"].startswith(
+        "Lệ phí: Theo mức do HĐND cấp tỉnh quy định; 100.000 đồng/lần"
+    )
+    assert lines["business_household_change"] == (
+        "Phí, lệ phí: Chưa có thông tin (mức phí chưa được xác minh — hỏi tại quầy)."
+    )
+    for key in ("birth_registration", "marriage_registration", "death_registration"):
+        assert lines[key].startswith("Lệ phí: Không thu phí "), key
+        assert "áp dụng tùy trường hợp" in lines[key] and "chưa được xác minh" not in lines[key], key
+    assert "60 ngày" in lines["birth_registration"] and "15 ngày" in lines["death_registration"]
+    # "Không thu phí" only where the source says so.
+    assert [k for k, line in lines.items() if "Không thu phí" in line] == [
+        "birth_registration", "marriage_registration", "death_registration"
+    ]
+
+
+def test_a_procedure_without_fee_data_guesses_nothing(tmp_path: Path) -> None:
+    cat = load_catalog_file(_write(tmp_path, _minimal()))
+    proc = cat.procedure("p")
+    assert proc.fee is None
+    assert proc.fee_line_vi() == "Phí, lệ phí: Chưa có thông tin (mức phí chưa được xác minh — hỏi tại quầy)."

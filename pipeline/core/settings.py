@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -34,6 +34,9 @@ class Settings(BaseSettings):
     agency_code: str = "000.00.00.H00"
     agency_name: str = "Trung tâm Phục vụ hành chính công xã (mẫu)"
     timezone: str = "Asia/Ho_Chi_Minh"
+    public_url: str = Field(
+        "http://127.0.0.1:8000", description="Public base URL of the citizen lookup; printed forms' QR codes point here"
+    )
 
     # OCR
     ocr_language: str = "vie"
@@ -64,6 +67,15 @@ class Settings(BaseSettings):
     natdb_url: str | None = Field(None, description="Base URL of the national-database service (natdb=http)")
     natdb_timeout: float = Field(3.0, gt=0, description="Seconds per HTTP attempt")
     natdb_retries: int = Field(2, ge=0, le=10, description="Extra attempts after a transport error or 5xx")
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        scheme, sep, rest = value.partition("://")
+        if scheme not in ("http", "https") or not sep or not rest or any(c.isspace() for c in rest):
+            raise ValueError(f"HOSO_PUBLIC_URL must be an http(s) URL, not {value!r}")
+        return value
 
     @property
     def resolved_store_path(self) -> Path:

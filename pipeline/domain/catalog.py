@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, Field, ValidationError, model_validator
@@ -24,6 +24,86 @@ class DocType(BaseModel):
     page_only: bool = False
 
 
+FeeKind = Literal["phi", "le_phi"]
+#: verified: the sources agree on the amount; conditional: it depends on the case (on-time registration,
+#: residence…), the officer decides at the desk; unverified: the amount was not confirmed.
+FeeStatus = Literal["verified", "unverified", "conditional"]
+
+FEE_KIND_VI: dict[FeeKind | None, str] = {"phi": "Phí", "le_phi": "Lệ phí", None: "Phí, lệ phí"}
+FEE_STATUS_NOTE_VI: dict[FeeStatus, str] = {
+    "verified": "",
+    "unverified": "mức phí chưa được xác minh — hỏi tại quầy",
+    "conditional": "áp dụng tùy trường hợp — cán bộ tiếp nhận xác định tại quầy",
+}
+
+
+def format_dong(amount: int) -> str:
+    """``200000`` → ``"200.000 đồng"`` (Vietnamese thousands separator)."""
+    return f"{amount:,} đồng".replace(",", ".")
+
+
+class FeeRate(BaseModel):
+    """One amount of a fee schedule, in đồng per ``unit``."""
+
+    amount: int = Field(ge=0)
+    unit: str = Field(min_length=1, description="per what: lần, trang, bản, trường hợp…")
+    applies_vi: str | None = Field(None, description="when this rate applies, e.g. 'nộp trực tuyến'")
+
+    def text_vi(self) -> str:
+        text = f"{format_dong(self.amount)}/{self.unit}"
+        return f"{text} ({self.applies_vi})" if self.applies_vi else text
+
+
+class Fee(BaseModel):
+    """A procedure's fee (phí) or charge (lệ phí), as the sources state it; nothing is inferred."""
+
+    kind: FeeKind | None = Field(None, description="phi (fee) or le_phi (charge); None when the source is silent")
+    free: bool = Field(False, description="the source says nothing is collected (see conditions_vi)")
+    rates: list[FeeRate] = Field(default_factory=list)
+    max_amount: int | None = Field(None, ge=0, description="cap in đồng per max_unit")
+    max_unit: str | None = None
+    set_by_vi: str | None = Field(None, description="who sets the amount when the law leaves it local, e.g. HĐND")
+    conditions_vi: str | None = None
+    exemptions_vi: list[str] = Field(default_factory=list)
+    legal_basis: str | None = None
+    source: str = Field(min_length=1, description="where this comes from (shared catalogue references)")
+    status: FeeStatus
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Fee:
+        if self.free and (self.rates or self.set_by_vi or self.max_amount is not None):
+            raise ValueError("a free fee has no rates, cap or local amount")
+        if (self.max_amount is None) != (self.max_unit is None):
+            raise ValueError("max_amount and max_unit go together")
+        if self.status == "conditional" and not self.conditions_vi:
+            raise ValueError("a conditional fee needs conditions_vi")
+        if not (self.free or self.rates or self.set_by_vi) and self.status != "unverified":
+            raise ValueError("a fee with no amount, no local rule and not free can only be unverified")
+        return self
+
+    def line_vi(self) -> str:
+        """The fee line printed on the receipt (Mẫu 01), e.g. ``"Phí: 10.000 đồng/trường hợp."``."""
+        parts: list[str] = []
+        if self.free:
+            parts.append("Không thu phí" + (f" {self.conditions_vi}" if self.conditions_vi else ""))
+        else:
+            if self.set_by_vi:
+                parts.append(f"theo mức do {self.set_by_vi} quy định")
+            parts.extend(rate.text_vi() for rate in self.rates)
+            if self.max_amount is not None:
+                parts.append(f"tối đa {format_dong(self.max_amount)}/{self.max_unit}")
+            if self.conditions_vi:
+                parts.append(self.conditions_vi)
+            if not parts:
+                parts.append("chưa có thông tin")
+        if self.exemptions_vi:
+            parts.append("miễn: " + ", ".join(self.exemptions_vi))
+        text = "; ".join(parts)
+        text = text[0].upper() + text[1:]
+        note = FEE_STATUS_NOTE_VI[self.status]
+        return f"{FEE_KIND_VI[self.kind]}: {text}" + (f" ({note})." if note else ".")
+
+
 class Procedure(BaseModel):
     key: str
     national_code: str | None = None
@@ -31,6 +111,13 @@ class Procedure(BaseModel):
     processing_days: int = Field(ge=0)
     required: list[list[str]]
     optional: list[str] = Field(default_factory=list)
+    fee: Fee | None = Field(None, description="None: no fee information at all")
+
+    def fee_line_vi(self) -> str:
+        """The receipt's fee line; a procedure without fee data says so rather than guessing."""
+        if self.fee is None:
+            return f"{FEE_KIND_VI[None]}: Chưa có thông tin ({FEE_STATUS_NOTE_VI['unverified']})."
+        return self.fee.line_vi()
 
     @property
     def allowed_types(self) -> set[str]:

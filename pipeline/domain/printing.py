@@ -1,0 +1,126 @@
+"""Pieces every printed hoso document needs: embedded Vietnamese fonts, a QR drawing, PDF/A-2b, dates.
+
+The one-stop forms (:mod:`pipeline.domain.forms`) use them; they are written so that the e-result
+(:mod:`pipeline.domain.results`, which has its own copies today) can move onto them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+from functools import lru_cache
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pikepdf
+from PIL import ImageCms
+from reportlab.graphics.barcode.qr import QrCodeWidget
+from reportlab.graphics.shapes import Drawing
+from reportlab.lib.fonts import addMapping
+from reportlab.pdfbase import pdfmetrics
+from reportlab.pdfbase.ttfonts import TTFError, TTFont
+
+from pipeline.core.errors import ConfigurationError
+
+__all__ = [
+    "BOLD",
+    "BOLD_ITALIC",
+    "ITALIC",
+    "REGULAR",
+    "TZ",
+    "as_pdfa_2b",
+    "clock_vi",
+    "date_vi",
+    "local_time",
+    "qr_drawing",
+    "register_fonts",
+]
+
+FONT_DIR = Path("/usr/share/fonts/truetype/noto")
+# Noto Serif: administrative documents are set in a serif face (Decree 30/2020 asks for Times New Roman).
+REGULAR, BOLD, ITALIC, BOLD_ITALIC = "NotoSerif", "NotoSerif-Bold", "NotoSerif-Italic", "NotoSerif-BoldItalic"
+_FILES = {
+    REGULAR: "NotoSerif-Regular.ttf",
+    BOLD: "NotoSerif-Bold.ttf",
+    ITALIC: "NotoSerif-Italic.ttf",
+    BOLD_ITALIC: "NotoSerif-BoldItalic.ttf",
+}
+TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+@lru_cache(maxsize=1)
+def register_fonts() -> None:
+    """Register Noto Serif (four faces, one family for ``<b>``/``<i>`` in paragraphs) with reportlab."""
+    try:
+        for name, file in _FILES.items():
+            pdfmetrics.registerFont(TTFont(name, str(FONT_DIR / file)))
+    except (OSError, TTFError) as exc:
+        raise ConfigurationError(
+            f"Noto Serif fonts missing in {FONT_DIR} (install fonts-noto-core): {exc}",
+            "Thiếu phông chữ tiếng Việt để in biểu mẫu.",
+        ) from exc
+    for bold, italic, name in ((0, 0, REGULAR), (1, 0, BOLD), (0, 1, ITALIC), (1, 1, BOLD_ITALIC)):
+        addMapping(REGULAR, bold, italic, name)
+
+
+def local_time(ts: dt.datetime) -> dt.datetime:
+    """``ts`` in Asia/Ho_Chi_Minh; a naive time is taken as already local."""
+    return ts.replace(tzinfo=TZ) if ts.tzinfo is None else ts.astimezone(TZ)
+
+
+def date_vi(ts: dt.datetime | dt.date) -> str:
+    """``ngày 05 tháng 03 năm 2025``."""
+    day = local_time(ts).date() if isinstance(ts, dt.datetime) else ts
+    return f"ngày {day:%d} tháng {day:%m} năm {day:%Y}"
+
+
+def clock_vi(ts: dt.datetime) -> str:
+    """``09 giờ 30 phút, ngày 05 tháng 03 năm 2025``."""
+    when = local_time(ts)
+    return f"{when:%H} giờ {when:%M} phút, {date_vi(when)}"
+
+
+def qr_drawing(payload: str, size: float) -> Drawing:
+    """A ``size``-point square QR code (ISO/IEC 18004, level M, 4-module quiet zone) as a reportlab drawing."""
+    widget = QrCodeWidget(payload, barLevel="M")
+    x1, y1, x2, y2 = widget.getBounds()
+    # The drawing's default font would otherwise put an unembedded Helvetica on the page (not PDF/A).
+    drawing = Drawing(
+        size, size, transform=[size / (x2 - x1), 0, 0, size / (y2 - y1), 0, 0], initialFontName=REGULAR
+    )
+    drawing.add(widget)
+    return drawing
+
+
+@lru_cache(maxsize=1)
+def _srgb_profile() -> bytes:
+    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+
+
+def as_pdfa_2b(pdf: bytes) -> bytes:
+    """Declare a reportlab PDF PDF/A-2b: XMP metadata mirroring the document info (pdfaid part 2,
+    conformance B) and an sRGB output intent. reportlab embeds every TrueType font and writes no
+    encryption, JavaScript or transparency; what it draws must use only registered Noto fonts.
+    """
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        profile = pikepdf.Stream(doc, _srgb_profile())
+        profile.N = 3
+        doc.Root.OutputIntents = pikepdf.Array([
+            pikepdf.Dictionary(
+                Type=pikepdf.Name.OutputIntent,
+                S=pikepdf.Name.GTS_PDFA1,
+                OutputConditionIdentifier="sRGB IEC61966-2.1",
+                RegistryName="http://www.color.org",
+                Info="sRGB IEC61966-2.1",
+                DestOutputProfile=doc.make_indirect(profile),
+            )
+        ])
+        if "/Trapped" in doc.docinfo:  # no XMP counterpart that pikepdf carries over
+            del doc.docinfo["/Trapped"]
+        with doc.open_metadata(set_pikepdf_as_editor=False) as meta:
+            meta.load_from_docinfo(doc.docinfo)
+            meta["pdfaid:part"] = "2"
+            meta["pdfaid:conformance"] = "B"
+        out = io.BytesIO()
+        doc.save(out, deterministic_id=True)
+    return out.getvalue()
