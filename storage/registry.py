@@ -226,11 +226,6 @@ class DocumentRecord(_FromRow):
     fields: dict[str, str] = Field(default_factory=dict)
     field_confidence: dict[str, float] = Field(default_factory=dict)
 
-    @field_validator("fields", "field_confidence", mode="before")
-    @classmethod
-    def _null_is_empty(cls, value: Any) -> Any:
-        return {} if value is None else value
-
     def to_info(self) -> DocumentInfo:
         return DocumentInfo(
             type=self.doc_type,
@@ -257,11 +252,6 @@ class EventRecord(_FromRow):
     to_state: DossierState
     action: str
     note: str | None = None
-
-    @field_validator("from_state", mode="before")
-    @classmethod
-    def _blank_is_none(cls, value: Any) -> Any:
-        return value or None
 
 
 class BatchItemRecord(_FromRow):
