@@ -132,12 +132,12 @@ def run_hoso(pdfs: list[Path], out: Path, jobs: int) -> ToolRun:
 
 
 def _hoso_child(listing: Path, out: Path, jobs: int) -> None:
-    from ocr.engine import ocr_input
+    from ocr.engine import inspect_input, ocr_input
     from ocr.models import OcrOptions
 
     options = OcrOptions(jobs=jobs)
     for pdf in map(Path, json.loads(listing.read_text())):
-        result = ocr_input(pdf, out / f"hoso-{pdf.stem}.pdf", options)
+        result = ocr_input(inspect_input(pdf, options), out / f"hoso-{pdf.stem}.pdf", options)
         pages = [{"rotation": p.rotation, "text": p.text, "kind": p.kind} for p in result.pages]
         (out / f"hoso-{pdf.stem}.json").write_text(json.dumps(pages, ensure_ascii=False))
 

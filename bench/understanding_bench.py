@@ -87,7 +87,7 @@ def gt_pages(gt: dict[str, Any], noise: float, seed: int) -> list[RecognizedPage
 
 def ocr_pages(pdf: Path, cache: Path, jobs: int) -> list[RecognizedPage]:
     """hoso's OCR of ``pdf``, from the cache when this PDF (by SHA-256) was recognised before."""
-    from ocr.engine import ocr_input  # imported late: the GT mode needs no OCR stack
+    from ocr.engine import inspect_input, ocr_input  # imported late: the GT mode needs no OCR stack
 
     sha = hashlib.sha256(pdf.read_bytes()).hexdigest()
     path = cache / f"{sha}.json"
@@ -95,7 +95,8 @@ def ocr_pages(pdf: Path, cache: Path, jobs: int) -> list[RecognizedPage]:
         return [RecognizedPage.model_validate(p) for p in json.loads(path.read_text(encoding="utf-8"))]
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        result = ocr_input(pdf, Path(tmp) / "out.pdf", OcrOptions.model_validate({"jobs": jobs}))
+        options = OcrOptions.model_validate({"jobs": jobs})
+        result = ocr_input(inspect_input(pdf, options), Path(tmp) / "out.pdf", options)
     raw = [p.model_dump(mode="json") for p in result.pages]
     tmp_path = path.with_suffix(".tmp")
     tmp_path.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")

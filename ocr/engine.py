@@ -265,10 +265,9 @@ def _spool(pages: Iterator[LoadedPage], work: Path) -> Iterator[PageJob]:
         )
 
 
-def ocr_input(path: Path, out_pdf: Path, options: OcrOptions) -> OcrResult:
-    """OCR a PDF, an image or a folder of page images into a searchable PDF and per-page results."""
+def ocr_input(info: InputInfo, out_pdf: Path, options: OcrOptions) -> OcrResult:
+    """OCR an inspected input (:func:`inspect_input`) into a searchable PDF and per-page results."""
     start = time.monotonic()
-    info = inspect_input(Path(path), options)
     jobs = options.jobs or os.cpu_count() or 1
     out_pdf = Path(out_pdf)
     out_pdf.parent.mkdir(parents=True, exist_ok=True)

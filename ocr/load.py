@@ -1,14 +1,15 @@
 """Stage 1: validate the input cheaply, then yield its pages lazily as (index, image, dpi).
 
-Formats are told by magic bytes, never by extension. Every check that can reject an input runs in
-:func:`inspect_input`, before any page is decoded; :func:`iter_pages` holds one page at a time.
+The input arrives identified (:mod:`pipeline.core.inputs`: files, formats by magic bytes). Every check
+that can reject it runs in :func:`inspect_input`, before any page is decoded; :func:`iter_pages` holds one
+page at a time.
 """
 
 from __future__ import annotations
 
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,34 +23,34 @@ from pipeline.core.errors import (
     InputEmpty,
     InputEncrypted,
     InputInvalidPage,
-    InputMissing,
     InputTooLarge,
     InputUnsupported,
 )
+from pipeline.core.inputs import FileFormat, Input, InputFile, identify_input
 
 InputKind = Literal["pdf", "image", "folder"]
-FileFormat = Literal["pdf", "png", "jpeg", "tiff"]
 
 RENDER_DPI = 300
 DEFAULT_DPI = 300
 _A4_SHORT_INCHES = 8.27
 
-_MAGIC: list[tuple[bytes, FileFormat]] = [
-    (b"\x89PNG\r\n\x1a\n", "png"),
-    (b"\xff\xd8\xff", "jpeg"),
-    (b"II*\x00", "tiff"),
-    (b"MM\x00*", "tiff"),
-]
-
 
 @dataclass(frozen=True)
 class InputInfo:
-    """What :func:`inspect_input` found: the kind of input, its page count and its files in order."""
+    """What :func:`inspect_input` found: the identified input, its kind and its page count."""
 
+    input: Input
     kind: InputKind
     page_count: int
-    files: list[Path] = field(default_factory=list)
-    formats: list[FileFormat] = field(default_factory=list)
+
+    @property
+    def files(self) -> list[Path]:
+        """The input's files in page order."""
+        return self.input.paths
+
+    @property
+    def formats(self) -> list[FileFormat]:
+        return [f.format for f in self.input.files if f.format is not None]
 
 
 @dataclass(frozen=True)
@@ -65,19 +66,6 @@ class LoadedPage:
 
     def __iter__(self) -> Iterator[Any]:
         return iter((self.index, self.image, self.dpi))
-
-
-def sniff_format(path: Path) -> FileFormat | None:
-    """The file format from its first bytes, or None when unknown."""
-    with path.open("rb") as f:
-        head = f.read(1024)
-    for magic, fmt in _MAGIC:
-        if head.startswith(magic):
-            return fmt
-    # The PDF header may be preceded by junk (the spec allows it within the first 1024 bytes).
-    if b"%PDF-" in head:
-        return "pdf"
-    return None
 
 
 def _open_image(path: Path, options: OcrOptions) -> Image.Image:
@@ -202,48 +190,38 @@ def _page_images(page: pikepdf.Page) -> list[pikepdf.Stream]:
     return out
 
 
-def _folder_files(path: Path) -> list[Path]:
-    return sorted(
-        (p for p in path.iterdir() if p.is_file() and not p.name.startswith(".")),
-        key=lambda p: p.name,
-    )
+def inspect_input(source: Input | Path, options: OcrOptions) -> InputInfo:
+    """Check an input without OCR — formats, page count, page sizes — or raise an InputError.
 
-
-def inspect_input(path: Path, options: OcrOptions) -> InputInfo:
-    """Validate an input without OCR: its kind, page count and files; raise an InputError if it is bad."""
-    path = Path(path)
-    if not path.exists():
-        raise InputMissing(f"{path}: no such file or folder")
-    if path.is_dir():
-        files = _folder_files(path)
-        if not files:
-            raise InputEmpty(f"{path}: folder holds no page images", "Thư mục không có ảnh trang nào.")
-        formats: list[FileFormat] = []
+    ``source`` is an identified input (:func:`pipeline.core.inputs.identify_input`), or a path to identify.
+    """
+    ident = source if isinstance(source, Input) else identify_input(Path(source))
+    if ident.is_folder:
+        if not ident.files:
+            raise InputEmpty(f"{ident.path}: folder holds no page images", "Thư mục không có ảnh trang nào.")
         count = 0
-        for f in files:
-            fmt = _file_format(f)
-            if fmt == "pdf":
+        for f in ident.files:
+            if _file_format(f) == "pdf":
                 raise InputUnsupported(
                     f"{f.name}: a folder must hold page images only, not PDFs",
                     "Thư mục chỉ được chứa ảnh trang (PNG, JPEG, TIFF), không chứa PDF.",
                 )
-            formats.append(fmt)
-            count += _image_frames(f, options)
-            _check_count(path, count, options)
-        return InputInfo("folder", count, files, formats)
-    fmt = _file_format(path)
-    count = _check_pdf(path, options) if fmt == "pdf" else _image_frames(path, options)
-    _check_count(path, count, options)
-    return InputInfo("pdf" if fmt == "pdf" else "image", count, [path], [fmt])
+            count += _image_frames(f.path, options)
+            _check_count(ident.path, count, options)
+        return InputInfo(ident, "folder", count)
+    (f,) = ident.files
+    fmt = _file_format(f)
+    count = _check_pdf(f.path, options) if fmt == "pdf" else _image_frames(f.path, options)
+    _check_count(f.path, count, options)
+    return InputInfo(ident, "pdf" if fmt == "pdf" else "image", count)
 
 
-def _file_format(path: Path) -> FileFormat:
-    if path.stat().st_size == 0:
-        raise InputEmpty(f"{path.name}: file is empty (0 bytes)")
-    fmt = sniff_format(path)
-    if fmt is None:
-        raise InputUnsupported(f"{path.name}: unknown file format (expected PDF, PNG, JPEG or TIFF)")
-    return fmt
+def _file_format(f: InputFile) -> FileFormat:
+    if f.size == 0:
+        raise InputEmpty(f"{f.name}: file is empty (0 bytes)")
+    if f.format is None:
+        raise InputUnsupported(f"{f.name}: unknown file format (expected PDF, PNG, JPEG or TIFF)")
+    return f.format
 
 
 def _check_count(path: Path, count: int, options: OcrOptions) -> None:
@@ -366,27 +344,3 @@ def iter_pages(info: InputInfo, options: OcrOptions) -> Iterator[LoadedPage]:
         for page in _iter_image_file(f, options, index):
             yield page
             index += 1
-
-
-def signature_fields(path: Path) -> list[str]:
-    """Names of the signed signature fields (AcroForm /FT /Sig with a /V) of a PDF; [] for other files."""
-    if sniff_format(Path(path)) != "pdf":
-        return []
-    names: list[str] = []
-    try:
-        with pikepdf.open(path) as pdf:
-            acroform = pdf.Root.get("/AcroForm")
-            stack = list(acroform.get("/Fields", [])) if acroform is not None else []
-            seen: set[tuple[int, int]] = set()
-            while stack:
-                fld = stack.pop()
-                if not isinstance(fld, pikepdf.Dictionary) or (fld.is_indirect and fld.objgen in seen):
-                    continue
-                if fld.is_indirect:
-                    seen.add(fld.objgen)
-                if fld.get("/FT") == pikepdf.Name.Sig and fld.get("/V") is not None:
-                    names.append(str(fld.get("/T", "")))
-                stack.extend(fld.get("/Kids", []))
-    except pikepdf.PdfError:
-        return []  # unreadable PDFs are refused by inspect_input with their own reason
-    return sorted(names)

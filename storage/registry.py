@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import to_jsonable_python
 from sqlalchemy import event, exc
 from sqlalchemy.engine import Dialect, Engine, make_url
@@ -177,10 +177,48 @@ class CodeSequence(Base):
     last: Mapped[int]
 
 
+# The national databases' embedded stand-in (pipeline.national.db.RegistryNationalDb) lives in the same
+# database and schema: its tables are created with the registry's.
+
+
+class NatdbCitizen(Base):
+    """A person in the population DB."""
+
+    __tablename__ = "natdb_citizens"
+
+    id_number: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
+    full_name: Mapped[str] = mapped_column(sa.String(256))
+    date_of_birth: Mapped[str] = mapped_column(sa.String(10))  # dd/mm/yyyy
+    gender: Mapped[str] = mapped_column(sa.String(8))
+
+
+class NatdbCitizenDocument(Base):
+    """A signed digitised document in a citizen's electronic data store."""
+
+    __tablename__ = "natdb_citizen_documents"
+    __table_args__ = (sa.UniqueConstraint("id_number", "doc_type", "dossier_code", name="uq_natdb_document"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    id_number: Mapped[str] = mapped_column(sa.String(12), index=True)
+    doc_type: Mapped[str] = mapped_column(sa.String(128))
+    object_key: Mapped[str] = mapped_column(sa.String(1024))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    dossier_code: Mapped[str] = mapped_column(sa.String(64))
+    pages: Mapped[list[int]] = mapped_column(sa.JSON)
+    fields: Mapped[dict[str, str]] = mapped_column(sa.JSON)
+    saved_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
 # --- records returned to callers ----------------------------------------------------------------
 
 
-class DocumentRecord(BaseModel):
+class _FromRow(BaseModel):
+    """Read from an ORM row's attributes: ``Record.model_validate(row)``."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+
+class DocumentRecord(_FromRow):
     position: int
     doc_type: str
     pages: list[int]
@@ -198,7 +236,7 @@ class DocumentRecord(BaseModel):
         )
 
 
-class ArtifactRecord(BaseModel):
+class ArtifactRecord(_FromRow):
     name: str
     object_key: str
     sha256: str
@@ -207,7 +245,7 @@ class ArtifactRecord(BaseModel):
     created_at: datetime
 
 
-class EventRecord(BaseModel):
+class EventRecord(_FromRow):
     at: datetime
     actor: str
     from_state: DossierState | None
@@ -216,7 +254,7 @@ class EventRecord(BaseModel):
     note: str | None = None
 
 
-class BatchItemRecord(BaseModel):
+class BatchItemRecord(_FromRow):
     batch_id: str
     input_name: str
     input_sha256: str | None
@@ -226,7 +264,7 @@ class BatchItemRecord(BaseModel):
     at: datetime
 
 
-class DossierRecord(BaseModel):
+class DossierRecord(_FromRow):
     code: str
     procedure: str
     procedure_code: str | None
@@ -247,59 +285,11 @@ class DossierRecord(BaseModel):
     artifacts: dict[str, ArtifactRecord] = Field(default_factory=dict)
     events: list[EventRecord] = Field(default_factory=list)
 
-
-def _record(row: Dossier) -> DossierRecord:
-    return DossierRecord(
-        code=row.code,
-        procedure=row.procedure,
-        procedure_code=row.procedure_code,
-        agency_code=row.agency_code,
-        input_sha256=row.input_sha256,
-        input_name=row.input_name,
-        applicant_id=row.applicant_id,
-        state=DossierState(row.state),
-        intake_status=row.intake_status,
-        received_at=row.received_at,
-        due_at=row.due_at,
-        completed_at=row.completed_at,
-        returned_at=row.returned_at,
-        receipt_json=row.receipt_json,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
-        documents=[
-            DocumentRecord(
-                position=d.position,
-                doc_type=d.doc_type,
-                pages=list(d.pages),
-                confidence=d.confidence,
-                fields=dict(d.fields or {}),
-                field_confidence=dict(d.field_confidence or {}),
-            )
-            for d in row.documents
-        ],
-        artifacts={
-            a.name: ArtifactRecord(
-                name=a.name,
-                object_key=a.object_key,
-                sha256=a.sha256,
-                size=a.size,
-                content_type=a.content_type,
-                created_at=a.created_at,
-            )
-            for a in row.artifacts
-        },
-        events=[
-            EventRecord(
-                at=e.at,
-                actor=e.actor,
-                from_state=DossierState(e.from_state) if e.from_state else None,
-                to_state=DossierState(e.to_state),
-                action=e.action,
-                note=e.note,
-            )
-            for e in row.events
-        ],
-    )
+    @field_validator("artifacts", mode="before")
+    @classmethod
+    def _by_name(cls, value: Any) -> Any:
+        """The row's list of artifacts, keyed by name."""
+        return value if isinstance(value, dict) else {a.name: a for a in value}
 
 
 def _artifact_rows(artifacts: Iterable[tuple[str, ObjectInfo]], at: datetime) -> dict[str, Artifact]:
@@ -427,14 +417,14 @@ class Registry:
     def _reload(session: Session, code: str) -> DossierRecord:
         session.flush()
         session.expire_all()
-        return _record(Registry._load(session, code))
+        return DossierRecord.model_validate(Registry._load(session, code))
 
     # -- queries
 
     def get(self, code: str) -> DossierRecord:
         """The dossier with its documents, artifacts and events; DossierNotFound if missing."""
         with self._session() as session:
-            return _record(self._load(session, code))
+            return DossierRecord.model_validate(self._load(session, code))
 
     def find_by_input(self, input_sha256: str, procedure: str) -> DossierRecord | None:
         """The dossier already made from this input for this procedure, if any."""
@@ -444,7 +434,7 @@ class Registry:
                     Dossier.input_sha256 == input_sha256, Dossier.procedure == procedure
                 )
             )
-            return None if code is None else _record(self._load(session, code))
+            return None if code is None else DossierRecord.model_validate(self._load(session, code))
 
     def list_dossiers(
         self,
@@ -465,7 +455,7 @@ class Registry:
             stmt = stmt.where(Dossier.received_at < until)
         stmt = stmt.order_by(Dossier.received_at, Dossier.code)
         with self._session() as session:
-            return [_record(row) for row in session.scalars(stmt)]
+            return [DossierRecord.model_validate(row) for row in session.scalars(stmt)]
 
     def stale_reservations(self, older_than: timedelta) -> list[DossierRecord]:
         """Dossiers stuck in ``receiving`` whose reservation is older than ``older_than``."""
@@ -479,7 +469,7 @@ class Registry:
             .order_by(Dossier.created_at)
         )
         with self._session() as session:
-            return [_record(row) for row in session.scalars(stmt)]
+            return [DossierRecord.model_validate(row) for row in session.scalars(stmt)]
 
     # -- codes
 
@@ -716,15 +706,4 @@ class Registry:
             rows = session.scalars(
                 sa.select(BatchItem).where(BatchItem.batch_id == batch_id).order_by(BatchItem.id)
             )
-            return [
-                BatchItemRecord(
-                    batch_id=r.batch_id,
-                    input_name=r.input_name,
-                    input_sha256=r.input_sha256,
-                    outcome=r.outcome,  # type: ignore[arg-type]
-                    dossier_code=r.dossier_code,
-                    reason=r.reason,
-                    at=r.at,
-                )
-                for r in rows
-            ]
+            return [BatchItemRecord.model_validate(r) for r in rows]

@@ -16,6 +16,7 @@ import pytest
 
 from pipeline.core.errors import ExitCode
 from pipeline.training.samples import render_sample_dossier
+from storage import keys
 from storage.objects import LocalObjectStore
 from storage.registry import Registry
 
@@ -98,6 +99,20 @@ def test_ingest_writes_contract_json_and_signed_searchable_pdf(received: tuple[H
     assert set(written["artifacts"].values()) <= set(runner.stored_keys())
 
 
+def test_stored_objects_follow_the_key_layout(received: tuple[Hoso, Path, dict]) -> None:
+    runner, _, receipt = received
+    code = receipt["dossier_code"]
+    assert receipt["artifacts"] == {
+        keys.INPUT: keys.input_key(code, SAMPLE.name),
+        keys.DIGITISED: keys.digitised_key(code),
+        keys.MANIFEST: keys.manifest_key(code),
+    }
+    stored = {k for k in runner.stored_keys() if k.startswith(keys.dossier_prefix(code))}
+    assert set(receipt["artifacts"].values()) <= stored
+    record = runner.registry.get(code)
+    assert record.artifacts[keys.INPUT].content_type == "application/pdf"  # told by the bytes
+
+
 def test_verify_accepts_the_signed_copy_and_detects_one_changed_byte(
     received: tuple[Hoso, Path, dict], tmp_path: Path
 ) -> None:
@@ -167,6 +182,9 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, ExitCode]]:
     pdf.save(folder / "zero_size_page.pdf")
     _png_header_bomb(folder / "bomb.png")
     (folder / "notes.pdf").write_bytes(b"just some text, not a scan\n" * 10)
+    (folder / "readme.txt").write_text("scanned on 14/07/2025\n")  # a batch no longer skips it by its name
+    os.mkfifo(folder / "pipe.pdf")  # reading it would wait forever for a writer
+    (folder / "link.pdf").symlink_to(SAMPLE)  # a good dossier elsewhere: never followed
     return {
         "zero_byte.pdf": (folder / "zero_byte.pdf", ExitCode.input_empty),
         "truncated.pdf": (folder / "truncated.pdf", ExitCode.input_corrupt),
@@ -174,11 +192,16 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, ExitCode]]:
         "zero_size_page.pdf": (folder / "zero_size_page.pdf", ExitCode.input_invalid_page),
         "bomb.png": (folder / "bomb.png", ExitCode.input_too_large),
         "notes.pdf": (folder / "notes.pdf", ExitCode.input_unsupported),
+        "readme.txt": (folder / "readme.txt", ExitCode.input_unsupported),
+        "pipe.pdf": (folder / "pipe.pdf", ExitCode.input_not_regular),
+        "link.pdf": (folder / "link.pdf", ExitCode.input_not_regular),
     }
 
 
 @pytest.mark.parametrize(
-    "name", ["zero_byte.pdf", "truncated.pdf", "encrypted.pdf", "zero_size_page.pdf", "bomb.png", "notes.pdf"]
+    "name",
+    ["zero_byte.pdf", "truncated.pdf", "encrypted.pdf", "zero_size_page.pdf", "bomb.png", "notes.pdf", "pipe.pdf",
+     "link.pdf"],
 )
 def test_bad_input_gets_one_clear_line_its_exit_code_and_leaves_nothing(
     hoso: Hoso, tmp_path: Path, name: str
@@ -193,6 +216,16 @@ def test_bad_input_gets_one_clear_line_its_exit_code_and_leaves_nothing(
     assert "Traceback" not in proc.stderr
     assert hoso.stored_keys() == []
     assert hoso.registry.list_dossiers() == []
+
+
+@pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
+def test_a_device_is_refused_at_once(hoso: Hoso) -> None:
+    start = time.monotonic()
+    proc = hoso("ingest", "/dev/zero", "--procedure", "business_household_registration", timeout=60)
+    assert time.monotonic() - start < 30
+    assert proc.returncode == ExitCode.input_not_regular, proc.stderr
+    assert proc.stderr.startswith("hoso: lỗi [input_not_regular]:") and proc.stderr.count("\n") == 1
+    assert hoso.stored_keys() == []
 
 
 def test_unknown_procedure_is_refused_before_any_work(hoso: Hoso) -> None:

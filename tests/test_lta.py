@@ -24,6 +24,7 @@ from signing.levels import Level, add_document_timestamp, signing_validation_con
 from signing.pki import ensure_dev_pki
 from signing.signers import _load_signer, sign_pdf
 from signing.verify import verify_pdf
+from storage import keys as object_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_results import pdfa_2b_problems  # noqa: E402
@@ -271,6 +272,7 @@ def test_signing_refresh_renews_stored_results_and_keeps_history(test_pki, tmp_p
     (done,) = refresh()
     assert done["action"] == "refreshed" and done["reason"] == "B-LT without a document timestamp"
     assert store.get_bytes(done["history_key"]) == before["B-LT"]  # nothing lost
+    assert done["history_key"] == object_keys.history_key(codes["B-LT"], "result", 1)
     renewed = store.get_bytes(key["B-LT"])
     assert renewed.startswith(before["B-LT"])  # an incremental update of the same file
     report = verify_pdf(renewed, [pki.root_cert])

@@ -266,3 +266,32 @@ def test_settings_choose_the_implementation(tmp_path: Path) -> None:
     http.close()
     with pytest.raises(ConfigurationError):
         Services(Settings(data_dir=tmp_path, natdb="http")).national_db()
+
+
+def test_national_tables_are_the_registrys_one_schema(registry_url: str) -> None:
+    """``natdb_*`` live on the registry's metadata and are created with its tables, before any adapter."""
+    import sqlalchemy as sa
+    from sqlalchemy.orm import DeclarativeBase
+
+    import pipeline.national.db as natdb_module
+    from storage.registry import Base, NatdbCitizen, NatdbCitizenDocument
+
+    assert {"natdb_citizens", "natdb_citizen_documents", "dossiers"} <= set(Base.metadata.tables)
+    assert NatdbCitizen.metadata is Base.metadata and NatdbCitizenDocument.metadata is Base.metadata
+    declared = [v for v in vars(natdb_module).values() if isinstance(v, type) and issubclass(v, DeclarativeBase)]
+    assert all(cls.metadata is Base.metadata for cls in declared)
+
+    registry = Registry(registry_url)
+    try:
+        assert {"natdb_citizens", "natdb_citizen_documents"} <= set(sa.inspect(registry.engine).get_table_names())
+        db = RegistryNationalDb(registry)  # seeds the registry's tables; creates none
+        assert db.citizen_count() == len(synthetic_citizens())
+        saved = db.save_document(StoredDocument(id_number=MAI["id_number"], doc_type="cccd", sha256="c" * 64,
+                                                object_key="dossiers/D-7/digitised.pdf", dossier_code="D-7",
+                                                pages=[2], fields={"id_number": MAI["id_number"]}))
+        (found,) = db.find_documents(MAI["id_number"], ["cccd"])
+        assert found == saved and found.saved_at is not None and found.saved_at.utcoffset() == timedelta(0)
+        with registry.engine.connect() as conn:
+            assert conn.scalar(sa.select(sa.func.count()).select_from(NatdbCitizenDocument)) == 1
+    finally:
+        registry.close()

@@ -14,7 +14,7 @@ import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
 from ocr import inspect_input, ocr_input
-from ocr.models import OcrOptions
+from ocr.models import OcrOptions, OcrResult
 from ocr.recognize import parse_tsv
 from pipeline.core.errors import InputEncrypted
 
@@ -57,6 +57,12 @@ def to_pdf(images: list[Image.Image], path: Path) -> Path:
     return path
 
 
+def _ocr(src: Path, out: Path, options: dict[str, object]) -> OcrResult:
+    """Inspect, then OCR: the engine takes the inspected input."""
+    opts = OcrOptions.model_validate(options)
+    return ocr_input(inspect_input(src, opts), out, opts)
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("ocr-cache")
@@ -69,7 +75,7 @@ def dossier(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> tuple[Path
     pages = [separator_page("SEP|T-1|01"), text_page(), text_page().rotate(180), Image.new("L", (W, H), 250)]
     src = to_pdf(pages, d / "in.pdf")
     out = d / "out.pdf"
-    result = ocr_input(src, out, OcrOptions.model_validate({"jobs": 1, "cache_dir": cache}))
+    result = _ocr(src, out, {"jobs": 1, "cache_dir": cache})
     return src, out, result
 
 
@@ -130,7 +136,7 @@ def test_bilevel_page_stays_bilevel_and_small(tmp_path: Path, cache: Path) -> No
     src = tmp_path / "bw.tif"
     page.save(src, compression="group4", dpi=(DPI, DPI))
     out = tmp_path / "bw.pdf"
-    result = ocr_input(src, out, OcrOptions.model_validate({"jobs": 1, "cache_dir": cache}))
+    result = _ocr(src, out, {"jobs": 1, "cache_dir": cache})
     assert "Nguyễn Thị Hương" in result.pages[0].text
     with pikepdf.open(out) as pdf:
         image = pdf.pages[0].Resources.XObject.Im0
@@ -146,7 +152,7 @@ def test_folder_in_parallel(tmp_path: Path, cache: Path) -> None:
     text_page(LINES[3:]).save(d / "p02.jpg", dpi=(DPI, DPI), quality=90)
     Image.new("L", (W, H), 255).save(d / "p03.png", dpi=(DPI, DPI))
     out = tmp_path / "out.pdf"
-    result = ocr_input(d, out, OcrOptions.model_validate({"jobs": 2, "cache_dir": cache}))
+    result = _ocr(d, out, {"jobs": 2, "cache_dir": cache})
     assert [p.kind for p in result.pages] == ["content", "content", "blank"]
     assert "Hạnh phúc" in result.pages[0].text and "Đông Anh" in result.pages[1].text
     with pikepdf.open(out) as pdf:
@@ -161,7 +167,7 @@ def test_bad_input_fails_before_any_output(tmp_path: Path) -> None:
         pdf.save(enc, encryption=pikepdf.Encryption(user="u", owner="o"))
     out = tmp_path / "out.pdf"
     with pytest.raises(InputEncrypted):
-        ocr_input(enc, out, OcrOptions.model_validate({"jobs": 1}))
+        _ocr(enc, out, {"jobs": 1})
     assert not out.exists()
     assert inspect_input(src, OcrOptions.model_validate({})).page_count == 1
 

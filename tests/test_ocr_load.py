@@ -12,7 +12,7 @@ import pikepdf
 import pytest
 from PIL import Image
 
-from ocr.load import InputInfo, inspect_input, iter_pages, sniff_format
+from ocr.load import inspect_input, iter_pages
 from ocr.models import OcrOptions
 from pipeline.core.errors import (
     InputCorrupt,
@@ -24,6 +24,7 @@ from pipeline.core.errors import (
     InputTooLarge,
     InputUnsupported,
 )
+from pipeline.core.inputs import identify_input
 
 OPTS = OcrOptions.model_validate({})
 SHARED_BAD = Path(__file__).resolve().parents[2] / "shared" / "corpus" / "public" / "bad_inputs"
@@ -136,7 +137,7 @@ def test_unknown_format(tmp_path: Path) -> None:
 def test_png_renamed_pdf_is_an_image(tmp_path: Path) -> None:
     f = tmp_path / "scan.pdf"
     _page_image().save(f, "PNG")
-    assert sniff_format(f) == "png"
+    assert identify_input(f).files[0].format == "png"
     info = inspect_input(f, OPTS)
     assert (info.kind, info.page_count) == ("image", 1)
 
@@ -144,7 +145,8 @@ def test_png_renamed_pdf_is_an_image(tmp_path: Path) -> None:
 def test_pdf_pages_native_resolution(tmp_path: Path) -> None:
     src = _image_pdf(tmp_path / "two.pdf", pages=2, dpi=100)
     info = inspect_input(src, OPTS)
-    assert info == InputInfo("pdf", 2, [src], ["pdf"])
+    assert (info.kind, info.page_count, info.files, info.formats) == ("pdf", 2, [src], ["pdf"])
+    assert info.input.files[0].content_type == "application/pdf"
     pages = list(iter_pages(info, OPTS))
     assert [p.index for p in pages] == [1, 2]
     for i, (_index, image, dpi) in enumerate(pages):

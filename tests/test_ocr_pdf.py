@@ -53,7 +53,7 @@ def scanned(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, OcrRe
     pages[0].save(src, "PDF", resolution=DPI, save_all=True, append_images=pages[1:], quality=88)
     out = d / "out.pdf"
     options = OcrOptions.model_validate({"jobs": 1, "cache_dir": d / "cache"})
-    return src, out, ocr_input(src, out, options)
+    return src, out, ocr_input(inspect_input(src, options), out, options)
 
 
 def test_text_from_the_pdf_equals_the_ocr_text_after_nfc(scanned: tuple[Path, Path, OcrResult]) -> None:
@@ -125,7 +125,8 @@ def test_jpeg_page_file_is_embedded_as_is(tmp_path: Path) -> None:
     src = tmp_path / "p1.jpg"
     text_page().save(src, dpi=(DPI, DPI), quality=80)
     out = tmp_path / "out.pdf"
-    result = ocr_input(src, out, OcrOptions.model_validate({"jobs": 1, "cache_dir": tmp_path / "c"}))
+    options = OcrOptions.model_validate({"jobs": 1, "cache_dir": tmp_path / "c"})
+    result = ocr_input(inspect_input(src, options), out, options)
     assert "Bến Nghé" in result.pages[0].text
     with pikepdf.open(out) as pdf:
         assert pdf.pages[0].Resources.XObject.Im0.read_raw_bytes() == src.read_bytes()

@@ -10,7 +10,7 @@ from pathlib import Path
 import pikepdf
 import pytest
 
-from ocr.load import signature_fields
+from pipeline.core.inputs import identify_input, pdf_signature_fields
 from pipeline.core.settings import Settings
 from pipeline.training.samples import render_sample_dossier
 from pipeline.usecases.desk import IntakeRequest, ingest
@@ -44,10 +44,10 @@ def signed_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[Services, Pa
 
 def test_signature_fields_found_only_on_signed_pdfs(signed_input: tuple[Services, Path], tmp_path: Path) -> None:
     _, path = signed_input
-    assert signature_fields(path) == ["CongDan"]
+    assert identify_input(path).signature_fields == ["CongDan"]
     plain = tmp_path / "plain.pdf"
     render_sample_dossier(plain, seed=3)
-    assert signature_fields(plain) == []
+    assert identify_input(plain).signature_fields == []
 
 
 def test_signed_input_is_stored_byte_identical_and_ocr_is_a_derived_copy(
@@ -77,4 +77,4 @@ def signature_fields_of(pdf: bytes) -> list[str]:
     with tempfile.NamedTemporaryFile(suffix=".pdf") as f:
         f.write(pdf)
         f.flush()
-        return signature_fields(Path(f.name))
+        return pdf_signature_fields(Path(f.name))

@@ -325,3 +325,55 @@ def test_naive_datetime_refused(registry: Registry) -> None:
 def test_unreachable_database_is_storage_failed() -> None:
     with pytest.raises(StorageFailed, match="unavailable"):
         Registry("postgresql+psycopg://postgres@127.0.0.1:1/test?connect_timeout=2")
+
+
+def test_records_are_read_from_rows_by_attribute() -> None:
+    """Each record model reads its ORM row's attributes (``from_attributes``): a column added to a table
+    and not to its record, or a record field no row has, fails here."""
+    from pydantic import BaseModel
+    from sqlalchemy import inspect as sa_inspect
+
+    from storage.registry import (
+        Artifact,
+        ArtifactRecord,
+        BatchItem,
+        BatchItemRecord,
+        Document,
+        DocumentRecord,
+        Dossier,
+        DossierRecord,
+        Event,
+        EventRecord,
+    )
+
+    pairs: list[tuple[type[BaseModel], type[Any], set[str]]] = [
+        (DossierRecord, Dossier, set()),
+        (DocumentRecord, Document, {"id", "dossier_code"}),
+        (ArtifactRecord, Artifact, {"id", "dossier_code"}),
+        (EventRecord, Event, {"id", "dossier_code"}),
+        (BatchItemRecord, BatchItem, {"id"}),
+    ]
+    for record, row, internal in pairs:
+        assert record.model_config.get("from_attributes") is True, record.__name__
+        mapper = sa_inspect(row)
+        attributes = {c.key for c in mapper.column_attrs} | {r.key for r in mapper.relationships}
+        assert set(record.model_fields) == attributes - internal - {"dossier"}, record.__name__
+
+    at = datetime(2025, 3, 3, 2, 30, tzinfo=UTC)
+    row = Dossier(
+        code="D-1", procedure="khai_sinh", procedure_code=None, agency_code=AGENCY, input_sha256=sha("x"),
+        input_name="x.pdf", applicant_id=None, state="received", intake_status="accepted", received_at=at,
+        due_at=at, completed_at=at, returned_at=None, receipt_json={"a": 1}, created_at=at, updated_at=at,
+        documents=[Document(position=1, doc_type="cccd", pages=[1], confidence=0.9, fields={"id_number": "1"},
+                            field_confidence={})],
+        artifacts=[Artifact(name=n, object_key=f"dossiers/D-1/{n}", sha256=sha(n), size=1,
+                            content_type="application/pdf", created_at=at) for n in ("input", "digitised")],
+        events=[Event(at=at, actor="desk", from_state=None, to_state="receiving", action="reserve")],
+    )
+    record = DossierRecord.model_validate(row)
+    assert record.state is DossierState.received
+    assert {name: a.object_key for name, a in record.artifacts.items()} == {
+        "input": "dossiers/D-1/input", "digitised": "dossiers/D-1/digitised"}
+    assert record.documents[0].to_info() == DocumentInfo(type="cccd", pages=[1], confidence=0.9,
+                                                         fields={"id_number": "1"})
+    assert [(e.from_state, e.to_state) for e in record.events] == [(None, DossierState.receiving)]

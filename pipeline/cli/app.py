@@ -16,6 +16,7 @@ import typer
 
 from pipeline.core.errors import ExitCode, HosoError
 from pipeline.usecases.services import Services
+from storage import keys
 
 app = typer.Typer(
     name="hoso",
@@ -136,7 +137,7 @@ def ingest(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         stem = input_path.stem if input_path.is_file() else input_path.name
-        signed = outcome.signed_pdf or _guard(lambda: services.store.get_bytes(receipt.artifacts["digitised"]))
+        signed = outcome.signed_pdf or _guard(lambda: services.store.get_bytes(receipt.artifacts[keys.DIGITISED]))
         _write_bytes(out / f"{stem}.pdf", signed)
         _write_json(out / f"{stem}.json", receipt.model_dump(mode="json"))
     if as_json:
@@ -241,7 +242,7 @@ def reprocess(
     runner: Any = ThreadPoolTaskRunner(max_workers=concurrency)  # Prefect's generic runner typing is too narrow
     flow = reprocess_flow.with_options(task_runner=runner)
     with quick_flow_settings():
-        summary = flow(str(folder), procedure, show_progress=not as_json)
+        summary = _guard(lambda: flow(str(folder), procedure, show_progress=not as_json))
     if as_json:
         print(summary.model_dump_json(indent=2))
     else:
@@ -384,7 +385,7 @@ def demo(
         issue_result(code, out)
     else:  # a second demo run: the result was issued before; take it from storage
         print(f"== 3. Kết quả điện tử đã được trả trước đó (trạng thái: {record.state})")
-        _write_bytes(result_pdf, services.store.get_bytes(record.artifacts["result"].object_key))
+        _write_bytes(result_pdf, services.store.get_bytes(record.artifacts[keys.RESULT].object_key))
     print("== 4. Kiểm tra chữ ký kết quả điện tử")
     _run_quietly(lambda: verify(result_pdf, None, False, None))
     print("== 5. Tra cứu hồ sơ")

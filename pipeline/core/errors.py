@@ -26,6 +26,7 @@ class ExitCode(IntEnum):
     invalid_state = 15
     integrity_error = 16
     configuration = 17
+    input_not_regular = 18  # a symlink, FIFO, device, socket or subfolder where a file was expected
     internal = 99
 
 
@@ -75,6 +76,11 @@ class InputEncrypted(InputError):
 class InputUnsupported(InputError):
     exit_code = ExitCode.input_unsupported
     default_vi = "Định dạng tệp không được hỗ trợ (chỉ nhận PDF, PNG, JPEG, TIFF)."
+
+
+class InputNotRegular(InputError):
+    exit_code = ExitCode.input_not_regular
+    default_vi = "Đầu vào không phải là tệp thông thường; vui lòng nộp tệp PDF/ảnh hoặc thư mục ảnh trang."
 
 
 class InputTooLarge(InputError):

@@ -19,6 +19,7 @@ from pipeline.national.db import (
     NationalDbUnavailable,
     StoredDocument,
 )
+from storage import keys
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def save_dossier_documents(db: CitizenDataStore, receipt: Receipt, digitised_sha
     Documents that name another person's ID (a child's birth certificate…) and unrecognised papers are
     not kept; neither is anything of a rejected dossier. A store that is down loses nothing but reuse.
     """
-    key = receipt.artifacts.get("digitised")
+    key = receipt.artifacts.get(keys.DIGITISED)
     applicant = receipt.applicant_id
     if receipt.status == "rejected" or not key or not applicant or not ID_PATTERN.match(applicant):
         return 0

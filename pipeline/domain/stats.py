@@ -30,6 +30,7 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel
 
 from pipeline.core.models import DossierState
+from storage import keys
 from storage.registry import DossierRecord, Registry
 
 Timeliness = Literal["early", "on_time", "late"]
@@ -123,8 +124,8 @@ def compute_stats(
         counts[kind] += 1
         still_open += pending
     received = len(records)
-    digitised = sum(1 for r in records if "digitised" in r.artifacts)
-    e_results = sum(1 for r in returned if "result" in r.artifacts)
+    digitised = sum(1 for r in records if keys.DIGITISED in r.artifacts)
+    e_results = sum(1 for r in returned if keys.RESULT in r.artifacts)
     reused = sum(1 for r in records if _reused(r))
     return ProvinceStats(
         start=start,

@@ -35,15 +35,15 @@ import yaml
 from pydantic import BaseModel, Field
 from rapidfuzz.distance import Levenshtein
 from sqlalchemy import exc
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
 from pipeline.core.errors import ConfigurationError, ExitCode, HosoError
 from pipeline.core.models import ApplicantCheck, CheckOutcome
 from pipeline.core.text import fold, parse_date
+from storage.registry import NatdbCitizen, NatdbCitizenDocument, Registry
 
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
-    from storage.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -203,34 +203,6 @@ def synthetic_citizens() -> tuple[Citizen, ...]:
 # --- in the registry database ---------------------------------------------------------------------
 
 
-class _Base(DeclarativeBase):
-    pass
-
-
-class CitizenRow(_Base):
-    __tablename__ = "natdb_citizens"
-
-    id_number: Mapped[str] = mapped_column(sa.String(12), primary_key=True)
-    full_name: Mapped[str] = mapped_column(sa.String(256))
-    date_of_birth: Mapped[str] = mapped_column(sa.String(10))
-    gender: Mapped[str] = mapped_column(sa.String(8))
-
-
-class CitizenDocumentRow(_Base):
-    __tablename__ = "natdb_citizen_documents"
-    __table_args__ = (sa.UniqueConstraint("id_number", "doc_type", "dossier_code", name="uq_natdb_document"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
-    id_number: Mapped[str] = mapped_column(sa.String(12), index=True)
-    doc_type: Mapped[str] = mapped_column(sa.String(128))
-    object_key: Mapped[str] = mapped_column(sa.String(1024))
-    sha256: Mapped[str] = mapped_column(sa.String(64))
-    dossier_code: Mapped[str] = mapped_column(sa.String(64))
-    pages: Mapped[list[int]] = mapped_column(sa.JSON)
-    fields: Mapped[dict[str, str]] = mapped_column(sa.JSON)
-    saved_at: Mapped[datetime] = mapped_column(sa.DateTime(timezone=True))
-
-
 def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
@@ -243,16 +215,12 @@ class RegistryNationalDb:
         self._prepare()
 
     def _prepare(self) -> None:
-        try:
-            _Base.metadata.create_all(self.engine)
-        except exc.SQLAlchemyError:  # two processes creating the tables at once: look again
-            time.sleep(0.2)
-            _Base.metadata.create_all(self.engine)
+        """Seed the population once; the tables are the registry's (created with it)."""
         try:
             with self._session() as session:
-                if session.scalar(sa.select(sa.func.count()).select_from(CitizenRow)):
+                if session.scalar(sa.select(sa.func.count()).select_from(NatdbCitizen)):
                     return
-                session.add_all(CitizenRow(**c.model_dump()) for c in synthetic_citizens())
+                session.add_all(NatdbCitizen(**c.model_dump()) for c in synthetic_citizens())
         except NationalDbUnavailable as err:
             if not isinstance(err.__cause__, exc.IntegrityError):
                 raise  # else another process seeded it first
@@ -267,17 +235,15 @@ class RegistryNationalDb:
 
     def citizen_count(self) -> int:
         with self._session() as session:
-            return int(session.scalar(sa.select(sa.func.count()).select_from(CitizenRow)) or 0)
+            return int(session.scalar(sa.select(sa.func.count()).select_from(NatdbCitizen)) or 0)
 
     def lookup(self, id_number: str, full_name: str | None, date_of_birth: str | None) -> VerifyAnswer:
         """The population DB's answer; NationalDbUnavailable if the database fails."""
         with self._session() as session:
-            row = session.get(CitizenRow, id_number)
+            row = session.get(NatdbCitizen, id_number)
             if row is None:
                 return VerifyAnswer(outcome="not_found")
-            citizen = Citizen(
-                id_number=row.id_number, full_name=row.full_name, date_of_birth=row.date_of_birth, gender=row.gender
-            )
+            citizen = Citizen.model_validate(row, from_attributes=True)
         return compare_citizen(citizen, full_name, date_of_birth)
 
     def verify_citizen(
@@ -295,15 +261,15 @@ class RegistryNationalDb:
             try:
                 with self._session() as session:
                     row = session.scalars(
-                        sa.select(CitizenDocumentRow).where(
-                            CitizenDocumentRow.id_number == saved.id_number,
-                            CitizenDocumentRow.doc_type == saved.doc_type,
-                            CitizenDocumentRow.dossier_code == saved.dossier_code,
+                        sa.select(NatdbCitizenDocument).where(
+                            NatdbCitizenDocument.id_number == saved.id_number,
+                            NatdbCitizenDocument.doc_type == saved.doc_type,
+                            NatdbCitizenDocument.dossier_code == saved.dossier_code,
                         )
                     ).one_or_none()
                     if row is None:
                         session.add(
-                            CitizenDocumentRow(
+                            NatdbCitizenDocument(
                                 id_number=saved.id_number,
                                 doc_type=saved.doc_type,
                                 dossier_code=saved.dossier_code,
@@ -326,23 +292,11 @@ class RegistryNationalDb:
             return []
         with self._session() as session:
             rows = session.scalars(
-                sa.select(CitizenDocumentRow)
-                .where(CitizenDocumentRow.id_number == id_number, CitizenDocumentRow.doc_type.in_(types))
-                .order_by(CitizenDocumentRow.saved_at.desc(), CitizenDocumentRow.id.desc())
+                sa.select(NatdbCitizenDocument)
+                .where(NatdbCitizenDocument.id_number == id_number, NatdbCitizenDocument.doc_type.in_(types))
+                .order_by(NatdbCitizenDocument.saved_at.desc(), NatdbCitizenDocument.id.desc())
             )
-            return [
-                StoredDocument(
-                    id_number=r.id_number,
-                    doc_type=r.doc_type,
-                    object_key=r.object_key,
-                    sha256=r.sha256,
-                    dossier_code=r.dossier_code,
-                    pages=list(r.pages or []),
-                    fields=dict(r.fields or {}),
-                    saved_at=_utc(r.saved_at),
-                )
-                for r in rows
-            ]
+            return [StoredDocument.model_validate(r, from_attributes=True) for r in rows]
 
     def close(self) -> None:
         """The engine belongs to the registry; nothing to release here."""

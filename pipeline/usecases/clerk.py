@@ -11,6 +11,7 @@ from pipeline.core.models import DossierState
 from pipeline.domain.results import ResultContent, issue_signed_result
 from pipeline.usecases.services import Services
 from signing.levels import Level
+from storage import keys
 
 RESULT_ALLOWED_FROM = {DossierState.received}
 APPROVER_NAME = "Lãnh đạo phê duyệt"
@@ -65,7 +66,7 @@ def issue_result(
         trust_roots=services.trust_roots,
         seal_image=services.settings.seal_image,
     )
-    key = f"dossiers/{code}/result.pdf"
+    key = keys.result_key(code)
     info = services.store.put_bytes(
         key, pdf, "application/pdf", metadata={"verification-code": verification_code}
     )
@@ -75,7 +76,7 @@ def issue_result(
         actor=actor,
         action="result_issued",
         note=f"verification code {verification_code}",
-        artifacts=[("result", info)],
+        artifacts=[(keys.RESULT, info)],
         allowed_from=RESULT_ALLOWED_FROM,
     )
     return IssuedResult(code, key, verification_code, pdf)

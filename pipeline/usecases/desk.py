@@ -1,6 +1,6 @@
 """The desk: a citizen's scanned dossier in, a receipt or a request to supplement out.
 
-Reads top to bottom: procedure → fingerprint → (already done?) → inspect → OCR → understand → national
+Reads top to bottom: procedure → identify the input → (already done?) → inspect → OCR → understand → national
 databases (verify the applicant, reuse stored documents) → validate → certify the digitised copy → record
 (objects first, then one registry transaction) → save the signed documents to the citizen's store.
 """
@@ -21,9 +21,9 @@ from tempfile import TemporaryDirectory
 from pyhanko.sign.fields import MDPPerm
 
 from ocr.engine import inspect_input, ocr_input
-from ocr.load import signature_fields
 from ocr.models import RecognizedPage
-from pipeline.core.errors import InputEmpty, InputMissing
+from pipeline.core.errors import InputEmpty
+from pipeline.core.inputs import Input, identify_input
 from pipeline.core.models import ApplicantCheck, DocumentInfo, DossierState, PageInfo, Receipt, Validation
 from pipeline.domain.applicant import apply_applicant_check, consult_national_db, save_dossier_documents
 from pipeline.domain.catalog import Catalog, Procedure
@@ -35,6 +35,7 @@ from pipeline.domain.validate import validate
 from pipeline.usecases.services import Services
 from signing.levels import Level
 from signing.signers import sign_pdf, stamp_box_top_right
+from storage import keys
 from storage.objects import ObjectInfo
 
 log = logging.getLogger(__name__)
@@ -44,7 +45,6 @@ STATE_OF_STATUS = {
     "needs_supplement": DossierState.needs_supplement,
     "rejected": DossierState.rejected,
 }
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 
 @dataclass(frozen=True)
@@ -62,13 +62,6 @@ class IntakeOutcome:
     signed_pdf: bytes | None = field(default=None, repr=False)
 
 
-@dataclass(frozen=True)
-class InputFingerprint:
-    sha256: str
-    files: list[Path]  # the files that make up the input, in page order
-    name: str
-
-
 class _Stopwatch:
     def __init__(self) -> None:
         self.timings: dict[str, float] = {}
@@ -80,27 +73,6 @@ class _Stopwatch:
             yield
         finally:
             self.timings[name] = round(time.perf_counter() - start, 3)
-
-
-def fingerprint_input(path: Path) -> InputFingerprint:
-    """Identify an input by the SHA-256 of its bytes (a folder: of its page files' names and bytes)."""
-    if not path.exists():
-        raise InputMissing(f"input not found: {path}", f"Không tìm thấy tệp hoặc thư mục: {path.name}")
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
-        digest = hashlib.sha256()
-        for f in files:
-            digest.update(f.name.encode() + b"\0" + _file_sha256(f).encode() + b"\n")
-        return InputFingerprint(digest.hexdigest(), files, path.name)
-    return InputFingerprint(_file_sha256(path), [path], path.name)
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def understand(pages: list[RecognizedPage], catalog: Catalog) -> tuple[list[PageInfo], list[DocumentInfo]]:
@@ -154,9 +126,9 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     """Run the desk chain for one dossier; idempotent by input content."""
     clock = _Stopwatch()
     procedure = services.catalog.procedure(request.procedure)
-    fingerprint = fingerprint_input(request.input_path)
+    source = identify_input(request.input_path)
 
-    existing = services.registry.find_by_input(fingerprint.sha256, procedure.key)
+    existing = services.registry.find_by_input(source.sha256, procedure.key)
     if existing is not None and existing.state != DossierState.receiving:
         log.info("dossier %s already received from this input; nothing to do", existing.code)
         return IntakeOutcome(Receipt.model_validate(existing.receipt_json), already_done=True)
@@ -165,13 +137,13 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     services.keys.signer("officer")  # likewise the officer's key (a wrong token PIN fails here)
     options = services.ocr_options
     with clock.stage("inspect"):
-        info = inspect_input(request.input_path, options)
+        info = inspect_input(source, options)
     if info.page_count == 0:
         raise InputEmpty("input has no pages", "Hồ sơ không có trang nào.")
 
     with TemporaryDirectory(prefix="hoso-desk-") as tmp:
         with clock.stage("ocr"):
-            ocr = ocr_input(request.input_path, Path(tmp) / "searchable.pdf", options)
+            ocr = ocr_input(info, Path(tmp) / "searchable.pdf", options)
         with clock.stage("understand"):
             pages, documents = understand(ocr.pages, services.catalog)
         natdb = services.national_db()
@@ -187,7 +159,7 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
 
             with clock.stage("record"):
                 receipt = record_intake(
-                    request, services, procedure, fingerprint, pages, documents, validation, signed, clock.timings,
+                    request, services, procedure, source, pages, documents, validation, signed, clock.timings,
                     now, applicant_check=check,
                 )
             with clock.stage("save_to_citizen_store"):
@@ -201,7 +173,7 @@ def record_intake(
     request: IntakeRequest,
     services: Services,
     procedure: Procedure,
-    fingerprint: InputFingerprint,
+    source: Input,
     pages: list[PageInfo],
     documents: list[DocumentInfo],
     validation: Validation,
@@ -220,8 +192,8 @@ def record_intake(
     registry, store = services.registry, services.store
     received_at = now or datetime.now(UTC)
     record = registry.reserve(
-        input_sha256=fingerprint.sha256,
-        input_name=fingerprint.name,
+        input_sha256=source.sha256,
+        input_name=source.name,
         procedure=procedure.key,
         procedure_code=procedure.national_code,
         agency_code=services.settings.agency_code,
@@ -230,14 +202,14 @@ def record_intake(
         applicant_id=request.applicant_id,
         actor=request.actor,
     )
-    prefix = f"dossiers/{record.code}"
+    code = record.code
     written: list[tuple[str, ObjectInfo]] = []
     try:
-        for i, f in enumerate(fingerprint.files, start=1):
-            name = "input" if len(fingerprint.files) == 1 else f"input-{i:04d}"
-            written.append((name, store.put_file(f"{prefix}/input/{f.name}", f, _content_type(f))))
+        for i, f in enumerate(source.files, start=1):
+            name = keys.input_artifact(i, len(source.files))
+            written.append((name, store.put_file(keys.input_key(code, f.name), f.path, f.content_type)))
         written.append(
-            ("digitised", store.put_bytes(f"{prefix}/digitised.pdf", signed_pdf, "application/pdf"))
+            (keys.DIGITISED, store.put_bytes(keys.digitised_key(code), signed_pdf, "application/pdf"))
         )
         receipt = Receipt(
             dossier_code=record.code,
@@ -256,31 +228,30 @@ def record_intake(
             inconsistencies=validation.inconsistencies,
             notice_vi=validation.notice_vi,
             applicant_check=applicant_check,
-            artifacts={name: info.key for name, info in written} | {"manifest": f"{prefix}/manifest.json"},
-            input_sha256=fingerprint.sha256,
+            artifacts={name: info.key for name, info in written} | {keys.MANIFEST: keys.manifest_key(code)},
+            input_sha256=source.sha256,
             timings=timings,
         )
         manifest = {
             "receipt": receipt.model_dump(mode="json"),
             "objects": {name: info.model_dump(mode="json") for name, info in written},
         }
-        signed_fields = signature_fields(fingerprint.files[0]) if len(fingerprint.files) == 1 else []
-        if signed_fields:
+        if source.signature_fields:
             # A signed input is kept byte-identical as `input`; the OCR'd copy is derived from it.
             manifest["derived_from"] = {
-                "digitised": {
-                    "artifact": "input",
+                keys.DIGITISED: {
+                    "artifact": keys.INPUT,
                     "key": written[0][1].key,
-                    "sha256": fingerprint.sha256,
+                    "sha256": source.sha256,
                     "reason": "input PDF carries signatures; stored unchanged, OCR in a derived copy",
-                    "signature_fields": signed_fields,
+                    "signature_fields": source.signature_fields,
                 }
             }
         written.append(
             (
-                "manifest",
+                keys.MANIFEST,
                 store.put_bytes(
-                    f"{prefix}/manifest.json",
+                    keys.manifest_key(code),
                     json.dumps(manifest, ensure_ascii=False, indent=2).encode(),
                     "application/json",
                 ),
@@ -319,15 +290,3 @@ def _applicant_id(documents: list[DocumentInfo]) -> str | None:
             return doc.fields["id_number"]
     return None
 
-
-def _content_type(path: Path) -> str:
-    head = path.open("rb").read(8)
-    if head.startswith(b"%PDF"):
-        return "application/pdf"
-    if head.startswith(b"\x89PNG"):
-        return "image/png"
-    if head.startswith(b"\xff\xd8"):
-        return "image/jpeg"
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
-        return "image/tiff"
-    return "application/octet-stream"

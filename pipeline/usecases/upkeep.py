@@ -6,7 +6,8 @@ timestamp over the file, with fresh validation data for the previous one, carrie
 A B-LT file (validation data, no document timestamp) gets its first one.
 
 Stored objects are replaced only after the new bytes verify; the previous version is kept under
-``dossiers/<code>/history/<artifact>/<n>.pdf`` and the registry records an event.
+``dossiers/<code>/history/<artifact>/<n>.pdf`` (:func:`storage.keys.history_key`) and the registry
+records an event.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pipeline.core.errors import ConfigurationError, HosoError, SigningFailed
 from pipeline.core.models import DossierState
 from signing.levels import add_document_timestamp, forget_validation_contexts, signing_validation_context
 from signing.verify import verify_pdf
+from storage import keys
 from storage.objects import ObjectStore
 from storage.registry import Registry
 
@@ -36,7 +38,7 @@ __all__ = ["REFRESHABLE_ARTIFACTS", "RefreshItem", "refresh_reason", "refresh_st
 log = logging.getLogger(__name__)
 
 #: Registry artifacts that carry long-term signatures.
-REFRESHABLE_ARTIFACTS = ("result", "digitised")
+REFRESHABLE_ARTIFACTS = (keys.RESULT, keys.DIGITISED)
 
 
 class RefreshItem(BaseModel):
@@ -79,13 +81,13 @@ def refresh_reason(pdf: bytes, within: dt.timedelta, now: dt.datetime) -> str | 
     return None
 
 
-def _history_key(store: ObjectStore, object_key: str, artifact: str) -> str:
-    folder = f"{object_key.rsplit('/', 1)[0]}/history/{artifact}"
-    taken = {info.key for info in store.list(folder + "/")}
+def _history_key(store: ObjectStore, code: str, artifact: str) -> str:
+    """The first free version key in the artifact's history."""
+    taken = {info.key for info in store.list(keys.history_prefix(code, artifact))}
     n = 1
-    while f"{folder}/{n}.pdf" in taken:
+    while keys.history_key(code, artifact, n) in taken:
         n += 1
-    return f"{folder}/{n}.pdf"
+    return keys.history_key(code, artifact, n)
 
 
 def refresh_stored(
@@ -147,7 +149,7 @@ def _refresh_one(
         report = verify_pdf(renewed, trust_root_files)
         if not report.ok:
             raise SigningFailed(f"the renewed file does not verify: {report.summary_en}")
-        history = _history_key(store, item.object_key, item.artifact)
+        history = _history_key(store, item.dossier_code, item.artifact)
         store.put_bytes(history, pdf, "application/pdf")
         info = store.put_bytes(item.object_key, renewed, "application/pdf")
         registry.transition(
