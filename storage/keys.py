@@ -6,6 +6,7 @@
     dossiers/<code>/manifest.json                 receipt + objects written at intake (``manifest``)
     dossiers/<code>/result.pdf                    the signed and sealed e-result (``result``)
     dossiers/<code>/history/<artifact>/<n>.pdf    earlier versions of a renewed signed PDF, n = 1, 2, …
+    dossiers/<code>/forms/<NN>-<slug>-<n>.pdf     the stored copy of the n-th one-stop form NN (Mẫu 01–06)
 
 Keys derive from the dossier code alone, so a resumed intake writes to the same keys and never stores
 a dossier twice. Stored keys are recorded in the registry: never move existing objects.
@@ -61,3 +62,12 @@ def history_key(code: str, artifact: str, version: int) -> str:
     if version < 1:
         raise ValueError(f"history versions start at 1, not {version}")
     return f"{history_prefix(code, artifact)}{version}.pdf"
+
+
+def form_key(code: str, number: str, slug: str, n: int = 1) -> str:
+    """Key of the stored copy of a dossier's ``n``-th (1-based) form ``number`` (e.g. ``01``, ``tiep-nhan``)."""
+    if n < 1:
+        raise ValueError("form sequence numbers start at 1")
+    if not number.isdigit() or not slug or "/" in slug:
+        raise ValueError(f"not a form number and slug: {number!r}, {slug!r}")
+    return f"{dossier_prefix(code)}forms/{number}-{slug}-{n}.pdf"

@@ -72,6 +72,7 @@ from pipeline.domain.printing import (
 from signing.levels import Level
 from signing.pki import ROLE_TITLES
 from signing.signers import KeySource, sign_pdf
+from storage import keys
 from storage.objects import validate_key
 
 __all__ = [
@@ -633,10 +634,8 @@ def form_object_key(dossier_code: str, kind: FormKind, n: int = 1, book: FormBoo
     """Where the stored copy of a dossier's ``n``-th form of ``kind`` lives, e.g.
     ``dossiers/<code>/forms/01-tiep-nhan-1.pdf``. The citizen's copy (with the secret) is never stored.
     """
-    if n < 1:
-        raise ValueError("form sequence numbers start at 1")
     spec = (book or load_forms()).forms[kind]
-    return validate_key(f"dossiers/{dossier_code}/forms/{spec.number}-{spec.slug}-{n}.pdf")
+    return validate_key(keys.form_key(dossier_code, spec.number, spec.slug, n))
 
 
 # ---------------------------------------------------------------------------------------------------
