@@ -83,7 +83,7 @@ def parse_pools(spec: Any) -> Pools:
     """Pools from the YAML document's data; ValueError saying which entry is wrong."""
     if not isinstance(spec, dict):
         raise ValueError("the pools file must be a mapping")
-    by_gender = {}
+    by_gender: dict[str, dict[str, tuple[str, ...]]] = {}
     for key in ("middle", "given"):
         if not isinstance(spec.get(key), dict) or set(spec[key]) != set(GENDERS):
             raise ValueError(f"{key} must have exactly the genders {', '.join(GENDERS)}")
