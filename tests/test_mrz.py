@@ -1,10 +1,11 @@
-"""The CCCD back's machine-readable zone: ICAO 9303 check digits, OCR repairs, field cross-checks."""
+"""The CCCD back's machine-readable zone: ICAO 9303 check digits, the card's layout, OCR repairs, field cross-checks."""
 
 from __future__ import annotations
 
-from pipeline.core.mrz import check_digit, parse_mrz
+import pytest
+
+from pipeline.core.mrz import cccd_mrz, check_digit, parse_mrz
 from pipeline.domain.extract import extract_fields
-from pipeline.training.synth import cccd_mrz
 
 
 def test_icao_check_digits() -> None:
@@ -13,6 +14,50 @@ def test_icao_check_digits() -> None:
     assert check_digit("740812") == "2"
     assert check_digit("120415") == "9"
     assert check_digit("<<<<") == "0"
+
+
+def test_icao_td1_specimen_every_check_digit() -> None:
+    # ICAO 9303 Part 5's TD1 specimen: document number, both dates and the composite over lines 1 and 2.
+    line1, line2 = "I<UTOD231458907<<<<<<<<<<<<<<<", "7408122F1204159UTO<<<<<<<<<<<6"
+    assert check_digit(line1[5:14]) == line1[14] == "7"
+    assert check_digit(line2[0:6]) == line2[6] and check_digit(line2[8:14]) == line2[14]
+    assert check_digit(line1[5:30] + line2[0:7] + line2[8:15] + line2[18:29]) == line2[29] == "6"
+
+
+@pytest.mark.parametrize("text", ["a", "l898902c3", "Đ", "D23 145890", "٣"])
+def test_check_digit_refuses_what_an_mrz_cannot_hold(text: str) -> None:
+    # The MRZ alphabet is 0-9, A-Z and <. A former copy in samples.py valued any letter as ord(c) - 55
+    # ("a" → "4") while the others took it for a filler ("a" → "0"): both silently wrong.
+    with pytest.raises(ValueError, match="not an MRZ character"):
+        check_digit(text)
+
+
+def test_cccd_mrz_is_laid_out_like_an_issued_card() -> None:
+    lines = cccd_mrz("001203012345", "05/03/2003", "Nữ", "05/03/2043", "Trần Thị Bé")
+    assert lines == (
+        "IDVNM2030123450001203012345<<1",  # last 9 digits + check, the 12-digit ID + << + the ID's check
+        "0303055F4303053VNM<<<<<<<<<<<2",  # birth + check, sex, expiry + check, nationality, composite
+        "TRAN<<THI<BE<<<<<<<<<<<<<<<<<<",
+    )
+    line1, line2, _ = lines
+    assert line1[29] == check_digit("001203012345")
+    assert line2[29] == check_digit(line1[5:30] + line2[0:7] + line2[8:15] + line2[18:29])
+    long_name = cccd_mrz("079085001122", "17/08/1985", "Nam", "17/08/2045", "Tôn Nữ Thị Hoàng Phương Khánh Ngọc")[2]
+    assert long_name == "TON<<NU<THI<HOANG<PHUONG<KHANH" and len(long_name) == 30
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("07908500112", "17/08/1985", "Nam", "17/08/2045", "Lê Văn An"),  # 11 digits
+        ("079085001122", "31/02/1985", "Nam", "17/08/2045", "Lê Văn An"),  # no such date
+        ("079085001122", "17/08/1985", "M", "17/08/2045", "Lê Văn An"),  # gender is Nam or Nữ
+        ("079085001122", "17/08/1985", "Nam", "17/08/2045", "  "),  # no name
+    ],
+)
+def test_cccd_mrz_refuses_what_a_card_cannot_say(args: tuple[str, str, str, str, str]) -> None:
+    with pytest.raises(ValueError):
+        cccd_mrz(*args)
 
 
 def test_parse_valid_mrz_of_a_chip_card() -> None:

@@ -34,7 +34,7 @@ from pipeline.usecases.services import Services
 from storage.registry import Registry
 
 SAMPLE = json.loads((Path(__file__).resolve().parents[1] / "pipeline/data/sample_dossier.json").read_text())
-MAI = SAMPLE["documents"][1]["fields"]  # the sample's CCCD: Đặng Thị Mai, 079182424604
+APPLICANT = SAMPLE["documents"][1]["fields"]  # the sample's CCCD: Trần Mỹ Khánh Oanh, 079178499748
 NOBODY = "001090123456"  # a well-formed ID that is not in the seed
 PROCEDURE = load_catalog().procedure("business_household_registration")
 
@@ -42,7 +42,7 @@ PROCEDURE = load_catalog().procedure("business_household_registration")
 def test_seed_is_deterministic_valid_and_holds_the_sample_citizen() -> None:
     people = synthetic_citizens()
     assert len(people) == 201 and len({p.id_number for p in people}) == 201
-    assert people[0].model_dump() == {k: MAI[k] for k in ("id_number", "full_name", "date_of_birth", "gender")}
+    assert people[0].model_dump() == {k: APPLICANT[k] for k in ("id_number", "full_name", "date_of_birth", "gender")}
     # every ID is structurally right for its holder's birth year and gender (extract.check_id's rules)
     assert all(check_id(p.id_number, p.date_of_birth, p.gender) == 1.0 for p in people)
     assert NOBODY not in {p.id_number for p in people}
@@ -65,17 +65,17 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NationalDb]:
 
 
 def test_verify_outcomes(db: NationalDb) -> None:
-    ok = db.verify_citizen(MAI["id_number"], "DANG THI MAI", "1982-12-07")  # OCR may drop marks; ISO date
+    ok = db.verify_citizen(APPLICANT["id_number"], "TRAN MY KHANH OANH", "1978-03-01")  # marks dropped; ISO date
     assert (ok.outcome, ok.mismatched) == ("verified", [])
-    slip = db.verify_citizen(MAI["id_number"], "ĐẶNG THỊ MAl", MAI["date_of_birth"])  # one OCR slip (i → l)
+    slip = db.verify_citizen(APPLICANT["id_number"], "TRẦN MỸ KHÁNH 0ANH", APPLICANT["date_of_birth"])  # O → 0
     assert slip.outcome == "verified"
-    name = db.verify_citizen(MAI["id_number"], "Đặng Thị Lan", MAI["date_of_birth"])
+    name = db.verify_citizen(APPLICANT["id_number"], "Trần Mỹ Khánh Linh", APPLICANT["date_of_birth"])  # 2 edits
     assert (name.outcome, name.mismatched) == ("mismatch", ["full_name"])
-    both = db.verify_citizen(MAI["id_number"], "Trần Văn An", "08/12/1982")
+    both = db.verify_citizen(APPLICANT["id_number"], "Trần Văn An", "02/03/1978")
     assert both.mismatched == ["full_name", "date_of_birth"]
     assert "không khớp" in both.notes_vi[0]
     assert db.verify_citizen(NOBODY, "Trần Văn An", None).outcome == "not_found"
-    assert db.verify_citizen(MAI["id_number"], None, None).outcome == "verified"  # existence only
+    assert db.verify_citizen(APPLICANT["id_number"], None, None).outcome == "verified"  # existence only
 
 
 def test_store_saves_replaces_and_finds_newest_first(db: NationalDb) -> None:
@@ -114,12 +114,12 @@ def test_nothing_listening_is_unverified_quickly_and_once() -> None:
     (port,) = free_ports(1, with_grpc=False)
     client = HttpNationalDb(f"http://{LOOPBACK}:{port}", timeout=2, retries=2, backoff=0.05)
     start = time.perf_counter()
-    check = client.verify_citizen(MAI["id_number"], MAI["full_name"], MAI["date_of_birth"])
+    check = client.verify_citizen(APPLICANT["id_number"], APPLICANT["full_name"], APPLICANT["date_of_birth"])
     assert check.outcome == "unverified" and "3 attempts" in (check.reason or "")
     assert "ConnectError" in (check.reason or "")
     assert "vẫn được tiếp nhận" in check.notes_vi[0]
     with pytest.raises(NationalDbUnavailable):  # remembered as down: no second round of attempts
-        client.find_documents(MAI["id_number"], ["cccd"])
+        client.find_documents(APPLICANT["id_number"], ["cccd"])
     assert time.perf_counter() - start < 2
 
 
@@ -138,7 +138,7 @@ def silent_port() -> Iterator[int]:
 def test_a_hung_service_times_out_into_unverified(silent_port: int) -> None:
     client = HttpNationalDb(f"http://{LOOPBACK}:{silent_port}", timeout=0.3, retries=1, backoff=0.05)
     start = time.perf_counter()
-    check = client.verify_citizen(MAI["id_number"], MAI["full_name"], MAI["date_of_birth"])
+    check = client.verify_citizen(APPLICANT["id_number"], APPLICANT["full_name"], APPLICANT["date_of_birth"])
     elapsed = time.perf_counter() - start
     assert check.outcome == "unverified" and "no answer within 0.3 s" in (check.reason or "")
     assert 0.6 <= elapsed < 3, elapsed  # two attempts of 0.3 s each, bounded
@@ -173,7 +173,7 @@ def test_a_5xx_is_retried() -> None:
     thread.start()
     try:
         client = HttpNationalDb(f"http://{LOOPBACK}:{server.server_port}", timeout=2, retries=2, backoff=0.01)
-        assert client.verify_citizen(MAI["id_number"], None, None).outcome == "verified"
+        assert client.verify_citizen(APPLICANT["id_number"], None, None).outcome == "verified"
         assert _Flaky.calls == 2
     finally:
         server.shutdown()
@@ -214,14 +214,14 @@ def test_desk_reuses_a_stored_cccd_by_reference(db: NationalDb) -> None:
 
 def test_desk_without_a_service_accepts_and_reuses_nothing(silent_port: int) -> None:
     client = HttpNationalDb(f"http://{LOOPBACK}:{silent_port}", timeout=0.2, retries=0)
-    documents = [_form({"full_name": MAI["full_name"], "id_number": MAI["id_number"]}),
-                 DocumentInfo(type="cccd", pages=[2], confidence=0.9, fields=MAI)]
-    check, reused = consult_national_db(client, PROCEDURE, MAI["id_number"], documents)
+    documents = [_form({"full_name": APPLICANT["full_name"], "id_number": APPLICANT["id_number"]}),
+                 DocumentInfo(type="cccd", pages=[2], confidence=0.9, fields=APPLICANT)]
+    check, reused = consult_national_db(client, PROCEDURE, APPLICANT["id_number"], documents)
     assert check is not None and check.outcome == "unverified" and reused == []
     validation = apply_applicant_check(validate(PROCEDURE, documents, load_catalog()), check)
     assert validation.status == "accepted"
     # only the form: the CCCD cannot be looked up, so it is missing (a supplement, not a rejection)
-    check, reused = consult_national_db(client, PROCEDURE, MAI["id_number"], documents[:1])
+    check, reused = consult_national_db(client, PROCEDURE, APPLICANT["id_number"], documents[:1])
     assert reused == [] and validation.status == "accepted"
     assert validate(PROCEDURE, documents[:1], load_catalog()).status == "needs_supplement"
 
@@ -235,7 +235,7 @@ def _receipt(status: str, documents: list[DocumentInfo], applicant: str | None) 
 
 def test_saving_keeps_only_the_applicants_own_recognised_papers(tmp_path: Path) -> None:
     db = RegistryNationalDb(Registry(f"sqlite:///{tmp_path / 'registry.db'}"))
-    me, child = MAI["id_number"], synthetic_citizens()[3].id_number
+    me, child = APPLICANT["id_number"], synthetic_citizens()[3].id_number
     docs = [
         _form({"id_number": me}),
         DocumentInfo(type="cccd", pages=[2], confidence=0.9, fields={"id_number": me}),
@@ -286,10 +286,10 @@ def test_national_tables_are_the_registrys_one_schema(registry_url: str) -> None
         assert {"natdb_citizens", "natdb_citizen_documents"} <= set(sa.inspect(registry.engine).get_table_names())
         db = RegistryNationalDb(registry)  # seeds the registry's tables; creates none
         assert db.citizen_count() == len(synthetic_citizens())
-        saved = db.save_document(StoredDocument(id_number=MAI["id_number"], doc_type="cccd", sha256="c" * 64,
+        saved = db.save_document(StoredDocument(id_number=APPLICANT["id_number"], doc_type="cccd", sha256="c" * 64,
                                                 object_key="dossiers/D-7/digitised.pdf", dossier_code="D-7",
-                                                pages=[2], fields={"id_number": MAI["id_number"]}))
-        (found,) = db.find_documents(MAI["id_number"], ["cccd"])
+                                                pages=[2], fields={"id_number": APPLICANT["id_number"]}))
+        (found,) = db.find_documents(APPLICANT["id_number"], ["cccd"])
         assert found == saved and found.saved_at is not None and found.saved_at.utcoffset() == timedelta(0)
         with registry.engine.connect() as conn:
             assert conn.scalar(sa.select(sa.func.count()).select_from(NatdbCitizenDocument)) == 1

@@ -19,7 +19,8 @@ from storage.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"
-MAI = "079182424604"  # the sample's citizen
+TRUTH = json.loads((ROOT / "pipeline" / "data" / "sample_dossier.json").read_text(encoding="utf-8"))
+APPLICANT = TRUTH["documents"][1]["fields"]["id_number"]  # the sample's citizen, in the national-database seed
 CONTRACT_KEYS = {"dossier_code", "procedure", "status", "received_at", "due_at", "pages", "documents", "missing",
                  "unexpected", "artifacts"}
 
@@ -54,7 +55,7 @@ def two_dossiers(
     first = hoso(data, env, "ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
     assert first.returncode == 0, first.stderr
     second = hoso(data, env, "ingest", str(request_form_only), "-p", "business_household_registration",
-                  "--applicant-id", MAI, "--out", str(out))
+                  "--applicant-id", APPLICANT, "--out", str(out))
     assert second.returncode == 0, second.stderr
     receipt = json.loads((out / "de-nghi.json").read_text(encoding="utf-8"))
     return data, env, json.loads(first.stdout), receipt, second.stdout
@@ -80,7 +81,7 @@ def test_second_dossier_fills_the_cccd_slot_by_reference(
     form, cccd = second["documents"]
     assert (form["type"], form["source"], form["pages"]) == ("giay_de_nghi_dang_ky_ho_kinh_doanh", "scan", [1])
     assert (cccd["type"], cccd["source"], cccd["pages"]) == ("cccd", "reused", [])
-    assert cccd["fields"]["id_number"] == MAI
+    assert cccd["fields"]["id_number"] == APPLICANT
     ref = cccd["reference"]
     assert ref["dossier_code"] == first["dossier_code"] and ref["pages"] == [2]
     assert ref["object_key"] == first["artifacts"]["digitised"]

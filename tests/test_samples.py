@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ import pytest
 from pikepdf import PdfImage
 
 from pipeline.core.errors import ConfigurationError
+from pipeline.core.mrz import cccd_mrz, parse_mrz
 from pipeline.domain.catalog import load_catalog
 from pipeline.domain.classify import classify
 from pipeline.domain.extract import check_id, extract_fields
@@ -57,6 +59,18 @@ def test_truth_text_is_classified_and_extracted(rendered: tuple[Path, SampleTrut
         assert fields["full_name"] == doc.fields["full_name"]
         assert fields["date_of_birth"] == doc.fields["date_of_birth"]
         assert check_id(doc.fields["id_number"], doc.fields["date_of_birth"], doc.fields["gender"]) == 1.0
+
+
+def test_card_back_prints_the_cccd_mrz(rendered: tuple[Path, SampleTruth]) -> None:
+    _, truth = rendered
+    card = truth.documents[1]
+    f = card.fields
+    expiry = re.search(r"Có giá trị đến: (\S+)", card.text)
+    assert expiry is not None
+    lines = cccd_mrz(f["id_number"], f["date_of_birth"], f["gender"], expiry.group(1), f["full_name"])
+    assert "\n".join(lines) in card.text
+    mrz = parse_mrz(card.text)
+    assert mrz is not None and mrz.all_checks_pass and mrz.id_number == f["id_number"]
 
 
 def test_bundled_sample_matches_the_generator(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime
 from functools import lru_cache
 from importlib.resources import files
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -40,6 +40,7 @@ from sqlalchemy.orm import Session
 from pipeline.core.errors import ConfigurationError, ExitCode, HosoError
 from pipeline.core.models import ApplicantCheck, CheckOutcome
 from pipeline.core.text import fold, parse_date
+from pipeline.national.citizens import distinct_citizens
 from storage.registry import NatdbCitizen, NatdbCitizenDocument, Registry
 
 if TYPE_CHECKING:
@@ -180,23 +181,20 @@ def unverified(id_number: str, reason: str) -> ApplicantCheck:
 
 @lru_cache(maxsize=1)
 def synthetic_citizens() -> tuple[Citizen, ...]:
-    """The seed population: fixed citizens plus ``generated`` ones, a pure function of the seed file."""
+    """The seed population: fixed citizens plus ``generated`` ones, a pure function of the seed file.
+
+    The generated ones come from :mod:`pipeline.national.citizens`, with the seed file's seed and birth years.
+    """
     spec = yaml.safe_load((files("pipeline") / "data" / "citizens_seed.yaml").read_text(encoding="utf-8"))
     people = [Citizen(**c) for c in spec["fixed"]]
-    taken = {c.id_number for c in people}
-    rng = random.Random(spec["seed"])
-    first, last = (date(y, 1, 1) for y in spec["birth_years"])
-    while len(people) < len(spec["fixed"]) + spec["generated"]:
-        gender = rng.choice(["Nam", "Nữ"])
-        parts = (rng.choice(spec["surnames"]), rng.choice(spec["middle"][gender]), rng.choice(spec["given"][gender]))
-        name = " ".join(parts)
-        dob = first + timedelta(days=rng.randrange((last - first).days))
-        century_gender = 2 * ((dob.year - 1900) // 100) + (1 if gender == "Nữ" else 0)
-        number = f"{rng.choice(spec['province_codes'])}{century_gender}{dob.year % 100:02d}{rng.randrange(10**6):06d}"
-        if number in taken:
-            continue
-        taken.add(number)
-        people.append(Citizen(id_number=number, full_name=name, date_of_birth=dob.strftime("%d/%m/%Y"), gender=gender))
+    first, last = spec["birth_years"]
+    generated = distinct_citizens(
+        random.Random(spec["seed"]), spec["generated"], born=(first, last), taken=(c.id_number for c in people)
+    )
+    people += (
+        Citizen(id_number=c.id_number, full_name=c.full_name, date_of_birth=c.date_of_birth, gender=c.gender)
+        for c in generated
+    )
     return tuple(people)
 
 

@@ -23,7 +23,8 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from pydantic import BaseModel, Field
 
 from pipeline.core.errors import ConfigurationError
-from pipeline.core.text import fold
+from pipeline.core.mrz import cccd_mrz
+from pipeline.national.citizens import pools, synthetic_citizen
 
 DPI = 200
 A4 = (1654, 2339)  # 210 × 297 mm at 200 dpi
@@ -51,22 +52,6 @@ FONT_FILES = {
 }
 SUPPORTED_PROCEDURES = ("business_household_registration",)
 
-_SURNAMES = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Vũ", "Đặng", "Bùi", "Đỗ", "Hồ", "Ngô", "Dương"]
-_MIDDLE = {"Nam": ["Văn", "Đức", "Minh", "Quang", "Hữu", "Công"], "Nữ": ["Thị", "Thu", "Ngọc", "Thanh", "Mỹ"]}
-_GIVEN = {
-    "Nam": ["Sơn", "Hùng", "Dũng", "Tuấn", "Long", "Phúc", "Khang"],
-    "Nữ": ["Lan", "Hương", "Mai", "Hạnh", "Trang", "Nhung", "Thảo"],
-}
-# (province code, province, district, commune)
-_PLACES = [
-    ("001", "Thành phố Hà Nội", "Quận Ba Đình", "Phường Ngọc Hà"),
-    ("031", "Thành phố Hải Phòng", "Huyện An Dương", "Thị trấn An Dương"),
-    ("048", "Thành phố Đà Nẵng", "Quận Hải Châu", "Phường Thạch Thang"),
-    ("079", "Thành phố Hồ Chí Minh", "Quận 3", "Phường Võ Thị Sáu"),
-    ("040", "Tỉnh Nghệ An", "Huyện Diễn Châu", "Thị trấn Diễn Châu"),
-    ("083", "Tỉnh Bến Tre", "Thành phố Bến Tre", "Phường Phú Khương"),
-]
-_STREETS = ["Nguyễn Du", "Trần Phú", "Lê Lợi", "Hai Bà Trưng", "Lý Thường Kiệt", "Hùng Vương"]
 _BUSINESSES = [
     ("QUÁN CƠM", "Nhà hàng và các dịch vụ ăn uống phục vụ lưu động (Mã ngành: 5610)"),
     ("TIỆM MAY", "May trang phục (trừ trang phục từ da lông thú) (Mã ngành: 1410)"),
@@ -110,43 +95,30 @@ def _font(style: str, size: int) -> ImageFont.FreeTypeFont:
     )
 
 
-def _mrz_check(s: str) -> str:
-    """ICAO 9303 check digit."""
-    weights = (7, 3, 1)
-    total = 0
-    for i, ch in enumerate(s):
-        v = int(ch) if ch.isdigit() else (ord(ch) - 55 if ch.isalpha() else 0)
-        total += v * weights[i % 3]
-    return str(total % 10)
-
-
-def _fold_ascii(s: str) -> str:
-    return fold(s).upper()
-
-
 def _person(rng: random.Random) -> dict[str, str]:
-    gender = rng.choice(["Nam", "Nữ"])
-    name = f"{rng.choice(_SURNAMES)} {rng.choice(_MIDDLE[gender])} {rng.choice(_GIVEN[gender])}"
-    dob = date(1960, 1, 1) + timedelta(days=rng.randrange(0, 365 * 42))
-    code, province, district, commune = rng.choice(_PLACES)
-    century_gender = (0 if dob.year < 2000 else 2) + (1 if gender == "Nữ" else 0)
-    id_number = f"{code}{century_gender}{dob.year % 100:02d}{rng.randrange(0, 10**6):06d}"
-    street = f"Số {rng.randrange(1, 300)}, đường {rng.choice(_STREETS)}"
-    issue = dob + timedelta(days=365 * rng.randrange(18, 40))
-    issue = min(issue, date(2023, 12, 1))
+    """The applicant (:func:`pipeline.national.citizens.synthetic_citizen`) with their chip CCCD's dates."""
+    citizen = synthetic_citizen(rng, born=(1960, 2002))
+    issue = min(citizen.birth + timedelta(days=365 * rng.randrange(18, 40)), date(2023, 12, 1))
     return {
-        "full_name": name,
-        "gender": gender,
-        "date_of_birth": dob.strftime("%d/%m/%Y"),
-        "id_number": id_number,
-        "address": f"{street}, {commune}, {district}, {province}",
-        "district": district,
-        "province": province,
+        "full_name": citizen.full_name,
+        "gender": citizen.gender,
+        "date_of_birth": citizen.date_of_birth,
+        "id_number": citizen.id_number,
+        "address": citizen.address,
+        "district": citizen.place.district,
+        "province": citizen.place.province,
         "issue_date": issue.strftime("%d/%m/%Y"),
-        "expiry": dob.replace(year=dob.year + (40 if dob.year >= 1985 else 60)).strftime("%d/%m/%Y")
-        if not (dob.month == 2 and dob.day == 29)
-        else "01/03/" + str(dob.year + 40),
+        "expiry": _card_expiry(citizen.birth).strftime("%d/%m/%Y"),
     }
+
+
+def _card_expiry(birth: date) -> date:
+    """The holder's 40th birthday (born 1985 or later) or 60th; 1 March for a 29 February birthday."""
+    year = birth.year + (40 if birth.year >= 1985 else 60)
+    try:
+        return birth.replace(year=year)
+    except ValueError:
+        return date(year, 3, 1)
 
 
 def _wrap(text: str, font: ImageFont.FreeTypeFont, width: int) -> list[str]:
@@ -289,21 +261,9 @@ def _cccd_copy(p: dict[str, str], rng: random.Random) -> _Page:
     for fx in (x0 + 40, x0 + 190):  # fingerprint boxes
         page.draw.rectangle((fx, y0 + 260, fx + 120, y0 + 400), outline=(120, 120, 120), width=2)
     mono = _font("mono", 30)
-    idn = p["id_number"]
-    dob = p["date_of_birth"]
-    exp = p["expiry"]
-    yymmdd = dob[8:10] + dob[3:5] + dob[0:2]
-    exp6 = exp[8:10] + exp[3:5] + exp[0:2]
-    l1 = f"IDVNM{idn[3:]}{_mrz_check(idn[3:])}{idn}<<"
-    l1 = (l1 + "<" * 30)[:29]
-    l1 += _mrz_check(l1[5:29])
-    l2 = f"{yymmdd}{_mrz_check(yymmdd)}{'F' if p['gender'] == 'Nữ' else 'M'}{exp6}{_mrz_check(exp6)}VNM"
-    l2 = (l2 + "<" * 30)[:29]
-    l2 += _mrz_check(l1[5:30] + l2[0:7] + l2[8:15] + l2[18:29])
-    parts = _fold_ascii(p["full_name"]).split()
-    l3 = (parts[0] + "<<" + "<".join(parts[1:]) + "<" * 30)[:30]
+    lines = cccd_mrz(p["id_number"], p["date_of_birth"], p["gender"], p["expiry"], p["full_name"])
     my = float(y0 + ch - 170)
-    for line in (l1, l2, l3):
+    for line in lines:
         my = page.text((x0 + 60, my), line, mono)
     return page
 
@@ -331,7 +291,7 @@ def render_sample_dossier(
     rng = random.Random(seed)
     person = _person(rng)
     kind, trade = rng.choice(_BUSINESSES)
-    street = f"Số {rng.randrange(1, 300)}, đường {rng.choice(_STREETS)}"
+    street = f"Số {rng.randrange(1, 300)}, đường {rng.choice(pools().streets)}"
     biz = {
         "business_name": f"HỘ KINH DOANH {kind} {person['full_name'].split()[-1].upper()}",
         "business_address": f"{street}, " + ", ".join(person["address"].split(", ")[-3:]),

@@ -1,10 +1,10 @@
 """Synthetic document texts of every catalog type, and OCR-like damage of text.
 
-The templates (``pipeline/data/synth_templates.yaml``) are filled with synthetic people, places and
-numbers; :func:`ocr_noise` imitates what Tesseract does to a damaged scan (dropped or wrong diacritics,
-confused letters and digits, split or merged words, lost lines). Used to train the classifier
-(``pipeline/training/train.py``) and to draw sample dossiers (``pipeline/training/samples.py``). Pure functions of the
-random generator passed in.
+The templates (``pipeline/data/synth_templates.yaml``) are filled with synthetic people
+(:mod:`pipeline.national.citizens`), places and numbers; :func:`ocr_noise` imitates what Tesseract does to
+a damaged scan (dropped or wrong diacritics, confused letters and digits, split or merged words, lost
+lines). Used to train the classifier (``pipeline/training/train.py``). Pure functions of the random
+generator passed in.
 """
 
 from __future__ import annotations
@@ -20,37 +20,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.core.text import fold
+from pipeline.core.mrz import cccd_mrz
+from pipeline.national.citizens import synthetic_citizen
 
-SURNAMES = ["Nguyễn", "Trần", "Lê", "Phạm", "Hoàng", "Huỳnh", "Vũ", "Võ", "Phan", "Trương", "Bùi", "Đặng",
-            "Đỗ", "Ngô", "Hồ", "Dương", "Đinh", "Lý", "Cao", "Hà", "Lương", "Tạ"]  # fmt: skip
-MIDDLE = {
-    "Nam": ["Văn", "Đức", "Minh", "Quang", "Hữu", "Công", "Thành", "Xuân", "Đình", "Ngọc", "Việt", "Hải"],
-    "Nữ": ["Thị", "Thu", "Ngọc", "Thanh", "Mỹ", "Kim", "Hoài", "Bảo", "Khánh", "Tuyết", "Phương", "Minh"],
-}
-GIVEN = {
-    "Nam": ["Sơn", "Hùng", "Dũng", "Tuấn", "Long", "Phúc", "Khang", "Toàn", "Cường", "Vinh", "Hiệp", "Lâm",
-            "Thắng", "Quý", "Đạt", "Nghĩa", "Trung", "Kiên"],
-    "Nữ": ["Lan", "Hương", "Mai", "Hạnh", "Trang", "Nhung", "Thảo", "Uyên", "Diệp", "Nhi", "Huyền", "Yến",
-           "Thơm", "Trâm", "Ngân", "Oanh", "Vy", "Linh"],
-}  # fmt: skip
-# (province code, province, district, commune)
-PLACES = [
-    ("001", "Thành phố Hà Nội", "Quận Cầu Giấy", "Phường Dịch Vọng"),
-    ("001", "Thành phố Hà Nội", "Huyện Đông Anh", "Xã Uy Nỗ"),
-    ("031", "Thành phố Hải Phòng", "Huyện An Dương", "Thị trấn An Dương"),
-    ("048", "Thành phố Đà Nẵng", "Quận Hải Châu", "Phường Thạch Thang"),
-    ("079", "Thành phố Hồ Chí Minh", "Quận 3", "Phường Võ Thị Sáu"),
-    ("040", "Tỉnh Nghệ An", "Huyện Nam Đàn", "Thị trấn Nam Đàn"),
-    ("083", "Tỉnh Bến Tre", "Thành phố Bến Tre", "Phường Phú Khương"),
-    ("037", "Tỉnh Ninh Bình", "Huyện Gia Viễn", "Xã Gia Hòa"),
-    ("022", "Tỉnh Quảng Ninh", "Thành phố Hạ Long", "Phường Bãi Cháy"),
-    ("036", "Tỉnh Nam Định", "Huyện Hải Hậu", "Xã Hải Minh"),
-    ("089", "Tỉnh An Giang", "Thành phố Long Xuyên", "Phường Mỹ Bình"),
-    ("049", "Tỉnh Quảng Nam", "Huyện Duy Xuyên", "Xã Duy Hòa"),
-]
-STREETS = ["Nguyễn Du", "Trần Phú", "Lê Lợi", "Hai Bà Trưng", "Lý Thường Kiệt", "Hùng Vương", "Bạch Đằng",
-           "Quang Trung", "Phan Chu Trinh", "Điện Biên Phủ"]  # fmt: skip
 BUSINESSES = [
     ("QUÁN CƠM", "Nhà hàng và các dịch vụ ăn uống phục vụ lưu động (Mã ngành: 5610)"),
     ("TIỆM MAY", "May trang phục (trừ trang phục từ da lông thú) (Mã ngành: 1410)"),
@@ -83,53 +55,20 @@ def filler_sentences() -> tuple[str, ...]:
     return tuple(line for line in raw.splitlines() if line and not line.startswith("#"))
 
 
-def mrz_check_digit(s: str) -> str:
-    """ICAO 9303 check digit (weights 7, 3, 1; ``<`` = 0, A = 10 … Z = 35)."""
-    total = 0
-    for i, ch in enumerate(s):
-        v = int(ch) if ch.isdigit() else (ord(ch) - 55 if "A" <= ch <= "Z" else 0)
-        total += v * (7, 3, 1)[i % 3]
-    return str(total % 10)
-
-
-def cccd_mrz(id_number: str, dob: str, gender: str, expiry: str, name: str) -> tuple[str, str, str]:
-    """The three TD1 lines of a chip CCCD's back (ICAO 9303 check digits)."""
-    yymmdd = dob[8:10] + dob[3:5] + dob[0:2]
-    exp6 = expiry[8:10] + expiry[3:5] + expiry[0:2]
-    l1 = f"IDVNM{id_number[3:]}{mrz_check_digit(id_number[3:])}{id_number}"
-    l1 = (l1 + "<" * 30)[:30]
-    sex = "F" if gender == "Nữ" else "M"
-    l2 = f"{yymmdd}{mrz_check_digit(yymmdd)}{sex}{exp6}{mrz_check_digit(exp6)}VNM"
-    l2 = (l2 + "<" * 30)[:29]
-    l2 += mrz_check_digit(l1[5:30] + l2[0:7] + l2[8:15] + l2[18:29])
-    parts = fold(name).upper().split()
-    l3 = (parts[0] + "<<" + "<".join(parts[1:]) + "<" * 30)[:30]
-    return l1, l2, l3
-
-
 def person(rng: random.Random, *, born_after: int = 1940, born_before: int = 2004) -> dict[str, str]:
-    """A synthetic citizen whose 12-digit ID agrees with the birth year, gender and province."""
-    gender = rng.choice(["Nam", "Nữ"])
-    n_middle = rng.choice([1, 1, 1, 2])
-    name = " ".join(
-        [rng.choice(SURNAMES), *rng.sample(MIDDLE[gender], n_middle), rng.choice(GIVEN[gender])]
-    )
-    dob = date(born_after, 1, 1) + timedelta(days=rng.randrange(0, 365 * (born_before - born_after)))
-    code, province, district, commune = rng.choice(PLACES)
-    century_gender = (0 if dob.year < 2000 else 2) + (1 if gender == "Nữ" else 0)
-    id_number = f"{code}{century_gender}{dob.year % 100:02d}{rng.randrange(0, 10**6):06d}"
-    street = f"Số {rng.randrange(1, 300)}, đường {rng.choice(STREETS)}"
+    """Template values of a synthetic citizen (:func:`pipeline.national.citizens.synthetic_citizen`)."""
+    citizen = synthetic_citizen(rng, born=(born_after, born_before))
     return {
-        "name": name,
-        "gender": gender,
-        "dob": dob.strftime("%d/%m/%Y"),
-        "year": str(dob.year),
-        "id": id_number,
-        "address": f"{street}, {commune}, {district}, {province}",
-        "origin": f"{commune}, {district}, {province}",
-        "commune": commune,
-        "district": district,
-        "province": province,
+        "name": citizen.full_name,
+        "gender": citizen.gender,
+        "dob": citizen.date_of_birth,
+        "year": str(citizen.birth.year),
+        "id": citizen.id_number,
+        "address": citizen.address,
+        "origin": citizen.origin,
+        "commune": citizen.place.commune,
+        "district": citizen.place.district,
+        "province": citizen.place.province,
     }
 
 
