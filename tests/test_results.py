@@ -29,7 +29,7 @@ from signing.signers import SigningKeys
 from signing.verify import verify_pdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_signing import flattened_text  # noqa: E402
+from test_signing import flattened_text, ids  # noqa: E402
 
 PASS = b"results-test"
 AGENCY = "Ủy ban nhân dân phường Dịch Vọng"
@@ -85,7 +85,7 @@ def decode_qr(pdf: bytes, page_index: int) -> list[str]:
 
 
 def test_signed_result_has_two_valid_signatures(signed: bytes, pki: DevPki) -> None:
-    report = verify_pdf(signed, [pki.root_cert])
+    report = verify_pdf(signed, [pki.root_cert], identities=ids(pki))
     assert report.ok, report
     assert [s.field for s in report.signatures] == ["approver", "seal"]
     approver, seal = report.signatures
@@ -120,7 +120,7 @@ def test_long_body_puts_signatures_on_the_last_page(keys: SigningKeys, pki: DevP
     assert "LÃNH ĐẠO PHÊ DUYỆT" not in texts[0] and "LÃNH ĐẠO PHÊ DUYỆT" in texts[1]
     assert "Ngày " in texts[0]  # no place given: the date line starts with "Ngày"
     signed = issue_signed_result(c, keys, approver_name="Phạm Thị Hoa", agency_name=AGENCY)
-    assert verify_pdf(signed, [pki.root_cert]).ok
+    assert verify_pdf(signed, [pki.root_cert], identities=ids(pki)).ok
     last = len(texts) - 1
     assert decode_qr(signed, last) == ["HOSO-VERIFY:DAI-0001:7KQ2-M9XD"]
     assert "LÃNH ĐẠO PHÊ DUYỆT" in page_texts(signed)[last]
@@ -294,7 +294,7 @@ def test_seal_image_is_in_the_seal_stamp_and_the_result_stays_pdfa(sealed: bytes
     assert _stamp_images(sealed, "seal") == [(512, 512, True, "/DeviceRGB", 512 * 512 * 3)]  # scaled down
     assert _stamp_images(sealed, "approver") == []  # only the seal's stamp
     assert pdfa_2b_problems(sealed) == []
-    assert verify_pdf(sealed, [pki.root_cert]).ok
+    assert verify_pdf(sealed, [pki.root_cert], identities=ids(pki)).ok
     assert f"Ký bởi: {AGENCY}" in flattened_text(sealed, 0)  # the text is still drawn over the image
 
 

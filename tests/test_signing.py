@@ -23,6 +23,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from reportlab.pdfgen import canvas
 
 from pipeline.core.errors import ConfigurationError, InputCorrupt, InputEmpty, SigningFailed
+from signing.identities import SignerIdentities
 from signing.pki import ROLES, DevPki, ensure_dev_pki
 from signing.signers import OFFICER_STAMP_BOX, SigningKeys, prepare_fields, sign_pdf, stamp_box_top_right
 from signing.verify import REVOCATION_INFO, verify_pdf
@@ -74,6 +75,11 @@ def signed(keys: SigningKeys) -> bytes:
 
 def roots(pki: DevPki) -> list[bytes | Path]:
     return [pki.root_cert]
+
+
+def ids(pki: DevPki) -> SignerIdentities:
+    """The dev PKI's signers by role (what ``hoso verify`` configures for itself)."""
+    return SignerIdentities.from_config(pki.identity_files())
 
 
 # --- dev PKI ---------------------------------------------------------------------------------------
@@ -132,7 +138,7 @@ def test_pki_wrong_passphrase_does_not_replace_the_root(tmp_path: Path) -> None:
 
 
 def test_signed_pdf_verifies(signed: bytes, pki: DevPki) -> None:
-    report = verify_pdf(signed, roots(pki))
+    report = verify_pdf(signed, roots(pki), identities=ids(pki))
     assert report.ok, report
     (sig,) = report.signatures
     assert sig.field == "officer"
@@ -159,7 +165,7 @@ def test_flipped_byte_in_signed_range_breaks_the_signature(signed: bytes, pki: D
     assert pos + 5 < len1  # inside the first covered range, not in /Contents
     tampered = bytearray(signed)
     tampered[pos] = ord("J")
-    report = verify_pdf(bytes(tampered), roots(pki))
+    report = verify_pdf(bytes(tampered), roots(pki), identities=ids(pki))
     assert not report.ok
     assert not report.signatures[0].intact
     assert "thay đổi" in report.summary_vi
@@ -171,10 +177,10 @@ def test_certificate_from_another_root_is_not_trusted(other_pki: DevPki, pki: De
         make_pdf(), foreign, field_name="officer", reason="r", location="l",
         signer_name=SIGNER_NAME, role_label=ROLE_LABEL,
     )
-    report = verify_pdf(out, roots(pki))
+    report = verify_pdf(out, roots(pki), identities=ids(pki))
     assert not report.ok
     assert report.signatures[0].intact and not report.signatures[0].trusted
-    assert verify_pdf(out, roots(other_pki)).ok  # same file, its own root: fine
+    assert verify_pdf(out, roots(other_pki), identities=ids(other_pki)).ok  # same file, its own root: fine
 
 
 def test_incremental_change_of_page_content_after_signing_is_detected(signed: bytes, pki: DevPki) -> None:
@@ -183,7 +189,7 @@ def test_incremental_change_of_page_content_after_signing_is_detected(signed: by
     w.add_stream_to_page(0, w.add_object(stream))
     out = io.BytesIO()
     w.write(out)
-    report = verify_pdf(out.getvalue(), roots(pki))
+    report = verify_pdf(out.getvalue(), roots(pki), identities=ids(pki))
     assert not report.ok
     sig = report.signatures[0]
     assert sig.intact and sig.trusted  # the signed revision itself is untouched ...
@@ -394,11 +400,11 @@ def test_b_t_signature_with_timestamp(keys: SigningKeys, pki: DevPki, tsa: tuple
     url, tsa_root = tsa
     out = sign_pdf(make_pdf(), keys.signer("officer"), field_name="officer", reason="r", location="l",
                    signer_name=SIGNER_NAME, role_label=ROLE_LABEL, timestamp_url=url)
-    report = verify_pdf(out, [pki.root_cert, tsa_root])
+    report = verify_pdf(out, [pki.root_cert, tsa_root], identities=ids(pki))
     assert report.ok, report
     assert report.signatures[0].signing_time is not None
     # Without the TSA's root the signature itself is fine but its timestamp is not trusted.
-    report = verify_pdf(out, [pki.root_cert])
+    report = verify_pdf(out, [pki.root_cert], identities=ids(pki))
     assert not report.ok
     assert any("timestamp" in p for p in report.signatures[0].problems)
 
