@@ -854,24 +854,28 @@ def page_obstacles(pdf: bytes, page: int = 0) -> list[Box]:
 def _free_place(shown: _DisplayedPage, obstacles: list[Box], w: float, h: float, margin: float) -> Box | None:
     """The free w × h box (display coordinates) nearest the top-right corner, or None.
 
-    Candidate positions lie on a grid of :data:`_GRID` points; each is checked against every grid cell
-    the box touches (a summed-area table of the cells obstacles touch), so a free answer is exact.
+    Candidate positions lie on a grid of :data:`_GRID` points anchored at the corner position; each is
+    checked against every grid cell the box touches (a summed-area table of the cells obstacles
+    touch), so a free answer is exact.
     """
     import numpy as np
 
-    cols, rows = int(np.ceil(shown.width / _GRID)), int(np.ceil(shown.height / _GRID))
+    # Grid origin (ou, ov) such that the corner position itself is on the grid.
+    ou, ov = (shown.width - margin - w) % _GRID, (shown.height - margin - h) % _GRID
+    cols, rows = int(np.ceil((shown.width - ou) / _GRID)), int(np.ceil((shown.height - ov) / _GRID))
     used = np.zeros((rows + 1, cols + 1), dtype=np.int32)  # row 0 / col 0: padding of the table
     for box in obstacles:
         u0, v0, u1, v1 = shown.to_display(box)
-        c0, r0 = max(int((u0 - _TEXT_PAD) // _GRID), 0), max(int((v0 - _TEXT_PAD) // _GRID), 0)
-        c1, r1 = min(int((u1 + _TEXT_PAD) // _GRID) + 1, cols), min(int((v1 + _TEXT_PAD) // _GRID) + 1, rows)
+        c0, r0 = int((u0 - ou - _TEXT_PAD) // _GRID), int((v0 - ov - _TEXT_PAD) // _GRID)
+        c1, r1 = int((u1 - ou + _TEXT_PAD) // _GRID) + 1, int((v1 - ov + _TEXT_PAD) // _GRID) + 1
+        c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, cols), min(r1, rows)
         if c0 < c1 and r0 < r1:
             used[r0 + 1 : r1 + 1, c0 + 1 : c1 + 1] = 1
     area = used.cumsum(0).cumsum(1)  # area[r, c]: used cells in rows < r and columns < c
     bw, bh = int(np.ceil(w / _GRID)) + 1, int(np.ceil(h / _GRID)) + 1  # cells a grid-aligned box touches
-    lo_c = lo_r = int(np.ceil(margin / _GRID))
-    hi_c = min(int((shown.width - margin - w) // _GRID), cols - bw)
-    hi_r = min(int((shown.height - margin - h) // _GRID), rows - bh)
+    lo_c, lo_r = int(np.ceil((margin - ou) / _GRID)), int(np.ceil((margin - ov) / _GRID))
+    hi_c = min(round((shown.width - margin - w - ou) / _GRID), cols - bw)
+    hi_r = min(round((shown.height - margin - h - ov) / _GRID), rows - bh)
     if hi_c < lo_c or hi_r < lo_r:
         return None
     r = np.arange(lo_r, hi_r + 1)[:, None]
@@ -883,7 +887,7 @@ def _free_place(shown: _DisplayedPage, obstacles: list[Box], w: float, h: float,
     # Nearest the corner first (cells to the right edge plus cells to the top), then the higher one.
     cost = (hi_c - lo_c - free[:, 1]) + (hi_r - lo_r - free[:, 0])
     row, col = free[np.lexsort((-free[:, 0], cost))[0]]
-    u, v = float((col + lo_c) * _GRID), float((row + lo_r) * _GRID)
+    u, v = ou + float((col + lo_c) * _GRID), ov + float((row + lo_r) * _GRID)
     return u, v, u + w, v + h
 
 
