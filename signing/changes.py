@@ -99,13 +99,16 @@ def xmp_properties(data: bytes) -> dict[str, object]:
 
 
 def _metadata_of(root: generic.DictionaryObject) -> dict[str, object] | None:
+    if "/Metadata" not in root:
+        return None
     try:
-        stream = root.get("/Metadata")
-        stream = stream.get_object() if stream is not None else None
+        # Through the catalog's own lookup, which reads the stream as pyHanko's MetadataStream: a plain read
+        # would be cached, and a writer then replaces the whole XMP instead of updating it.
+        stream = root["/Metadata"]
         if not isinstance(stream, generic.StreamObject):
             return None
         return xmp_properties(stream.data)
-    except (ValueError, misc.PdfError):
+    except Exception:  # noqa: BLE001 — unreadable metadata marks nothing (the difference analysis judges changes)
         return None
 
 

@@ -27,7 +27,7 @@ from signing.signers import _load_signer, sign_pdf
 from signing.verify import verify_pdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_results import pdfa_2b_problems  # noqa: E402
+from test_results import pdfa_2b_problems, revisions  # noqa: E402
 from test_signing import flattened_text, make_pdf  # noqa: E402
 
 
@@ -88,9 +88,15 @@ def test_two_signer_b_lta_verifies_offline_and_after_ocsp_expiry(test_pki, lta_r
         test_pki.process = start_test_pki(pki.directory, port=pki.port).process
 
 
-def test_lta_result_stays_pdfa_2b_through_signatures_dss_and_document_timestamp(lta_result: bytes) -> None:
+def test_lta_result_stays_pdfa_2b_through_signatures_dss_and_document_timestamp(test_pki, lta_result: bytes) -> None:
     assert b"/DSS" in lta_result and b"/DocTimeStamp" in lta_result
-    assert pdfa_2b_problems(lta_result) == []
+    pki = test_pki.pki
+    root = load_cert_from_pemder(str(pki.root_cert))
+    refreshed = add_document_timestamp(lta_result, pki.tsa_url, signing_validation_context([], [root]))
+    history = revisions(refreshed)
+    assert len(history) > len(revisions(lta_result)) > 5
+    for n, revision in enumerate(history):  # RSA keys; every signature, DSS update and timestamp
+        assert pdfa_2b_problems(revision) == [], n
 
 
 def test_e_result_stamps_extract_back_exactly(lta_result: bytes) -> None:
