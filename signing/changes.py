@@ -130,7 +130,7 @@ def is_e_result(reader: PdfFileReader) -> bool:
     for revision in range(reader.xrefs.total_revisions):
         try:
             root = reader.get_historical_root(revision)
-        except misc.PdfError:
+        except (misc.PdfError, ValueError, KeyError, TypeError):
             continue
         if E_RESULT_TYPE in _dc_types(_metadata_of(root)):
             return True
@@ -256,15 +256,24 @@ def changes_after_last_signature(reader: PdfFileReader, pdf: bytes) -> list[Find
     if not sigs:
         return []
     findings = []
-    last_signed = max(sig.signed_revision for sig in sigs)
-    for revision in range(last_signed + 1, reader.xrefs.total_revisions):
-        if not _adds_validation_data(reader, revision):
-            findings.append(Finding(
-                f"revision {revision + 1} after the last signature changes the document without adding "
-                "validation data (an unsigned change)",
-                f"tài liệu bị sửa đổi sau chữ ký cuối cùng (lần cập nhật thứ {revision + 1} không được ký)",
-            ))
-    extra = _trailing_bytes(reader, pdf)
+    try:
+        last_signed = max(sig.signed_revision for sig in sigs)
+        unsigned = [
+            revision for revision in range(last_signed + 1, reader.xrefs.total_revisions)
+            if not _adds_validation_data(reader, revision)
+        ]
+        extra = _trailing_bytes(reader, pdf)
+    except (misc.PdfError, ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        return [Finding(  # fail closed: what cannot be read cannot be shown to be unchanged
+            f"the revisions after the last signature cannot be analysed ({type(exc).__name__}: {exc})",
+            "không kiểm tra được các lần cập nhật sau chữ ký cuối cùng (tệp bị hỏng)",
+        )]
+    for revision in unsigned:
+        findings.append(Finding(
+            f"revision {revision + 1} after the last signature changes the document without adding "
+            "validation data (an unsigned change)",
+            f"tài liệu bị sửa đổi sau chữ ký cuối cùng (lần cập nhật thứ {revision + 1} không được ký)",
+        ))
     if extra:
         findings.append(Finding(
             f"{extra} byte(s) appended after the end of the last revision (%%EOF)",

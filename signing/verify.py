@@ -166,6 +166,7 @@ def _open(pdf: bytes) -> PdfFileReader:
         encrypted = reader.encrypted
         if not encrypted:
             reader.root  # noqa: B018  (forces the trailer and catalog to be parsed now)
+            reader.embedded_signatures  # noqa: B018  (and the signature fields, kept by the reader)
     except Exception as exc:  # a damaged PDF can fail in many ways inside the parser
         raise InputCorrupt(
             f"The PDF cannot be parsed ({type(exc).__name__}: {exc})",
@@ -265,9 +266,12 @@ def _claimed_roles(sig: EmbeddedPdfSignature) -> set[str]:
 
 def _with_role(report: SignatureReport, sig: EmbeddedPdfSignature, identities: SignerIdentities) -> SignatureReport:
     """``report`` with the role its certificate is configured for, checked against what the document claims."""
-    configured = identities.roles_of(sig.signer_cert)
+    try:
+        configured = identities.roles_of(sig.signer_cert)
+    except Exception:  # noqa: BLE001 — no readable certificate: no role (the report already fails)
+        configured = []
     claims = _claimed_roles(sig)
-    claimed = sorted(claims)[0] if len(claims) == 1 else ""
+    claimed = next(iter(claims)) if len(claims) == 1 else ""
     problems = []
     if len(claims) > 1:
         problems.append(f"the field name and the reason claim different roles ({', '.join(sorted(claims))})")

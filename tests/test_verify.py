@@ -337,3 +337,24 @@ def test_marker_is_in_the_xmp_and_there_is_no_info_dictionary(result: bytes) -> 
         assert "/Info" not in pdf.trailer
         assert meta.get("dc:title", "").startswith("Kết quả giải quyết thủ tục hành chính")
     assert not is_e_result(PdfFileReader(io.BytesIO(make_pdf())))
+
+
+def test_damaged_signed_files_fail_cleanly(result: bytes, pki: DevPki, ids: SignerIdentities) -> None:
+    """Damage anywhere in a signed e-result gives a failed report or an input error, never a crash."""
+    import random
+
+    from pipeline.core.errors import InputError
+
+    rng = random.Random(7)
+    for _ in range(24):
+        damaged = bytearray(result)
+        start = rng.randrange(len(result) // 2, len(result))  # the signatures' revisions
+        damaged[start : start + rng.randint(1, 40)] = rng.randbytes(rng.randint(0, 40))
+        try:
+            report = verify_pdf(bytes(damaged), [pki.root_cert], identities=ids)
+        except InputError:
+            continue
+        assert not report.ok or bytes(damaged) == result
+    for cut in (len(result) - 20, len(result) * 3 // 4):
+        with pytest.raises(InputError):
+            verify_pdf(result[:cut], [pki.root_cert], identities=ids)
