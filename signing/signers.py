@@ -70,10 +70,10 @@ __all__ = [
     "STAMP_IMAGE_MAX_PIXELS",
     "KeySource",
     "SigningKeys",
-    "load_stamp_image",
-    "prepare_fields",
     "displayed_page",
+    "load_stamp_image",
     "page_obstacles",
+    "prepare_fields",
     "sign_pdf",
     "stamp_box_top_right",
 ]

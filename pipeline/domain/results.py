@@ -236,8 +236,9 @@ def _as_pdfa_2b(pdf: bytes) -> bytes:
     The metadata lives in the XMP only: pyHanko rewrites the producer and modification date of both
     /Info and the XMP on every revision, not always alike, and PDF/A wants the two to agree. reportlab
     already embeds every font (Noto Sans subsets) and writes no encryption, JavaScript or transparency;
-    pyHanko's signatures add only widgets with embedded-font appearances and keep the file at PDF 1.7,
-    so it stays PDF/A-2b through every signature and timestamp.
+    pyHanko's signatures add only widgets with embedded-font appearances and keep the file at PDF 1.7.
+    Tests check each revision against what PDF/A-2b asks that can be checked here (version, structure,
+    XMP, fonts, output intent, annotations); there is no full PDF/A validator.
     """
     with pikepdf.open(io.BytesIO(pdf)) as doc:
         profile = pikepdf.Stream(doc, _srgb_profile())
