@@ -98,13 +98,17 @@ def xmp_properties(data: bytes) -> dict[str, object]:
     return props
 
 
-def _metadata_of(root: generic.DictionaryObject) -> dict[str, object] | None:
+def _metadata_of(root: generic.DictionaryObject, *, for_writing: bool = False) -> dict[str, object] | None:
+    """The XMP properties of the catalog ``root``, or None when it has no readable XMP.
+
+    ``for_writing``: ``root`` belongs to a file about to be written; its stream is then read the way
+    pyHanko's writer reads it (as its MetadataStream). A plain read would be cached, and the writer would
+    then replace the whole XMP instead of updating it. (Historical revisions need the plain read.)
+    """
     if "/Metadata" not in root:
         return None
     try:
-        # Through the catalog's own lookup, which reads the stream as pyHanko's MetadataStream: a plain read
-        # would be cached, and a writer then replaces the whole XMP instead of updating it.
-        stream = root["/Metadata"]
+        stream = root["/Metadata"] if for_writing else root.raw_get("/Metadata").get_object()
         if not isinstance(stream, generic.StreamObject):
             return None
         return xmp_properties(stream.data)
@@ -138,8 +142,8 @@ def is_e_result(reader: PdfFileReader) -> bool:
 
 
 def declares_pdfa(root: generic.DictionaryObject) -> bool:
-    """Whether the catalog's XMP metadata declares PDF/A conformance (``pdfaid:part``)."""
-    return _PDFAID_PART in (_metadata_of(root) or {})
+    """Whether the XMP metadata of the catalog of a file being written declares PDF/A (``pdfaid:part``)."""
+    return _PDFAID_PART in (_metadata_of(root, for_writing=True) or {})
 
 
 # --- a stricter difference analysis -------------------------------------------------------------------

@@ -34,7 +34,7 @@ from asn1crypto import x509 as asn1_x509
 from pydantic import BaseModel
 from pyhanko.keys import load_certs_from_pemder_data
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.diff_analysis import ModificationLevel
+from pyhanko.sign.diff_analysis import ModificationLevel, SuspiciousModification
 from pyhanko.sign.validation import (
     EmbeddedPdfSignature,
     async_validate_pdf_signature,
@@ -211,7 +211,9 @@ def _integrity(status: PdfSignatureStatus | DocumentTimestampStatus) -> tuple[st
         problems.append(f"signature covers an unusual byte range ({coverage})")
     acceptable = level is not None and level <= _ACCEPTABLE and status.docmdp_ok is not False
     if not acceptable:
-        problems.append(f"the document was changed after signing in a way not allowed ({level_name})")
+        why = status.diff_result if isinstance(status.diff_result, SuspiciousModification) else None
+        detail = f": {why}" if why is not None and str(why) else ""
+        problems.append(f"the document was changed after signing in a way not allowed ({level_name}{detail})")
     return coverage, level_name, acceptable and not problems, problems
 
 

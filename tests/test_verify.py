@@ -269,6 +269,7 @@ def test_info_only_update_after_the_last_signature_fails(result: bytes, pki: Dev
     report = verify_pdf(changed, [pki.root_cert], identities=ids)
     assert not report.ok
     assert any("after the last signature" in p for p in report.problems)
+    assert "document information changed after signing: /Title" in report.signatures[-1].problems[0]
     assert report.summary_vi == "Tài liệu KHÔNG hợp lệ: tài liệu bị sửa đổi sau chữ ký cuối cùng."
     line = failure_line(hoso(data_dir, "verify", write(tmp_path, "retitled.pdf", changed)))
     assert "sau chữ ký cuối cùng" in line and "after the last signature" in line
@@ -301,6 +302,7 @@ def test_an_xmp_change_after_signing_fails(result: bytes, pki: DevPki, ids: Sign
     report = verify_pdf(incremental(result, retitle), [pki.root_cert], identities=ids)
     assert not report.ok
     assert [s.modification_level for s in report.signatures] == ["OTHER", "OTHER"]
+    assert "XMP metadata changed after signing: title" in report.signatures[0].problems[0]
     # The same kind of revision that changes only what pyHanko updates itself is bookkeeping ...
     report = verify_pdf(incremental(result, lambda w: w.update_root()), [pki.root_cert], identities=ids)
     assert report.signatures[-1].modification_level == "LTA_UPDATES"
