@@ -37,6 +37,7 @@ from reportlab.pdfgen import canvas  # noqa: E402
 from support.softhsm import DEFAULT_MODULE, import_p12, init_token, open_token, write_config  # noqa: E402
 from support.testpki import TestPki, materialise  # noqa: E402
 
+from signing.identities import SignerIdentities  # noqa: E402
 from signing.levels import Level  # noqa: E402
 from signing.signers import _load_signer, sign_pdf  # noqa: E402
 from signing.tokens import Pkcs11Keys  # noqa: E402
@@ -127,6 +128,7 @@ def main() -> None:
                 "SoftHSM": Pkcs11Keys(DEFAULT_MODULE, "bench", None, PIN_ENV).signer("officer"),
             }
             root = load_cert_from_pemder(str(pki.root_cert))
+            officer = SignerIdentities.from_config({"officer": [pki.cert_pem("officer")]})
             docs = {"1 p": document(1), "100 p": document(100)}
             signed: dict[Level, bytes] = {}
             for source, signer in signers.items():
@@ -145,7 +147,7 @@ def main() -> None:
                         print(*rows[-1][:4], f"{rows[-1][4][0]:.1f}/s", file=sys.stderr)
             for level, pdf in signed.items():
                 def check(pdf: bytes = pdf) -> object:
-                    return verify_pdf(pdf, [pki.root_cert])
+                    return verify_pdf(pdf, [pki.root_cert], identities=officer)
                 rows.append(("verify", "hoso verify_pdf", str(level), "1 p", rate(check, args.seconds)))
             if not args.no_cli:
                 rows += cli_cases(tmp, pki, docs, signed, args.cli_runs)

@@ -6,6 +6,8 @@ licensed CA. Everything is written into one folder:
 - ``root.pem`` / ``root-key.pem``: root CA certificate and its key (key encrypted with the passphrase)
 - ``intermediate.pem`` / ``intermediate-key.pem``: the issuing CA
 - ``officer.p12``, ``approver.p12``, ``seal.p12``: key + certificate + intermediate, passphrase-protected
+- ``officer.pem``, ``approver.pem``, ``seal.pem``: each role's certificate, the identity a verifier
+  accepts for that role; a replaced one moves to ``retired/`` and stays accepted for what it signed
 
 :func:`ensure_dev_pki` is idempotent: valid files are reused, missing or invalid ones are (re)issued.
 """
@@ -61,6 +63,15 @@ class DevPki(BaseModel):
     root_cert: Path
     intermediate_cert: Path
     p12: dict[Role, Path]
+    certs: dict[Role, Path]
+
+    def identity_files(self) -> dict[Role, list[Path]]:
+        """Each role's certificate files: the current one and any it replaced (``retired/<role>-*.pem``)."""
+        retired = self.directory / "retired"
+        return {
+            role: [p for p in (path,) if p.exists()] + sorted(retired.glob(f"{role}-*.pem"))
+            for role, path in self.certs.items()
+        }
 
 
 def _year_span(years: int) -> tuple[dt.datetime, dt.datetime]:
@@ -228,12 +239,15 @@ def _ee_cert(role: Role, agency_name: str, key, ca_cert: x509.Certificate, ca_ke
     )
 
 
-def _p12_valid(path: Path, passphrase: bytes, role: Role, agency_name: str, ca: x509.Certificate) -> bool:
+def _p12_cert(
+    path: Path, passphrase: bytes, role: Role, agency_name: str, ca: x509.Certificate
+) -> x509.Certificate | None:
+    """The certificate of the PKCS#12 file at ``path`` if the file is valid for ``role``, else None."""
     try:
         key, cert, extra = pkcs12.load_key_and_certificates(path.read_bytes(), passphrase)
     except (OSError, ValueError, TypeError):
-        return False
-    return (
+        return None
+    valid = (
         key is not None
         and cert is not None
         and cert.public_key() == key.public_key()
@@ -242,6 +256,29 @@ def _p12_valid(path: Path, passphrase: bytes, role: Role, agency_name: str, ca: 
         and _time_ok(cert, _MIN_REMAINING)
         and any(c == ca for c in extra)
     )
+    return cert if valid else None
+
+
+def _publish_cert(path: Path, cert: x509.Certificate, role: Role) -> None:
+    """Write ``cert`` to ``path``; a different certificate already there moves to ``retired/``."""
+    pem = cert.public_bytes(serialization.Encoding.PEM)
+    try:
+        old = path.read_bytes()
+    except FileNotFoundError:
+        old = None
+    if old == pem:
+        return
+    if old is not None:
+        try:
+            previous = x509.load_pem_x509_certificate(old)
+        except ValueError:
+            previous = None  # not a certificate: nothing worth keeping
+        if previous is not None:
+            retired = path.parent / "retired"
+            retired.mkdir(exist_ok=True, mode=0o700)
+            digest = previous.fingerprint(hashes.SHA256()).hex()[:16]
+            _write_atomic(retired / f"{role}-{digest}.pem", old)
+    _write_atomic(path, pem)
 
 
 def _encrypt(passphrase: bytes) -> serialization.KeySerializationEncryption:
@@ -296,6 +333,7 @@ def ensure_dev_pki(
         root_cert=directory / "root.pem",
         intermediate_cert=directory / "intermediate.pem",
         p12={role: directory / f"{role}.p12" for role in ROLES},
+        certs={role: directory / f"{role}.pem" for role in ROLES},
     )
     root_key_path = directory / "root-key.pem"
     int_key_path = directory / "intermediate-key.pem"
@@ -330,14 +368,15 @@ def ensure_dev_pki(
 
             for role in ROLES:
                 path = pki.p12[role]
-                if _p12_valid(path, passphrase, role, agency_name, inter_cert):
-                    continue
-                key = _new_key(key_type)
-                cert = _ee_cert(role, agency_name, key, inter_cert, inter_key)
-                blob = pkcs12.serialize_key_and_certificates(
-                    role.encode(), key, cert, [inter_cert], _p12_encryption(passphrase)
-                )
-                _write_atomic(path, blob)
+                cert = _p12_cert(path, passphrase, role, agency_name, inter_cert)
+                if cert is None:
+                    key = _new_key(key_type)
+                    cert = _ee_cert(role, agency_name, key, inter_cert, inter_key)
+                    blob = pkcs12.serialize_key_and_certificates(
+                        role.encode(), key, cert, [inter_cert], _p12_encryption(passphrase)
+                    )
+                    _write_atomic(path, blob)
+                _publish_cert(pki.certs[role], cert, role)
     except OSError as exc:
         raise ConfigurationError(
             f"Cannot write the development PKI in {directory}: {exc.strerror}",

@@ -3,6 +3,11 @@
 Keys come from the role's PKCS#12 file and are parsed once per process (:class:`SigningKeys`):
 pyHanko's :class:`~pyhanko.sign.signers.SimpleSigner` otherwise re-parses the private key for every
 signature, which makes B-B signing about three times slower.
+
+A signed PDF/A-2b stays one: the file stays at PDF 1.7 (pyHanko would declare PDF 2.0 and the ISO
+32002 extension for ECDSA keys, which PDF/A-2, a PDF 1.7-based standard, cannot carry), and its
+document information keeps matching the XMP metadata through every revision pyHanko writes.
+Stamps are placed and drawn for the page as displayed (/Rotate, crop box) and never over its text.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from io import BytesIO
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 from asn1crypto import x509 as asn1_x509
@@ -32,6 +37,7 @@ from pyhanko.pdf_utils.font.api import FontEngineFactory
 from pyhanko.pdf_utils.font.opentype import CIDFontType2, GlyphAccumulator
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.layout import AxisAlignment, BoxConstraints, Margins, SimpleBoxLayoutRule
+from pyhanko.pdf_utils.metadata.model import VENDOR
 from pyhanko.pdf_utils.misc import PdfError
 from pyhanko.pdf_utils.text import TextBoxStyle
 from pyhanko.pdf_utils.writer import BasePdfFileWriter
@@ -39,14 +45,16 @@ from pyhanko.sign import fields as sig_fields
 from pyhanko.sign import signers
 from pyhanko.sign.fields import MDPPerm
 from pyhanko.sign.general import SigningError
+from pyhanko.sign.signers.constants import ESIC_EXTENSION_1
 from pyhanko.sign.timestamps import TimestampRequestError
-from pyhanko.stamp import TextStampStyle
+from pyhanko.stamp import TextStamp, TextStampStyle
 from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.errors import CRLFetchError, PathBuildingError, PathValidationError
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 from pyhanko_certvalidator.util import get_pyca_cryptography_hash
 
 from pipeline.core.errors import SigningFailed
+from signing.changes import declares_pdfa
 from signing.fast_cms import FastCmsMixin
 from signing.levels import (
     Level,
@@ -62,7 +70,9 @@ __all__ = [
     "STAMP_IMAGE_MAX_PIXELS",
     "KeySource",
     "SigningKeys",
+    "displayed_page",
     "load_stamp_image",
+    "page_obstacles",
     "prepare_fields",
     "sign_pdf",
     "stamp_box_top_right",
@@ -299,8 +309,42 @@ def _latin_vietnamese_subset(path: Path) -> bytes:
     return out.getvalue()
 
 
+#: Form matrices that turn a stamp so that it reads upright on a page displayed with /Rotate.
+_UPRIGHT = {90: (0, 1, -1, 0, 0, 0), 180: (-1, 0, 0, -1, 0, 0), 270: (0, -1, 1, 0, 0, 0)}
+
+
+class _TurnedTextStamp(TextStamp):
+    """A text stamp whose appearance is turned against the page's /Rotate (see :class:`_StampStyle`)."""
+
+    def __init__(self, *, rotation: int, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self._rotation = rotation
+
+    def as_form_xobject(self) -> generic.StreamObject:
+        xobj = super().as_form_xobject()
+        if self._rotation in _UPRIGHT:
+            xobj[generic.pdf_name("/Matrix")] = generic.ArrayObject(
+                generic.NumberObject(v) for v in _UPRIGHT[self._rotation]
+            )
+        return xobj
+
+
+@dataclass(frozen=True)
+class _StampStyle(TextStampStyle):
+    """The visible stamp, laid out for the page as displayed: on a page shown turned by /Rotate the widget's
+    rectangle is turned too, and the appearance (laid out upright) gets a matrix that turns it back."""
+
+    page_rotation: int = 0
+
+    def create_stamp(self, writer: BasePdfFileWriter, box: BoxConstraints, text_params: dict) -> TextStamp:
+        upright = BoxConstraints(width=box.height, height=box.width) if self.page_rotation in (90, 270) else box
+        return _TurnedTextStamp(
+            writer=writer, style=self, box=upright, text_params=text_params, rotation=self.page_rotation
+        )
+
+
 @lru_cache(maxsize=1)
-def _stamp_style() -> TextStampStyle:
+def _stamp_style() -> _StampStyle:
     try:
         program = _latin_vietnamese_subset(FONT_REGULAR)
     except (OSError, ttLib.TTLibError) as exc:
@@ -308,7 +352,7 @@ def _stamp_style() -> TextStampStyle:
             f"Stamp font {FONT_REGULAR} is missing or unreadable (install fonts-noto-core)",
             "Thiếu phông chữ tiếng Việt cho dấu chữ ký.",
         ) from exc
-    return TextStampStyle(
+    return _StampStyle(
         stamp_text=_STAMP_TEXT,
         border_width=1,
         border_color=(0.75, 0.05, 0.05),
@@ -424,7 +468,7 @@ class _StampImage(PdfContent):
         return b"q %g 0 0 %g 0 0 cm /StampImg Do Q" % (self.box.width, self.box.height)
 
 
-def _style_with_image(image_path: Path | None) -> TextStampStyle:
+def _style_with_image(image_path: Path | None) -> _StampStyle:
     style = _stamp_style()
     if image_path is None:
         return style
@@ -482,12 +526,71 @@ def _in_event_loop() -> bool:
     return True
 
 
-def _existing_field(writer: IncrementalPdfFileWriter, name: str) -> tuple[bool, bool]:
-    """(exists, already_signed) for the signature field ``name``."""
-    for field_name, value, _ref in sig_fields.enumerate_sig_fields(writer, with_name=name):
+def _existing_field(writer: IncrementalPdfFileWriter, name: str) -> tuple[bool, bool, int]:
+    """(exists, already_signed, rotation of its page) for the signature field ``name``."""
+    for field_name, value, ref in sig_fields.enumerate_sig_fields(writer, with_name=name):
         if field_name == name:
-            return True, value is not None
-    return False, False
+            page = ref.get_object().get("/P")
+            return True, value is not None, _rotation(page.get_object()) if page is not None else 0
+    return False, False, 0
+
+
+def _inherited(page: generic.DictionaryObject, key: str) -> Any:
+    node: generic.DictionaryObject | None = page
+    while node is not None:  # /Rotate, /MediaBox and /CropBox are inheritable from the page tree
+        if key in node:
+            return node[key]
+        parent = node.get("/Parent")
+        node = parent.get_object() if parent is not None else None
+    return None
+
+
+def _rotation(page: generic.DictionaryObject) -> int:
+    """The page's /Rotate as 0, 90, 180 or 270 (clockwise when displayed)."""
+    value = _inherited(page, "/Rotate")
+    return int(value) % 360 // 90 * 90 if isinstance(value, int | float) else 0
+
+
+class _PdfSigner(signers.PdfSigner):
+    """A PdfSigner that does not raise a PDF 1.x file to PDF 2.0 for its key type.
+
+    pyHanko declares the ISO/TS 32002 extension, and so PDF 2.0, for ECDSA keys on the usual curves;
+    PAdES on PDF 1.7 (the ESIC extension) covers ECDSA with SHA-2 too, and a PDF/A-2 file must stay
+    PDF 1.7. Anything else (EdDSA, SHA-3, a file already at 2.0) is left to pyHanko.
+    """
+
+    def register_extensions(self, pdf_out: BasePdfFileWriter, *, md_algorithm: str) -> None:
+        try:
+            mechanism = self.signer.get_signature_mechanism_for_digest(md_algorithm).signature_algo
+        except (SigningError, ValueError):
+            mechanism = None
+        sha2 = md_algorithm in ("sha256", "sha384", "sha512")
+        if mechanism == "ecdsa" and sha2 and pdf_out.output_version < (2, 0) and pdf_out.security_handler is None:
+            pdf_out.ensure_output_version(version=(1, 7))
+            pdf_out.register_extension(ESIC_EXTENSION_1)  # what pyHanko declares for PAdES below PDF 2.0
+            return
+        super().register_extensions(pdf_out, md_algorithm=md_algorithm)
+
+
+def _keep_info_matching_xmp(writer: IncrementalPdfFileWriter) -> None:
+    """Leave a PDF/A file's /Info only entries pyHanko does not rewrite on its own.
+
+    pyHanko updates /ModDate and /Producer of /Info and the XMP metadata separately on every revision
+    it writes (a producer of "X; pyHanko" against "pyHanko"; two clock readings), while PDF/A wants
+    both to say the same: /Info keeps pyHanko's producer string and no modification date (the XMP has
+    it), which pyHanko's later revisions (signatures, validation data, timestamps) leave alone.
+    """
+    if "/Info" not in writer.trailer or not declares_pdfa(writer.root):
+        return
+    ref = writer.trailer.raw_get("/Info")
+    info = ref.get_object() if isinstance(ref, generic.IndirectObject) else None
+    if not isinstance(info, generic.DictionaryObject):
+        return
+    if info.get("/Producer") == VENDOR and "/ModDate" not in info:
+        return
+    info[generic.pdf_name("/Producer")] = generic.TextStringObject(VENDOR)
+    info.pop(generic.pdf_name("/ModDate"), None)
+    writer.mark_update(ref)
 
 
 def sign_pdf(
@@ -525,9 +628,8 @@ def sign_pdf(
     """
     if _in_event_loop():
         raise SigningFailed("sign_pdf() cannot run inside an event loop; call it via asyncio.to_thread()")
-    stamp_style = _style_with_image(stamp_image)
     writer = _reader_writer(pdf)
-    exists, signed = _existing_field(writer, field_name)
+    exists, signed, rotation = _existing_field(writer, field_name)
     if signed:
         raise SigningFailed(
             f"Signature field {field_name!r} is already signed", "Ô chữ ký này đã được ký trước đó."
@@ -542,6 +644,9 @@ def sign_pdf(
         _check_page(writer, page)
         box = _int_box(visible_box)
         new_field = sig_fields.SigFieldSpec(sig_field_name=field_name, on_page=page, box=box)
+        rotation = _rotation(writer.find_page_for_modification(page)[0].get_object())
+    stamp_style = dataclasses.replace(_style_with_image(stamp_image), page_rotation=rotation)
+    _keep_info_matching_xmp(writer)
 
     cert = signer.signing_cert
     requested = level or (Level.B_T if timestamp_url else Level.B_B)
@@ -569,7 +674,7 @@ def sign_pdf(
         validation_context=validation_context,
     )
     timestamper = timestamper_for(timestamp_url) if level >= Level.B_T else None
-    pdf_signer = signers.PdfSigner(
+    pdf_signer = _PdfSigner(
         meta, signer, timestamper=timestamper, stamp_style=stamp_style, new_field_spec=new_field
     )
     text_params = {
@@ -648,28 +753,166 @@ def _reserved_size(signed: bytes, field_name: str) -> int:
     return 2 * len(ours.sig_object["/Contents"])  # hex digits in the file
 
 
-def stamp_box_top_right(
-    pdf: bytes, page: int = 0, *, width: float = 225.0, height: float = 72.0, margin: float = 14.0
-) -> tuple[float, float, float, float]:
-    """A stamp box in the top-right corner of ``page`` (the desk officer's stamp), from its crop box.
+Box = tuple[float, float, float, float]
+#: Stamp sizes tried, largest first, when the full-size stamp finds no free place on the page.
+_STAMP_SCALES = (1.0, 0.8, 0.6)
+_GRID = 2.0  # points per cell of the occupancy grid
+_TEXT_PAD = 2.0  # clearance kept around text, in points
 
-    Page rotation is not taken into account: pages coming out of OCR are upright.
+
+class _DisplayedPage:
+    """A page's visible area (crop box within the media box) as displayed, i.e. turned by /Rotate.
+
+    Display coordinates: origin at the bottom left of the page as shown, x to the right, y upwards.
     """
+
+    def __init__(self, crop: Box, rotation: int) -> None:
+        self.crop, self.rotation = crop, rotation
+        x0, y0, x1, y1 = crop
+        turned = rotation in (90, 270)
+        self.width, self.height = (y1 - y0, x1 - x0) if turned else (x1 - x0, y1 - y0)
+
+    def _to_display(self, x: float, y: float) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.crop
+        return {0: (x - x0, y - y0), 90: (y - y0, x1 - x), 180: (x1 - x, y1 - y), 270: (y1 - y, x - x0)}[
+            self.rotation
+        ]
+
+    def _to_user(self, u: float, v: float) -> tuple[float, float]:
+        x0, y0, x1, y1 = self.crop
+        return {0: (x0 + u, y0 + v), 90: (x1 - v, y0 + u), 180: (x1 - u, y1 - v), 270: (x0 + v, y1 - u)}[
+            self.rotation
+        ]
+
+    def to_display(self, box: Box) -> Box:
+        (a, b), (c, d) = self._to_display(box[0], box[1]), self._to_display(box[2], box[3])
+        return min(a, c), min(b, d), max(a, c), max(b, d)
+
+    def to_user(self, box: Box) -> Box:
+        (a, b), (c, d) = self._to_user(box[0], box[1]), self._to_user(box[2], box[3])
+        return min(a, c), min(b, d), max(a, c), max(b, d)
+
+
+def displayed_page(pdf: bytes, page: int = 0) -> _DisplayedPage:
+    """The visible area and rotation of ``page`` (raises :class:`SigningFailed` for a bad PDF or page)."""
     writer = _reader_writer(pdf)
     _check_page(writer, page)
     node = writer.find_page_for_modification(page)[0].get_object()
-    box = None
-    while box is None and node is not None:  # both boxes are inheritable from the page tree
-        box = node.get("/CropBox") or node.get("/MediaBox")
-        node = node.get("/Parent")
-    if box is None:
-        box = [0, 0, 595.28, 841.89]
-    x0, y0, x1, y1 = (float(v) for v in box)
-    left, right = min(x0, x1), max(x0, x1)
-    bottom, top = min(y0, y1), max(y0, y1)
-    w = min(width, right - left - 2 * margin)
-    h = min(height, top - bottom - 2 * margin)
-    return (right - margin - w, top - margin - h, right - margin, top - margin)
+    x0, y0, x1, y1 = _as_box(_inherited(node, "/MediaBox")) or (0.0, 0.0, 595.28, 841.89)
+    crop = _as_box(_inherited(node, "/CropBox"))
+    if crop is not None:  # what is shown is the crop box clipped to the media box
+        x0, y0, x1, y1 = max(x0, crop[0]), max(y0, crop[1]), min(x1, crop[2]), min(y1, crop[3])
+    if x1 <= x0 or y1 <= y0:
+        raise SigningFailed(f"Page {page} has an empty visible area", "Trang đặt chữ ký không có vùng hiển thị.")
+    return _DisplayedPage((x0, y0, x1, y1), _rotation(node))
+
+
+def _normalised(box: list[float]) -> Box:
+    return min(box[0], box[2]), min(box[1], box[3]), max(box[0], box[2]), max(box[1], box[3])
+
+
+def _as_box(value: Any) -> Box | None:
+    """A PDF rectangle as (left, bottom, right, top), or None if ``value`` is not one."""
+    value = value.get_object() if isinstance(value, generic.IndirectObject) else value
+    if not isinstance(value, list) or len(value) != 4 or not all(isinstance(v, int | float) for v in value):
+        return None
+    return _normalised([float(v) for v in value])
+
+
+def page_obstacles(pdf: bytes, page: int = 0) -> list[Box]:
+    """Boxes (user space) a stamp must not cover on ``page``: its text (pdfium's text rectangles, the
+    invisible OCR layer included) and its annotations (e.g. earlier stamps)."""
+    import pypdfium2 as pdfium
+
+    boxes: list[Box] = []
+    try:
+        doc = pdfium.PdfDocument(pdf)
+    except pdfium.PdfiumError as exc:
+        raise SigningFailed(
+            f"Cannot read the page's text to place the stamp ({exc})", "Không đọc được trang để đặt dấu chữ ký."
+        ) from exc
+    try:
+        textpage = doc[page].get_textpage()
+        try:
+            for i in range(textpage.count_rects()):
+                left, bottom, right, top = textpage.get_rect(i)
+                boxes.append(_normalised([left, bottom, right, top]))
+        finally:
+            textpage.close()
+    finally:
+        doc.close()
+    writer = _reader_writer(pdf)
+    annots = writer.find_page_for_modification(page)[0].get_object().get("/Annots")
+    annots = annots.get_object() if isinstance(annots, generic.IndirectObject) else annots
+    for annot in annots if isinstance(annots, list) else []:
+        rect = _as_box(annot.get_object().get("/Rect"))
+        if rect is not None:
+            boxes.append(rect)
+    return boxes
+
+
+def _free_place(shown: _DisplayedPage, obstacles: list[Box], w: float, h: float, margin: float) -> Box | None:
+    """The free w × h box (display coordinates) nearest the top-right corner, or None.
+
+    Candidate positions lie on a grid of :data:`_GRID` points anchored at the corner position; each is
+    checked against every grid cell the box touches (a summed-area table of the cells obstacles
+    touch), so a free answer is exact.
+    """
+    import numpy as np
+
+    # Grid origin (ou, ov) such that the corner position itself is on the grid.
+    ou, ov = (shown.width - margin - w) % _GRID, (shown.height - margin - h) % _GRID
+    cols, rows = int(np.ceil((shown.width - ou) / _GRID)), int(np.ceil((shown.height - ov) / _GRID))
+    used = np.zeros((rows + 1, cols + 1), dtype=np.int32)  # row 0 / col 0: padding of the table
+    for box in obstacles:
+        u0, v0, u1, v1 = shown.to_display(box)
+        c0, r0 = int((u0 - ou - _TEXT_PAD) // _GRID), int((v0 - ov - _TEXT_PAD) // _GRID)
+        c1, r1 = int((u1 - ou + _TEXT_PAD) // _GRID) + 1, int((v1 - ov + _TEXT_PAD) // _GRID) + 1
+        c0, r0, c1, r1 = max(c0, 0), max(r0, 0), min(c1, cols), min(r1, rows)
+        if c0 < c1 and r0 < r1:
+            used[r0 + 1 : r1 + 1, c0 + 1 : c1 + 1] = 1
+    area = used.cumsum(0).cumsum(1)  # area[r, c]: used cells in rows < r and columns < c
+    bw, bh = int(np.ceil(w / _GRID)) + 1, int(np.ceil(h / _GRID)) + 1  # cells a grid-aligned box touches
+    lo_c, lo_r = int(np.ceil((margin - ou) / _GRID)), int(np.ceil((margin - ov) / _GRID))
+    hi_c = min(round((shown.width - margin - w - ou) / _GRID), cols - bw)
+    hi_r = min(round((shown.height - margin - h - ov) / _GRID), rows - bh)
+    if hi_c < lo_c or hi_r < lo_r:
+        return None
+    r = np.arange(lo_r, hi_r + 1)[:, None]
+    c = np.arange(lo_c, hi_c + 1)[None, :]
+    covered = area[r + bh, c + bw] - area[r, c + bw] - area[r + bh, c] + area[r, c]
+    free = np.argwhere(covered == 0)  # (row, col) offsets from (lo_r, lo_c)
+    if not len(free):
+        return None
+    # Nearest the corner first (cells to the right edge plus cells to the top), then the higher one.
+    cost = (hi_c - lo_c - free[:, 1]) + (hi_r - lo_r - free[:, 0])
+    row, col = free[np.lexsort((-free[:, 0], cost))[0]]
+    u, v = ou + float((col + lo_c) * _GRID), ov + float((row + lo_r) * _GRID)
+    return u, v, u + w, v + h
+
+
+def stamp_box_top_right(
+    pdf: bytes, page: int = 0, *, width: float = 225.0, height: float = 72.0, margin: float = 14.0
+) -> Box | None:
+    """Where the desk officer's visible stamp goes on ``page`` (x1, y1, x2, y2 in the page's user space).
+
+    Top right of the page as displayed (its /Rotate and crop box honoured: on a page shown turned, the
+    box is turned too, and :func:`sign_pdf` turns the stamp with it), or the nearest place to it that
+    covers no text and no annotation; a smaller stamp (down to 60 %) when no full-size place is free,
+    and None — sign without a visible stamp — when the page has no room at all.
+    """
+    shown = displayed_page(pdf, page)
+    obstacles = page_obstacles(pdf, page)
+    for scale in _STAMP_SCALES:
+        w = min(width * scale, shown.width - 2 * margin)
+        h = min(height * scale, shown.height - 2 * margin)
+        if w <= 0 or h <= 0:
+            break
+        place = _free_place(shown, obstacles, w, h, margin)
+        if place is not None:
+            return shown.to_user(place)
+    log.warning("No room for a visible stamp on page %d without covering text; signing without one", page + 1)
+    return None
 
 
 def prepare_fields(pdf: bytes, fields: list[tuple[str, int, tuple[float, float, float, float]]]) -> bytes:

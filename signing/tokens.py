@@ -20,8 +20,9 @@ from asn1crypto import x509 as asn1_x509
 from pyhanko.sign import signers
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
-from pipeline.core.errors import SigningFailed
+from pipeline.core.errors import ConfigurationError, SigningFailed
 from signing.fast_cms import FastCmsMixin
+from signing.pki import ROLES
 
 if TYPE_CHECKING:
     from pyhanko.sign.pkcs11 import PKCS11Signer
@@ -83,6 +84,41 @@ class Pkcs11Keys:
                 f"Cannot open PKCS#11 token {self._token_label!r} via {self._module} ({type(exc).__name__})",
                 "Không kết nối được thiết bị ký số (token).",
             ) from None
+
+    def role_certificates(self) -> dict[str, list[asn1_x509.Certificate]]:
+        """The certificates on the token labelled with each role: the identities a verifier accepts.
+
+        Read in a public session (certificates are public objects: no PIN); a token that shows none
+        without login is read in the signing session, which needs the PIN.
+        """
+        import pkcs11
+        from pkcs11 import Attribute, ObjectClass
+
+        def read(session: Any) -> dict[str, list[asn1_x509.Certificate]]:
+            return {
+                role: [
+                    asn1_x509.Certificate.load(bytes(obj[Attribute.VALUE]))
+                    for obj in session.get_objects({Attribute.CLASS: ObjectClass.CERTIFICATE, Attribute.LABEL: role})
+                ]
+                for role in ROLES
+            }
+
+        try:
+            token = pkcs11.lib(str(self._module)).get_token(token_label=self._token_label)
+            with token.open() as session:
+                found = read(session)
+            if not any(found.values()):
+                with self._lock:
+                    if self._session is None:
+                        self._session = self._open()
+                    found = read(self._session)
+        except (pkcs11.PKCS11Error, OSError, RuntimeError, ValueError) as exc:
+            raise ConfigurationError(
+                f"Cannot read the signers' certificates from PKCS#11 token {self._token_label!r} "
+                f"via {self._module} ({type(exc).__name__})",
+                "Không đọc được chứng thư của người ký trên thiết bị ký số (token).",
+            ) from None
+        return found
 
     def signer(self, role: str) -> signers.Signer:
         """The token signer whose key and certificate are labelled ``role``."""

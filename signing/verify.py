@@ -11,21 +11,30 @@ no OCSP responder or CRL (the dev PKI) cannot be checked for revocation; its rep
 An input that is not a readable PDF raises :class:`pipeline.core.errors.InputCorrupt` (``InputEmpty`` for
 0 bytes, ``InputEncrypted`` for an encrypted PDF) rather than returning a report: "this is not a
 PDF" and "the signatures are bad" are different answers with different exit codes.
+
+Names in the document prove nothing: the role a signature claims (its field name, its reason) holds
+only when its certificate is configured for that role (:class:`signing.identities.SignerIdentities`).
+Changes after the last signature other than validation data fail verification
+(:mod:`signing.changes`), and so does an e-result (:data:`signing.changes.E_RESULT_TYPE`) that is not
+signed by the approver and then sealed by the agency.
 """
 
 from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import re
+import unicodedata
 from collections.abc import Sequence
 from io import BytesIO
 from pathlib import Path
+from typing import Literal
 
 from asn1crypto import x509 as asn1_x509
 from pydantic import BaseModel
 from pyhanko.keys import load_certs_from_pemder_data
 from pyhanko.pdf_utils.reader import PdfFileReader
-from pyhanko.sign.diff_analysis import ModificationLevel
+from pyhanko.sign.diff_analysis import ModificationLevel, SuspiciousModification
 from pyhanko.sign.validation import (
     EmbeddedPdfSignature,
     async_validate_pdf_signature,
@@ -58,17 +67,31 @@ from pyhanko_certvalidator.policy_decl import (
 from pyhanko_certvalidator.registry import SimpleTrustManager
 
 from pipeline.core.errors import ConfigurationError, InputCorrupt, InputEmpty, InputEncrypted
+from signing.changes import DIFF_POLICY, Finding, changes_after_last_signature, is_e_result
+from signing.identities import SignerIdentities
 from signing.levels import has_revocation_pointers
 
-__all__ = ["SignatureReport", "VerificationReport", "load_trust_roots", "verify_pdf"]
+__all__ = ["Profile", "SignatureReport", "VerificationReport", "load_trust_roots", "verify_pdf"]
+
+#: ``result``: an e-result (the approver's signature, then the agency seal's); ``basic``: every
+#: signature holds; ``auto``: ``result`` for files whose metadata marks them as hoso e-results.
+Profile = Literal["auto", "result", "basic"]
+RESULT_ROLES = ["approver", "seal"]
 
 REVOCATION_INFO = "info: revocation status not checked (the certificate names no OCSP responder or CRL)"
 REVOCATION_NOT_EMBEDDED = (
     "info: revocation status not checked (no revocation data embedded: B-B/B-T; offline validation "
     "cannot detect a revoked certificate — sign at B-LT or higher)"
 )
-#: Signature field names hoso creates, and the role each stands for.
+#: Signature field names hoso creates, and the role each claims (compared without case or separators).
 FIELD_ROLES = {"CanBoTiepNhan": "officer", "officer": "officer", "approver": "approver", "seal": "seal"}
+#: Beginnings of the signing reasons hoso writes, and the role each claims.
+REASON_ROLES = {
+    "Chứng thực bản số hóa": "officer",
+    "Phê duyệt kết quả": "approver",
+    "Đóng dấu xác nhận kết quả": "seal",
+}
+ROLE_VI = {"officer": "cán bộ tiếp nhận", "approver": "lãnh đạo phê duyệt", "seal": "con dấu cơ quan"}
 # Later signatures and filling prepared form fields are fine; anything beyond is not.
 _ACCEPTABLE = ModificationLevel.FORM_FILLING
 
@@ -79,7 +102,9 @@ class SignatureReport(BaseModel):
     field: str
     kind: str = "signature"  # or "document_timestamp"
     signer: str
-    role: str = ""  # officer / approver / seal (from the field), else the certificate's title
+    role: str = ""  # officer / approver / seal: the role its certificate is configured for, else ""
+    claimed_role: str = ""  # the role the document claims for it (field name, reason), else ""
+    role_ok: bool = True  # False when the claim is not backed by the certificate
     signing_time: dt.datetime | None
     signing_time_source: str = "none"  # signature_timestamp / document_timestamp / signer_claimed
     intact: bool
@@ -94,11 +119,15 @@ class SignatureReport(BaseModel):
 
 
 class VerificationReport(BaseModel):
-    """The verdict on all signatures of a PDF; ``ok`` needs at least one signature, all of them ok."""
+    """The verdict on all signatures of a PDF; ``ok`` needs at least one signature, all of them ok, and no
+    problem with the document as a whole (``problems``: unsigned changes, the profile's requirements)."""
 
     signatures: list[SignatureReport]
     ok: bool
     validation_time: dt.datetime | None = None
+    profile: str = "basic"  # the profile applied: basic / result
+    problems: list[str] = []
+    problems_vi: list[str] = []
     summary_en: str
     summary_vi: str
 
@@ -137,6 +166,7 @@ def _open(pdf: bytes) -> PdfFileReader:
         encrypted = reader.encrypted
         if not encrypted:
             reader.root  # noqa: B018  (forces the trailer and catalog to be parsed now)
+            reader.embedded_signatures  # noqa: B018  (and the signature fields, kept by the reader)
     except Exception as exc:  # a damaged PDF can fail in many ways inside the parser
         raise InputCorrupt(
             f"The PDF cannot be parsed ({type(exc).__name__}: {exc})",
@@ -181,7 +211,9 @@ def _integrity(status: PdfSignatureStatus | DocumentTimestampStatus) -> tuple[st
         problems.append(f"signature covers an unusual byte range ({coverage})")
     acceptable = level is not None and level <= _ACCEPTABLE and status.docmdp_ok is not False
     if not acceptable:
-        problems.append(f"the document was changed after signing in a way not allowed ({level_name})")
+        why = status.diff_result if isinstance(status.diff_result, SuspiciousModification) else None
+        detail = f": {why}" if why is not None and str(why) else ""
+        problems.append(f"the document was changed after signing in a way not allowed ({level_name}{detail})")
     return coverage, level_name, acceptable and not problems, problems
 
 
@@ -207,15 +239,59 @@ def _lta_spec(
                 online_fetching_rule=RevinfoOnlineFetchingRule.LOCAL_ONLY
             ),
             local_knowledge=LocalKnowledge(nonrevoked_assertions=assertions),
-        )
+        ),
+        diff_policy=DIFF_POLICY,
     )
 
 
-def _role(field: str, cert: asn1_x509.Certificate | None) -> str:
-    if field in FIELD_ROLES:
-        return FIELD_ROLES[field]
-    title = cert.subject.native.get("title", "") if cert is not None else ""
-    return title if isinstance(title, str) else ", ".join(title)
+def _folded(text: str) -> str:
+    return re.sub(r"[\W_]+", "", unicodedata.normalize("NFC", text).casefold())
+
+
+_FIELD_CLAIMS = {_folded(name): role for name, role in FIELD_ROLES.items()}
+_REASON_CLAIMS = {_folded(prefix): role for prefix, role in REASON_ROLES.items()}
+
+
+def _claimed_roles(sig: EmbeddedPdfSignature) -> set[str]:
+    """The roles the document claims for ``sig``: by its field name and by its reason."""
+    claims = set()
+    if (role := _FIELD_CLAIMS.get(_folded(sig.field_name))) is not None:
+        claims.add(role)
+    try:
+        reason = str(sig.sig_object.get("/Reason", ""))
+    except Exception:  # noqa: BLE001 — a damaged signature dictionary claims nothing
+        reason = ""
+    folded = _folded(reason)
+    claims |= {role for prefix, role in _REASON_CLAIMS.items() if folded.startswith(prefix)}
+    return claims
+
+
+def _with_role(report: SignatureReport, sig: EmbeddedPdfSignature, identities: SignerIdentities) -> SignatureReport:
+    """``report`` with the role its certificate is configured for, checked against what the document claims."""
+    try:
+        configured = identities.roles_of(sig.signer_cert)
+    except Exception:  # noqa: BLE001 — no readable certificate: no role (the report already fails)
+        configured = []
+    claims = _claimed_roles(sig)
+    claimed = next(iter(claims)) if len(claims) == 1 else ""
+    problems = []
+    if len(claims) > 1:
+        problems.append(f"the field name and the reason claim different roles ({', '.join(sorted(claims))})")
+    elif claimed and claimed not in configured:
+        whose = (
+            f"it is configured for: {', '.join(configured)}" if configured
+            else "it is not configured for any role" if identities
+            else "no signer identities are configured"
+        )
+        problems.append(f"claims the {claimed} role, but its certificate is not the {claimed}'s ({whose})")
+    role = claimed if claimed and claimed in configured else configured[0] if len(configured) == 1 else ""
+    return report.model_copy(update={
+        "role": role,
+        "claimed_role": claimed,
+        "role_ok": not problems,
+        "ok": report.ok and not problems,
+        "problems": [*problems, *report.problems],
+    })
 
 
 def _revocation(result: AdESLTAValidationResult, checked: bool) -> str:
@@ -273,7 +349,6 @@ async def _check_signature(
     return SignatureReport(
         field=field,
         signer=_common_name(status.signing_cert),
-        role=_role(field, cert),
         signing_time=signing_time,
         signing_time_source=source,
         intact=status.intact and status.valid,
@@ -298,7 +373,8 @@ async def _check_basic(
     """
     field = sig.field_name
     status = await async_validate_pdf_signature(
-        sig, signer_validation_context=_context(roots, when), ts_validation_context=_context(roots, when)
+        sig, signer_validation_context=_context(roots, when), ts_validation_context=_context(roots, when),
+        diff_policy=DIFF_POLICY,
     )
     problems = _trust_problems(status, "signature")
     coverage, level, integrity_ok, integrity_problems = _integrity(status)
@@ -316,7 +392,6 @@ async def _check_basic(
     return SignatureReport(
         field=field,
         signer=_common_name(status.signing_cert),
-        role=_role(field, sig.signer_cert),
         signing_time=signing_time,
         signing_time_source=source,
         intact=status.intact and status.valid,
@@ -338,7 +413,9 @@ async def _check_timestamp(
 ) -> SignatureReport:
     field = sig.field_name
     try:
-        status = await async_validate_pdf_timestamp(sig, validation_context=_context(roots, when))
+        status = await async_validate_pdf_timestamp(
+            sig, validation_context=_context(roots, when), diff_policy=DIFF_POLICY
+        )
     except Exception as exc:  # noqa: BLE001
         return _broken(field, exc)
     problems = _trust_problems(status, "document timestamp")
@@ -375,7 +452,7 @@ def _broken(field: str, exc: Exception) -> SignatureReport:
 
 
 async def _check_all(
-    reader: PdfFileReader, roots: list[asn1_x509.Certificate], when: dt.datetime
+    reader: PdfFileReader, roots: list[asn1_x509.Certificate], when: dt.datetime, identities: SignerIdentities
 ) -> list[SignatureReport]:
     sigs = list(reader.embedded_signatures)
     stamp_reports: dict[int, SignatureReport] = {}
@@ -390,19 +467,56 @@ async def _check_all(
                 moment = min(moment, report.signing_time)
     reports = []
     for i, sig in enumerate(sigs):
-        reports.append(stamp_reports[i] if i in stamp_reports else await _check_signature(sig, reader, roots, when))
+        if i in stamp_reports:
+            reports.append(stamp_reports[i])
+        else:
+            reports.append(_with_role(await _check_signature(sig, reader, roots, when), sig, identities))
     return reports
 
 
-def _summaries(reports: list[SignatureReport]) -> tuple[str, str]:
+def _unsigned_changes(reader: PdfFileReader, pdf: bytes, reports: list[SignatureReport]) -> list[Finding]:
+    """Changes after the last signature or document timestamp other than validation data."""
+    findings = changes_after_last_signature(reader, pdf)
+    if reports[-1].modification_level not in ("NONE", "LTA_UPDATES", "UNKNOWN"):
+        findings.insert(0, Finding(
+            f"the document was changed after the last signature ({reports[-1].modification_level})",
+            "tài liệu bị sửa đổi sau chữ ký cuối cùng",
+        ))
+    return findings
+
+
+def _profile_findings(reports: list[SignatureReport], profile: str) -> list[Finding]:
+    if profile != "result":
+        return []
+    roles = [r.role or "?" for r in reports if r.kind == "signature"]
+    if roles == RESULT_ROLES:
+        return []
+    return [Finding(
+        "an e-result needs exactly the approver's signature and then the agency seal's, in that order; "
+        f"found: {', '.join(roles) or 'none'}",
+        "kết quả điện tử phải có chữ ký của lãnh đạo phê duyệt rồi đến con dấu của cơ quan, đúng thứ tự",
+    )]
+
+
+def _summaries(
+    reports: list[SignatureReport], changes: list[Finding], profile: list[Finding]
+) -> tuple[str, str]:
+    """One line each for the log and the clerk: unsigned changes first (they explain every signature that
+    fails because of them), then the first bad signature, then what the profile misses."""
     n = len(reports)
     if n == 0:
         return "No digital signature found.", "Tài liệu không có chữ ký số."
     bad = [r for r in reports if not r.ok]
-    if not bad:
+    if not bad and not changes and not profile:
         return (
             f"{n} signature(s), all intact and trusted; no disallowed changes after signing.",
             f"Tài liệu có {n} chữ ký số, tất cả hợp lệ và tin cậy; không bị sửa đổi sau khi ký.",
+        )
+    if changes or not bad:
+        finding = (changes or profile)[0]
+        return (
+            f"NOT valid: {finding.en} ({len(bad)} of {n} signature(s) not valid).",
+            f"Tài liệu KHÔNG hợp lệ: {finding.vi}.",
         )
     first = bad[0]
     reason = next((p for p in first.problems if not p.startswith("info:")), "invalid")
@@ -413,6 +527,12 @@ def _summaries(reports: list[SignatureReport]) -> tuple[str, str]:
         vi_reason = "nội dung đã bị thay đổi sau khi ký"
     elif not first.trusted:
         vi_reason = "chứng thư ký không thuộc tổ chức cung cấp dịch vụ tin cậy"
+    elif not first.role_ok:
+        claimed = ROLE_VI.get(first.claimed_role, first.claimed_role)
+        vi_reason = (
+            f"chữ ký ở ô '{first.field}' ghi là của {claimed} nhưng chứng thư ký không phải "
+            "của người được giao vai trò này"
+        )
     else:
         vi_reason = "tài liệu bị sửa đổi trái phép sau khi ký"
     vi = f"Có {len(bad)}/{n} chữ ký số KHÔNG hợp lệ ({vi_reason})."
@@ -420,24 +540,40 @@ def _summaries(reports: list[SignatureReport]) -> tuple[str, str]:
 
 
 def verify_pdf(
-    pdf: bytes, trust_roots: Sequence[bytes | Path], *, validation_time: dt.datetime | None = None
+    pdf: bytes,
+    trust_roots: Sequence[bytes | Path],
+    *,
+    validation_time: dt.datetime | None = None,
+    identities: SignerIdentities | None = None,
+    profile: Profile = "auto",
 ) -> VerificationReport:
     """Validate every signature and document timestamp of ``pdf`` offline against ``trust_roots``.
 
     A signature is ok when its digest and signature value are intact, its certificate chains to one of
-    ``trust_roots`` (with the non-repudiation key usage) and any later change to the document is at
-    most a further signature or form filling. The report is ok when there is at least one signature
-    and all are ok. ``validation_time`` (default: now) lets an auditor ask "would this hold then?".
+    ``trust_roots`` (with the non-repudiation key usage), any later change to the document is at most
+    a further signature or form filling, and a role the document claims for it is one its certificate
+    is configured for in ``identities`` (none configured: no claim holds). After the last signature
+    only validation data may follow. The report is ok when there is at least one signature, all are
+    ok and ``profile`` is met. ``validation_time`` (default: now) lets an auditor ask "would this hold
+    then?".
     """
     roots = load_trust_roots(trust_roots)
     reader = _open(pdf)
     when = validation_time or dt.datetime.now(dt.UTC)
-    reports = asyncio.run(_check_all(reader, roots, when))
-    en, vi = _summaries(reports)
+    identities = identities if identities is not None else SignerIdentities()
+    reports = asyncio.run(_check_all(reader, roots, when, identities))
+    applied = profile if profile != "auto" else "result" if is_e_result(reader) else "basic"
+    changes = _unsigned_changes(reader, pdf, reports) if reports else []
+    missing = _profile_findings(reports, applied) if reports else []
+    findings = changes + missing
+    en, vi = _summaries(reports, changes, missing)
     return VerificationReport(
         signatures=reports,
-        ok=bool(reports) and all(r.ok for r in reports),
+        ok=bool(reports) and all(r.ok for r in reports) and not findings,
         validation_time=when,
+        profile=applied,
+        problems=[f.en for f in findings],
+        problems_vi=[f.vi for f in findings],
         summary_en=en,
         summary_vi=vi,
     )

@@ -20,6 +20,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign.fields import MDPPerm
 
 from pipeline.domain.results import ResultContent, issue_signed_result
+from signing.identities import SignerIdentities
 from signing.levels import Level, add_document_timestamp, signing_validation_context
 from signing.pki import ensure_dev_pki
 from signing.signers import _load_signer, sign_pdf
@@ -27,8 +28,13 @@ from signing.verify import verify_pdf
 from storage import keys as object_keys
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_results import pdfa_2b_problems  # noqa: E402
+from test_results import pdfa_2b_problems, revisions  # noqa: E402
 from test_signing import flattened_text, make_pdf  # noqa: E402
+
+
+def ids(pki) -> SignerIdentities:
+    """The test PKI's signers by role."""
+    return SignerIdentities.from_config({role: [pki.cert_pem(role)] for role in ("officer", "approver", "seal")})
 
 
 class P12Keys:
@@ -61,7 +67,7 @@ def lta_result(test_pki) -> bytes:
 
 def test_two_signer_b_lta_verifies_offline_and_after_ocsp_expiry(test_pki, lta_result: bytes) -> None:
     pki = test_pki.pki
-    report = verify_pdf(lta_result, [pki.root_cert])
+    report = verify_pdf(lta_result, [pki.root_cert], identities=ids(pki))
     assert report.ok, report
     kinds = [s.kind for s in report.signatures]
     assert kinds == ["signature", "signature", "document_timestamp"]
@@ -72,10 +78,10 @@ def test_two_signer_b_lta_verifies_offline_and_after_ocsp_expiry(test_pki, lta_r
     assert seal.revocation == "good"
     test_pki.stop()  # TSA/OCSP/CRL gone: everything must come from the file
     try:
-        assert verify_pdf(lta_result, [pki.root_cert]).ok
+        assert verify_pdf(lta_result, [pki.root_cert], identities=ids(pki)).ok
         # The OCSP responses are valid for 10 minutes; one day later they have long expired.
         later = dt.datetime.now(dt.UTC) + dt.timedelta(days=1)
-        report = verify_pdf(lta_result, [pki.root_cert], validation_time=later)
+        report = verify_pdf(lta_result, [pki.root_cert], identities=ids(pki), validation_time=later)
         assert report.ok, report
     finally:
         from support.servers import start_test_pki
@@ -83,9 +89,15 @@ def test_two_signer_b_lta_verifies_offline_and_after_ocsp_expiry(test_pki, lta_r
         test_pki.process = start_test_pki(pki.directory, port=pki.port).process
 
 
-def test_lta_result_stays_pdfa_2b_through_signatures_dss_and_document_timestamp(lta_result: bytes) -> None:
+def test_lta_result_stays_pdfa_2b_through_signatures_dss_and_document_timestamp(test_pki, lta_result: bytes) -> None:
     assert b"/DSS" in lta_result and b"/DocTimeStamp" in lta_result
-    assert pdfa_2b_problems(lta_result) == []
+    pki = test_pki.pki
+    root = load_cert_from_pemder(str(pki.root_cert))
+    refreshed = add_document_timestamp(lta_result, pki.tsa_url, signing_validation_context([], [root]))
+    history = revisions(refreshed)
+    assert len(history) > len(revisions(lta_result)) > 5
+    for n, revision in enumerate(history):  # RSA keys; every signature, DSS update and timestamp
+        assert pdfa_2b_problems(revision) == [], n
 
 
 def test_e_result_stamps_extract_back_exactly(lta_result: bytes) -> None:
@@ -113,7 +125,7 @@ def test_revoked_certificate_is_detected(test_pki) -> None:
     )
     # The known limit of B-T: nothing about revocation is embedded, so offline it cannot be detected;
     # the report says so instead of claiming the certificate is good.
-    plain = verify_pdf(signed, [pki.root_cert])
+    plain = verify_pdf(signed, [pki.root_cert], identities=ids(pki))
     assert plain.signatures[0].revocation == "not_checked"
     assert any("no revocation data embedded" in p for p in plain.signatures[0].problems)
     # Embedding validation data fails already at signing: the OCSP responder says revoked.
@@ -147,7 +159,7 @@ def test_revoked_certificate_is_detected(test_pki) -> None:
     out = io.BytesIO(signed)
     sig = PdfFileReader(io.BytesIO(signed)).embedded_signatures[0]
     DocumentSecurityStore.add_dss(out, sig.pkcs7_content, certs=[interm], ocsps=[ocsp_resp], crls=crls)
-    report = verify_pdf(out.getvalue(), [pki.root_cert])
+    report = verify_pdf(out.getvalue(), [pki.root_cert], identities=ids(pki))
     assert not report.ok
     assert report.signatures[0].revocation == "revoked", report
     assert "thu hồi" in report.summary_vi
@@ -159,7 +171,7 @@ def test_tampering_after_lta_is_detected(test_pki, lta_result: bytes) -> None:
     pos = 400  # inside the first revision, which every signature covers
     tampered = bytearray(lta_result)
     tampered[pos] ^= 0x01
-    assert not verify_pdf(bytes(tampered), [pki.root_cert]).ok
+    assert not verify_pdf(bytes(tampered), [pki.root_cert], identities=ids(pki)).ok
     # An incremental update that changes page content.
     w = IncrementalPdfFileWriter(io.BytesIO(lta_result))
     page = w.root["/Pages"]["/Kids"][0].get_object()
@@ -168,7 +180,7 @@ def test_tampering_after_lta_is_detected(test_pki, lta_result: bytes) -> None:
     w.update_container(page)
     out = io.BytesIO()
     w.write(out)
-    report = verify_pdf(out.getvalue(), [pki.root_cert])
+    report = verify_pdf(out.getvalue(), [pki.root_cert], identities=ids(pki))
     assert not report.ok
 
 
@@ -179,7 +191,7 @@ def test_certified_copy_rejects_added_annotation(test_pki) -> None:
         signer_name="Nguyễn Thị Ánh Tuyết", role_label="Cán bộ tiếp nhận", timestamp_url=pki.tsa_url,
         level=Level.B_T, certify=MDPPerm.NO_CHANGES, visible_box=(355, 752, 580, 830),
     )
-    assert verify_pdf(signed, [pki.root_cert]).ok
+    assert verify_pdf(signed, [pki.root_cert], identities=ids(pki)).ok
     w = IncrementalPdfFileWriter(io.BytesIO(signed))
     page = w.root["/Pages"]["/Kids"][0].get_object()
     annot = generic.DictionaryObject({
@@ -194,7 +206,7 @@ def test_certified_copy_rejects_added_annotation(test_pki) -> None:
     w.update_container(page)
     out = io.BytesIO()
     w.write(out)
-    report = verify_pdf(out.getvalue(), [pki.root_cert])
+    report = verify_pdf(out.getvalue(), [pki.root_cert], identities=ids(pki))
     assert not report.ok
 
 
@@ -203,7 +215,7 @@ def test_archive_refresh_adds_a_timestamp_that_verifies(test_pki, lta_result: by
     root = load_cert_from_pemder(str(pki.root_cert))
     ctx = signing_validation_context([load_cert_from_pemder(str(pki.cert_pem("interm")))], [root])
     refreshed = add_document_timestamp(lta_result, pki.tsa_url, ctx)
-    report = verify_pdf(refreshed, [pki.root_cert])
+    report = verify_pdf(refreshed, [pki.root_cert], identities=ids(pki))
     assert report.ok, report
     assert [s.kind for s in report.signatures].count("document_timestamp") == 2
 
@@ -257,7 +269,8 @@ def test_signing_refresh_renews_stored_results_and_keeps_history(test_pki, tmp_p
     assert b"/DocTimeStamp" not in before["B-LT"] and b"/DocTimeStamp" in before["B-LTA"]
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")} | {
-        "HOSO_DATA_DIR": str(data), "HOSO_TSA_URL": pki.tsa_url, "HOSO_TRUST_ROOTS": json.dumps([str(pki.root_cert)])}
+        "HOSO_DATA_DIR": str(data), "HOSO_TSA_URL": pki.tsa_url, "HOSO_TRUST_ROOTS": json.dumps([str(pki.root_cert)]),
+        "HOSO_SIGNER_CERTS": json.dumps({r: [str(pki.cert_pem(r))] for r in ("approver", "seal")})}
 
     def refresh(*args: str) -> list[dict]:
         proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "signing", "refresh", "--json", *args],
@@ -275,7 +288,7 @@ def test_signing_refresh_renews_stored_results_and_keeps_history(test_pki, tmp_p
     assert done["history_key"] == object_keys.history_key(codes["B-LT"], "result", 1)
     renewed = store.get_bytes(key["B-LT"])
     assert renewed.startswith(before["B-LT"])  # an incremental update of the same file
-    report = verify_pdf(renewed, [pki.root_cert])
+    report = verify_pdf(renewed, [pki.root_cert], identities=ids(pki))
     assert report.ok, report
     assert [s.kind for s in report.signatures].count("document_timestamp") == 1
     events = registry.get(codes["B-LT"]).events
@@ -286,7 +299,7 @@ def test_signing_refresh_renews_stored_results_and_keeps_history(test_pki, tmp_p
     items = refresh("--within-days", str(60 * 365))
     assert sorted(i["dossier_code"] for i in items) == sorted(codes.values())
     chained = store.get_bytes(key["B-LTA"])
-    report = verify_pdf(chained, [pki.root_cert])
+    report = verify_pdf(chained, [pki.root_cert], identities=ids(pki))
     assert report.ok, report
     assert [s.kind for s in report.signatures].count("document_timestamp") == 2
     assert len(list(store.list(key["B-LTA"].rsplit("/", 1)[0] + "/history/result/"))) == 1
@@ -299,12 +312,13 @@ def test_refresh_onto_a_successor_tsa_keeps_the_result_valid_twenty_years_on(tes
     # successor TSA's (to 2063) has not.
     twenty_years_on = dt.datetime.now(dt.UTC) + dt.timedelta(days=20 * 365)
     assert dt.datetime(2040, 1, 1, tzinfo=dt.UTC) < twenty_years_on < dt.datetime(2063, 1, 1, tzinfo=dt.UTC)
-    assert not verify_pdf(lta_result, [pki.root_cert], validation_time=twenty_years_on).ok  # without renewal
+    # Without renewal:
+    assert not verify_pdf(lta_result, [pki.root_cert], identities=ids(pki), validation_time=twenty_years_on).ok
     refreshed = add_document_timestamp(lta_result, pki.tsa2_url, signing_validation_context([], [root]))
-    assert verify_pdf(refreshed, [pki.root_cert]).ok
+    assert verify_pdf(refreshed, [pki.root_cert], identities=ids(pki)).ok
     test_pki.stop()  # offline, from the file alone
     try:
-        report = verify_pdf(refreshed, [pki.root_cert], validation_time=twenty_years_on)
+        report = verify_pdf(refreshed, [pki.root_cert], identities=ids(pki), validation_time=twenty_years_on)
     finally:
         from support.servers import start_test_pki
 
@@ -315,7 +329,7 @@ def test_refresh_onto_a_successor_tsa_keeps_the_result_valid_twenty_years_on(tes
     # A tampered renewal still fails: one byte changed in the first revision.
     tampered = bytearray(refreshed)
     tampered[400] ^= 0x01
-    assert not verify_pdf(bytes(tampered), [pki.root_cert], validation_time=twenty_years_on).ok
+    assert not verify_pdf(bytes(tampered), [pki.root_cert], identities=ids(pki), validation_time=twenty_years_on).ok
 
 
 def test_verify_command_at_a_given_time_shows_roles_and_time_sources(
@@ -326,7 +340,8 @@ def test_verify_command_at_a_given_time_shows_roles_and_time_sources(
     path.write_bytes(lta_result)
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")} | {
         "HOSO_DATA_DIR": str(tmp_path / "v")}
-    base = [sys.executable, "-m", "pipeline.cli", "verify", str(path), "--trust", str(pki.root_cert)]
+    base = [sys.executable, "-m", "pipeline.cli", "verify", str(path), "--trust", str(pki.root_cert),
+            "--signer", f"approver={pki.cert_pem('approver')}", "--signer", f"seal={pki.cert_pem('seal')}"]
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3 * 365)).strftime("%Y-%m-%dT%H:%M:%S")
     proc = subprocess.run([*base, "--json", "--at", later], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr

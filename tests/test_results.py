@@ -29,7 +29,10 @@ from signing.signers import SigningKeys
 from signing.verify import verify_pdf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_signing import flattened_text  # noqa: E402
+import test_signing  # noqa: E402
+from test_signing import flattened_text, ids  # noqa: E402
+
+tsa = test_signing.tsa  # the local RFC 3161 responder (a fixture)
 
 PASS = b"results-test"
 AGENCY = "Ủy ban nhân dân phường Dịch Vọng"
@@ -85,7 +88,7 @@ def decode_qr(pdf: bytes, page_index: int) -> list[str]:
 
 
 def test_signed_result_has_two_valid_signatures(signed: bytes, pki: DevPki) -> None:
-    report = verify_pdf(signed, [pki.root_cert])
+    report = verify_pdf(signed, [pki.root_cert], identities=ids(pki))
     assert report.ok, report
     assert [s.field for s in report.signatures] == ["approver", "seal"]
     approver, seal = report.signatures
@@ -120,7 +123,7 @@ def test_long_body_puts_signatures_on_the_last_page(keys: SigningKeys, pki: DevP
     assert "LÃNH ĐẠO PHÊ DUYỆT" not in texts[0] and "LÃNH ĐẠO PHÊ DUYỆT" in texts[1]
     assert "Ngày " in texts[0]  # no place given: the date line starts with "Ngày"
     signed = issue_signed_result(c, keys, approver_name="Phạm Thị Hoa", agency_name=AGENCY)
-    assert verify_pdf(signed, [pki.root_cert]).ok
+    assert verify_pdf(signed, [pki.root_cert], identities=ids(pki)).ok
     last = len(texts) - 1
     assert decode_qr(signed, last) == ["HOSO-VERIFY:DAI-0001:7KQ2-M9XD"]
     assert "LÃNH ĐẠO PHÊ DUYỆT" in page_texts(signed)[last]
@@ -159,11 +162,72 @@ def _dictionaries(doc: pikepdf.Pdf):  # type: ignore[no-untyped-def]
             yield obj
 
 
-def pdfa_2b_problems(pdf: bytes) -> list[str]:
-    """What we can check of PDF/A-2b without a validator: declaration, output intent, embedded fonts,
-    no encryption, no actions or JavaScript, printable annotations with appearances."""
-    problems: list[str] = []
+#: Document information entries and the XMP properties PDF/A wants them equal to.
+_INFO_XMP = {"/Title": "dc:title", "/Author": "dc:creator", "/Subject": "dc:description", "/Keywords": "pdf:Keywords",
+             "/Creator": "xmp:CreatorTool", "/Producer": "pdf:Producer", "/CreationDate": "xmp:CreateDate",
+             "/ModDate": "xmp:ModifyDate"}
+
+
+def _info_xmp_problems(doc: pikepdf.Pdf, meta) -> list[str]:  # type: ignore[no-untyped-def]
+    """/Info entries whose XMP counterpart says something else (PDF/A-2 6.6.2.3)."""
+    from pikepdf.models.metadata import decode_pdf_date
+
+    problems = []
+    info = doc.trailer.get("/Info", {})
+    for key, prop in _INFO_XMP.items():
+        if key not in info:
+            continue
+        value, xmp = str(info[key]), meta.get(prop)
+        if key.endswith("Date"):
+            same = xmp is not None and decode_pdf_date(value) == dt.datetime.fromisoformat(str(xmp))
+        else:
+            same = (", ".join(xmp) if isinstance(xmp, list | set) else xmp) == value
+        if not same:
+            problems.append(f"/Info {key} {value!r} differs from XMP {prop} {xmp!r}")
+    return problems
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def revisions(pdf: bytes) -> list[bytes]:
+    """The file as it was after each of its revisions (each incremental update ends at a %%EOF)."""
+    from pyhanko.pdf_utils.reader import PdfFileReader
+
+    xrefs = PdfFileReader(io.BytesIO(pdf)).xrefs
+    ends = []
+    for revision in range(xrefs.total_revisions):
+        eof = pdf.index(b"%%EOF", xrefs.get_xref_container_info(revision).end_location) + 5
+        ends.append(eof + len(pdf[eof:eof + 2]) - len(pdf[eof:eof + 2].lstrip(b"\r\n")))
+    return [pdf[:end] for end in ends]
+
+
+def _syntax_problems(pdf: bytes) -> list[str]:
+    """qpdf's structural check (xref, objects, streams), as ``qpdf --check``."""
+    if shutil.which("qpdf"):
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "f.pdf"
+            path.write_bytes(pdf)
+            proc = subprocess.run(["qpdf", "--check", str(path)], capture_output=True, text=True, check=False)
+        return [] if proc.returncode == 0 else [f"qpdf --check: {proc.stdout.strip()} {proc.stderr.strip()}"]
     with pikepdf.open(io.BytesIO(pdf)) as doc:
+        return [f"pikepdf check: {p}" for p in doc.check()]
+
+
+def pdfa_2b_problems(pdf: bytes) -> list[str]:
+    """What we can check of PDF/A-2b without a validator: PDF version (at most 1.7: PDF/A-2 is based on
+    PDF 1.7), declaration, /Info agreeing with the XMP, output intent, embedded fonts, no encryption, no
+    actions or JavaScript, printable annotations with appearances, and qpdf's structural check."""
+    problems: list[str] = _syntax_problems(pdf)
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        catalog = str(doc.Root.get("/Version", "/" + doc.pdf_version))[1:]
+        if max(_version(doc.pdf_version), _version(catalog)) > (1, 7):
+            problems.append(f"PDF version {doc.pdf_version}, catalog /Version {catalog}")
+        for name, ext in dict(doc.Root.get("/Extensions", {})).items():
+            for one in ext if isinstance(ext, pikepdf.Array) else [ext]:  # ISO 32000-2 allows arrays
+                if _version(str(one.get("/BaseVersion", "/1.7"))[1:]) > (1, 7):
+                    problems.append(f"developer extension {name} for PDF {one.BaseVersion}")
         if "/Encrypt" in doc.trailer:
             problems.append("encrypted")
         if "/ID" not in doc.trailer:
@@ -171,6 +235,7 @@ def pdfa_2b_problems(pdf: bytes) -> list[str]:
         meta = doc.open_metadata()  # parses the XMP packet
         if (meta.get("pdfaid:part"), meta.get("pdfaid:conformance")) != ("2", "B"):
             problems.append(f"XMP pdfaid is {meta.get('pdfaid:part')}/{meta.get('pdfaid:conformance')}")
+        problems += _info_xmp_problems(doc, meta)
         intents = doc.Root.get("/OutputIntents", [])
         srgb = [i for i in intents if i.get("/S") == "/GTS_PDFA1" and "/DestOutputProfile" in i]
         if not srgb:
@@ -240,6 +305,83 @@ def test_pdfa_check_finds_what_breaks_pdfa(signed: bytes) -> None:
     assert any("JavaScript" in p for p in problems)
 
 
+@pytest.mark.parametrize("key_type", ["ec", "rsa"])
+def test_every_revision_stays_pdfa_2b_through_signatures_and_timestamps(
+    key_type: str, tmp_path: Path, tsa: tuple[str, bytes]
+) -> None:
+    """After each signature and timestamp, with EC keys (which pyHanko would raise to PDF 2.0) and RSA."""
+    from pyhanko.keys import load_certs_from_pemder_data
+
+    from signing.levels import Level, add_document_timestamp, signing_validation_context
+
+    url, tsa_root = tsa
+    pki = ensure_dev_pki(tmp_path, PASS, agency_name=AGENCY, key_type=key_type)  # type: ignore[arg-type]
+    signed = issue_signed_result(content(), SigningKeys(pki, PASS), approver_name="Phạm Thị Hoa", agency_name=AGENCY,
+                                 timestamp_url=url, level=Level.B_T)
+    context = signing_validation_context([], list(load_certs_from_pemder_data(tsa_root)))
+    stamped = add_document_timestamp(signed, url, context)
+    stamped = add_document_timestamp(stamped, url, context)  # and the next renewal
+    history = revisions(stamped)
+    assert len(history) >= 7  # render, fields, approver, seal, then validation data and two timestamps
+    for n, revision in enumerate(history):
+        assert pdfa_2b_problems(revision) == [], n
+    with pikepdf.open(io.BytesIO(stamped)) as doc:
+        assert str(doc.Root.Version) == "/1.7" and doc.pdf_version == "1.4"
+        assert set(doc.Root.Extensions.keys()) == {"/ESIC"}
+    report = verify_pdf(stamped, [pki.root_cert, tsa_root], identities=ids(pki))
+    assert report.ok, report
+    assert [s.kind for s in report.signatures] == ["signature", "signature", "document_timestamp", "document_timestamp"]
+
+
+def test_a_signed_pdfa_copy_keeps_its_info_matching_the_xmp(
+    keys: SigningKeys, pki: DevPki, tsa: tuple[str, bytes]
+) -> None:
+    """A PDF/A file with a document information dictionary (as the OCR's searchable copy has): pyHanko
+    rewrites /Info and the XMP separately; after the officer's signature and a timestamp both still agree."""
+    from pyhanko.keys import load_certs_from_pemder_data
+
+    from ocr.pdf import make_pdfa
+    from signing.levels import add_document_timestamp, signing_validation_context
+    from signing.signers import OFFICER_STAMP_BOX, sign_pdf
+
+    with pikepdf.new() as doc:
+        doc.add_blank_page(page_size=(595.28, 841.89))
+        make_pdfa(doc, "Bản số hóa hồ sơ")
+        out = io.BytesIO()
+        doc.save(out)
+    unsigned = out.getvalue()
+    assert pdfa_2b_problems(unsigned) == []
+    with pikepdf.open(io.BytesIO(unsigned)) as doc:
+        assert "/Producer" in doc.docinfo and "/ModDate" in doc.docinfo
+    url, tsa_root = tsa
+    signed = sign_pdf(unsigned, keys.signer("officer"), field_name="CanBoTiepNhan", reason="Chứng thực bản số hóa",
+                      location="l", signer_name="Nguyễn Văn An", role_label="Cán bộ tiếp nhận",
+                      visible_box=OFFICER_STAMP_BOX, timestamp_url=url)
+    stamped = add_document_timestamp(signed, url, signing_validation_context([], load_certs_from_pemder_data(tsa_root)))
+    for revision in revisions(stamped):
+        assert pdfa_2b_problems(revision) == []
+    assert _info_xmp_problems_of(stamped) == []
+    # pyHanko's rewrites of this XMP (producer, dates) are bookkeeping, not changes after signing.
+    report = verify_pdf(stamped, [pki.root_cert, tsa_root], identities=ids(pki))
+    assert report.ok, report
+
+
+def _info_xmp_problems_of(pdf: bytes) -> list[str]:
+    with pikepdf.open(io.BytesIO(pdf)) as doc:
+        assert doc.docinfo.get("/Title") == "Bản số hóa hồ sơ"  # the title is kept
+        return _info_xmp_problems(doc, doc.open_metadata())
+
+
+def test_pdfa_check_finds_a_pdf_2_0_signature_and_info_that_disagrees(signed: bytes) -> None:
+    with pikepdf.open(io.BytesIO(signed)) as doc:
+        doc.Root.Version = pikepdf.Name("/2.0")
+        doc.docinfo["/Title"] = "Khác với XMP"
+        out = io.BytesIO()
+        doc.save(out)
+    problems = pdfa_2b_problems(out.getvalue())
+    assert any("catalog /Version 2.0" in p for p in problems) and any("/Title" in p for p in problems)
+
+
 def test_pdfa_check_finds_images_that_break_pdfa(sealed: bytes) -> None:
     with pikepdf.open(io.BytesIO(sealed)) as doc:
         for obj in doc.objects:
@@ -294,7 +436,7 @@ def test_seal_image_is_in_the_seal_stamp_and_the_result_stays_pdfa(sealed: bytes
     assert _stamp_images(sealed, "seal") == [(512, 512, True, "/DeviceRGB", 512 * 512 * 3)]  # scaled down
     assert _stamp_images(sealed, "approver") == []  # only the seal's stamp
     assert pdfa_2b_problems(sealed) == []
-    assert verify_pdf(sealed, [pki.root_cert]).ok
+    assert verify_pdf(sealed, [pki.root_cert], identities=ids(pki)).ok
     assert f"Ký bởi: {AGENCY}" in flattened_text(sealed, 0)  # the text is still drawn over the image
 
 

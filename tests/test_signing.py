@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
+import pikepdf
 import pypdfium2 as pdfium
 import pytest
 from cryptography import x509
@@ -23,6 +25,7 @@ from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from reportlab.pdfgen import canvas
 
 from pipeline.core.errors import ConfigurationError, InputCorrupt, InputEmpty, SigningFailed
+from signing.identities import SignerIdentities
 from signing.pki import ROLES, DevPki, ensure_dev_pki
 from signing.signers import OFFICER_STAMP_BOX, SigningKeys, prepare_fields, sign_pdf, stamp_box_top_right
 from signing.verify import REVOCATION_INFO, verify_pdf
@@ -74,6 +77,11 @@ def signed(keys: SigningKeys) -> bytes:
 
 def roots(pki: DevPki) -> list[bytes | Path]:
     return [pki.root_cert]
+
+
+def ids(pki: DevPki) -> SignerIdentities:
+    """The dev PKI's signers by role (what ``hoso verify`` configures for itself)."""
+    return SignerIdentities.from_config(pki.identity_files())
 
 
 # --- dev PKI ---------------------------------------------------------------------------------------
@@ -132,7 +140,7 @@ def test_pki_wrong_passphrase_does_not_replace_the_root(tmp_path: Path) -> None:
 
 
 def test_signed_pdf_verifies(signed: bytes, pki: DevPki) -> None:
-    report = verify_pdf(signed, roots(pki))
+    report = verify_pdf(signed, roots(pki), identities=ids(pki))
     assert report.ok, report
     (sig,) = report.signatures
     assert sig.field == "officer"
@@ -159,7 +167,7 @@ def test_flipped_byte_in_signed_range_breaks_the_signature(signed: bytes, pki: D
     assert pos + 5 < len1  # inside the first covered range, not in /Contents
     tampered = bytearray(signed)
     tampered[pos] = ord("J")
-    report = verify_pdf(bytes(tampered), roots(pki))
+    report = verify_pdf(bytes(tampered), roots(pki), identities=ids(pki))
     assert not report.ok
     assert not report.signatures[0].intact
     assert "thay đổi" in report.summary_vi
@@ -171,10 +179,10 @@ def test_certificate_from_another_root_is_not_trusted(other_pki: DevPki, pki: De
         make_pdf(), foreign, field_name="officer", reason="r", location="l",
         signer_name=SIGNER_NAME, role_label=ROLE_LABEL,
     )
-    report = verify_pdf(out, roots(pki))
+    report = verify_pdf(out, roots(pki), identities=ids(pki))
     assert not report.ok
     assert report.signatures[0].intact and not report.signatures[0].trusted
-    assert verify_pdf(out, roots(other_pki)).ok  # same file, its own root: fine
+    assert verify_pdf(out, roots(other_pki), identities=ids(other_pki)).ok  # same file, its own root: fine
 
 
 def test_incremental_change_of_page_content_after_signing_is_detected(signed: bytes, pki: DevPki) -> None:
@@ -183,7 +191,7 @@ def test_incremental_change_of_page_content_after_signing_is_detected(signed: by
     w.add_stream_to_page(0, w.add_object(stream))
     out = io.BytesIO()
     w.write(out)
-    report = verify_pdf(out.getvalue(), roots(pki))
+    report = verify_pdf(out.getvalue(), roots(pki), identities=ids(pki))
     assert not report.ok
     sig = report.signatures[0]
     assert sig.intact and sig.trusted  # the signed revision itself is untouched ...
@@ -289,8 +297,144 @@ def test_stamp_box_follows_the_page_size() -> None:
     c = canvas.Canvas(buf, pagesize=(612, 792))
     c.showPage()
     c.save()
-    x1, y1, x2, y2 = stamp_box_top_right(buf.getvalue())
+    box = stamp_box_top_right(buf.getvalue())
+    assert box is not None
+    x1, y1, x2, y2 = box
     assert x2 <= 612 and y2 <= 792 and x1 > 612 / 2 and y1 > 792 / 2
+
+
+# --- stamps on the page as displayed ----------------------------------------------------------------
+
+
+def page_with_text(lines: list[tuple[float, float, str]], rotation: int = 0, *, size: float = 11,
+                   crop: tuple[float, float, float, float] | None = None) -> bytes:
+    """An A4 page shown upright with /Rotate ``rotation``: stored landscape for 90/270 (as a sideways scan
+    kept as scanned), its text drawn turned so that it reads upright as displayed. ``lines``: (u, v, text)
+    with (u, v) the text's start from the bottom left of the page as displayed."""
+    stored = (842.0, 595.0) if rotation in (90, 270) else (595.0, 842.0)
+    w, h = stored
+    to_user = {0: lambda u, v: (u, v), 90: lambda u, v: (w - v, u), 180: lambda u, v: (w - u, h - v),
+               270: lambda u, v: (v, h - u)}[rotation]
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=stored, pageCompression=0)
+    c.setFont("Helvetica", size)
+    for u, v, text in lines:
+        c.saveState()
+        c.translate(*to_user(u, v))
+        c.rotate(rotation)  # counter-clockwise, against the clockwise /Rotate
+        c.drawString(0, 0, text)
+        c.restoreState()
+    c.showPage()
+    c.save()
+    with pikepdf.open(io.BytesIO(buf.getvalue())) as pdf:
+        page = pdf.pages[0]
+        if rotation:
+            page.Rotate = rotation
+        if crop is not None:
+            page.CropBox = pikepdf.Array(crop)
+        out = io.BytesIO()
+        pdf.save(out)
+    return out.getvalue()
+
+
+def rendered(pdf: bytes, *, forms: bool) -> np.ndarray:
+    """The page as displayed (pdfium applies /Rotate and the crop box), 1 pixel per point, RGB."""
+    doc = pdfium.PdfDocument(pdf)
+    try:
+        if forms:
+            doc.init_forms()
+        return np.asarray(doc[0].render(scale=1, may_draw_forms=forms).to_pil().convert("RGB")).astype(int)
+    finally:
+        doc.close()
+
+
+def stamp_pixels(signed_pdf: bytes) -> tuple[int, int, int, int]:
+    """Bounding box (left, top, right, bottom; image rows from the top) of the stamp's red ink as displayed."""
+    img = rendered(signed_pdf, forms=True)
+    red = (img[..., 0] > 150) & (img[..., 1] < 110) & (img[..., 2] < 110)
+    rows, cols = np.nonzero(red)
+    assert len(rows), "no stamp drawn"
+    return int(cols.min()), int(rows.min()), int(cols.max()) + 1, int(rows.max()) + 1
+
+
+def stamp_ink(signed_pdf: bytes) -> np.ndarray:
+    """The stamp's red ink as displayed, cropped to it."""
+    left, top, right, bottom = stamp_pixels(signed_pdf)
+    img = rendered(signed_pdf, forms=True)[top:bottom, left:right]
+    return (img[..., 0] > 150) & (img[..., 1] < 110) & (img[..., 2] < 110)
+
+
+def sign_with_stamp(pdf: bytes, keys: SigningKeys, box: tuple[float, float, float, float] | None) -> bytes:
+    return sign_pdf(pdf, keys.signer("officer"), field_name="CanBoTiepNhan", reason="Chứng thực bản số hóa",
+                    location="l", signer_name=SIGNER_NAME, role_label=ROLE_LABEL, visible_box=box)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_stamp_on_a_turned_page_is_top_right_as_displayed_upright_and_off_text(
+    rotation: int, keys: SigningKeys, pki: DevPki
+) -> None:
+    # Text at the top left and, on purpose, in every other corner but the displayed top right: where the
+    # stamp would land if /Rotate were ignored there is text.
+    lines = [(72, 790, "UY BAN NHAN DAN XA THU NGHIEM - so 12/QD"), (72, 400, "Noi dung van ban dong 1"),
+             (72, 40, "Trang 1"), (420, 40, "bottom right footer"), (72, 600, "x" * 80)]
+    pdf = page_with_text(lines, rotation)
+    box = stamp_box_top_right(pdf)
+    assert box is not None
+    signed = sign_with_stamp(pdf, keys, box)
+    assert verify_pdf(signed, roots(pki), identities=ids(pki)).ok
+    left, top, right, bottom = stamp_pixels(signed)
+    height, width = rendered(signed, forms=False).shape[:2]
+    assert (width, height) == (595, 842)  # displayed upright
+    assert width - 14 - 3 <= right <= width - 14 + 1 and top <= 842 * 0.1  # top right, beside the margin
+    assert 220 <= right - left <= 228 and 70 <= bottom - top <= 75  # 225 x 72 as displayed, not turned
+    text = rendered(pdf, forms=False)
+    ink = (text.max(axis=2) < 140)[top - 1 : bottom + 1, left - 1 : right + 1]
+    assert not ink.any(), "the stamp covers text"
+    # The stamp reads upright: as displayed it looks like the same stamp on a page that is not turned.
+    upright = stamp_ink(sign_with_stamp(page_with_text([]), keys, (355, 756, 580, 828)))
+    turned = stamp_ink(signed)
+    assert upright.shape == turned.shape
+    assert (upright != turned).mean() < 0.02, (upright != turned).mean()
+    assert (upright != np.rot90(turned, 2)).mean() > 0.05  # what a stamp upside down would look like
+
+
+def test_stamp_keeps_off_text_in_the_corner_and_inside_the_crop_box(keys: SigningKeys) -> None:
+    # A national motto block in the top right corner, as on most Vietnamese forms.
+    motto = [(330, 800, "CONG HOA XA HOI CHU NGHIA VIET NAM"), (360, 785, "Doc lap - Tu do - Hanh phuc")]
+    pdf = page_with_text(motto)
+    box = stamp_box_top_right(pdf)
+    assert box is not None
+    x1, y1, x2, y2 = box
+    assert x1 > 595 / 2 and y1 > 842 / 2 and y2 < 780  # still top right, just below the motto
+    left, top, right, bottom = stamp_pixels(sign_with_stamp(pdf, keys, box))
+    ink = (rendered(pdf, forms=False).max(axis=2) < 140)[top - 1 : bottom + 1, left - 1 : right + 1]
+    assert not ink.any()
+    # A crop box: only its area is shown, and the stamp goes in its top right.
+    cropped = page_with_text([], crop=(40, 60, 500, 760))
+    x1, y1, x2, y2 = stamp_box_top_right(cropped) or (0, 0, 0, 0)
+    assert (x2, y2) == (500 - 14, 760 - 14) and x1 >= 40 and y1 >= 60
+    # /Rotate together with a crop box.
+    cropped = page_with_text([], 90, crop=(40, 60, 800, 560))
+    x1, y1, x2, y2 = stamp_box_top_right(cropped) or (0, 0, 0, 0)
+    assert (x1, y2) == (40 + 14, 560 - 14)  # displayed top right = stored top left when turned 90°
+
+
+def test_a_page_without_room_gets_a_smaller_stamp_or_none(keys: SigningKeys, pki: DevPki) -> None:
+    # Text everywhere but a gap of about 200 x 70 points at the top right: the stamp shrinks to fit in it.
+    lines = [(20, v, "x" * 120) for v in range(20, 750, 12)]
+    lines += [(20, v, "x" * 70) for v in range(750, 842, 12)]
+    pdf = page_with_text(lines, size=10)
+    box = stamp_box_top_right(pdf)
+    assert box is not None
+    assert 0.6 * 225 <= box[2] - box[0] < 225  # a smaller stamp, not over the text
+    textpage = pdfium.PdfDocument(pdf)[0].get_textpage()
+    rects = [textpage.get_rect(i) for i in range(textpage.count_rects())]
+    assert len(rects) == len(lines)
+    assert not any(r[0] < box[2] and box[0] < r[2] and r[1] < box[3] and box[1] < r[3] for r in rects)
+    full = page_with_text([(10, v, "x" * 130) for v in range(10, 842, 10)], size=10)
+    assert stamp_box_top_right(full) is None
+    signed = sign_with_stamp(full, keys, None)  # the signature, without a visible stamp
+    assert verify_pdf(signed, roots(pki), identities=ids(pki)).ok
 
 
 @pytest.mark.skipif(shutil.which("pdfsig") is None, reason="poppler-utils not installed")
@@ -394,11 +538,11 @@ def test_b_t_signature_with_timestamp(keys: SigningKeys, pki: DevPki, tsa: tuple
     url, tsa_root = tsa
     out = sign_pdf(make_pdf(), keys.signer("officer"), field_name="officer", reason="r", location="l",
                    signer_name=SIGNER_NAME, role_label=ROLE_LABEL, timestamp_url=url)
-    report = verify_pdf(out, [pki.root_cert, tsa_root])
+    report = verify_pdf(out, [pki.root_cert, tsa_root], identities=ids(pki))
     assert report.ok, report
     assert report.signatures[0].signing_time is not None
     # Without the TSA's root the signature itself is fine but its timestamp is not trusted.
-    report = verify_pdf(out, [pki.root_cert])
+    report = verify_pdf(out, [pki.root_cert], identities=ids(pki))
     assert not report.ok
     assert any("timestamp" in p for p in report.signatures[0].problems)
 

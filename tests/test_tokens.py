@@ -143,7 +143,7 @@ class _PrehashService:
 
 
 def test_remote_signer_signs_with_only_the_digest_leaving(tmp_path: Path) -> None:
-    from test_signing import make_pdf
+    from test_signing import ids, make_pdf
 
     from signing.pki import ensure_dev_pki
     from signing.signers import sign_pdf
@@ -155,5 +155,5 @@ def test_remote_signer_signs_with_only_the_digest_leaving(tmp_path: Path) -> Non
     signed = sign_pdf(make_pdf(), RemoteSigner(service), field_name="seal", reason="r", location="l",
                       signer_name="Cơ quan", role_label="Con dấu", visible_box=(300, 700, 550, 780))
     assert len(service.digests) == 1  # one real signature; pyHanko's size estimate did not reach the service
-    report = verify_pdf(signed, [pki.root_cert])
+    report = verify_pdf(signed, [pki.root_cert], identities=ids(pki))
     assert report.ok, report

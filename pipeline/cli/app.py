@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import Callable
 from datetime import datetime
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -168,6 +169,28 @@ def issue_result(
         print(f"Tệp kết quả: {target}")
 
 
+class VerifyProfile(StrEnum):
+    auto = "auto"
+    result = "result"
+    basic = "basic"
+
+
+def _signer_option(values: list[str]) -> dict[str, list[str]]:
+    """``ROLE=CERT`` options (a PEM/DER file or a SHA-256 fingerprint) grouped by role."""
+    from pipeline.core.errors import ConfigurationError
+
+    by_role: dict[str, list[str]] = {}
+    for value in values:
+        role, sep, cert = value.partition("=")
+        if not sep or not cert:
+            raise ConfigurationError(
+                f"--signer takes ROLE=CERT (a PEM/DER file or a SHA-256 fingerprint), not {value!r}",
+                "Tùy chọn --signer cần dạng VAI_TRÒ=CHỨNG_THƯ (tệp chứng thư hoặc mã SHA-256).",
+            )
+        by_role.setdefault(role.strip(), []).append(cert.strip())
+    return by_role
+
+
 @app.command()
 def verify(
     file: Annotated[Path, typer.Argument(metavar="FILE.pdf")],
@@ -178,23 +201,38 @@ def verify(
         typer.Option("--at", metavar="ISO-TIME", formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
                      help="Validate as of this time (default: now; UTC unless an offset is given)"),
     ] = None,
+    signer: Annotated[
+        list[str] | None,
+        typer.Option("--signer", metavar="ROLE=CERT",
+                     help="Who may sign as ROLE (officer/approver/seal): a PEM/DER file or SHA-256 fingerprint; "
+                          "repeatable (default: HOSO_SIGNER_CERTS, else the key source's certificates)"),
+    ] = None,
+    profile: Annotated[
+        VerifyProfile,
+        typer.Option("--profile", help="result: approver then seal required; basic: every signature holds; "
+                                       "auto: result for hoso e-results"),
+    ] = VerifyProfile.auto,
 ) -> None:
-    """Verify every signature in a PDF; exit non-zero unless all hold."""
+    """Verify every signature in a PDF (and the signers' roles); exit non-zero unless all hold."""
     from datetime import UTC
 
     from pipeline.cli.console import console, verification_panel
     from pipeline.core.errors import InputMissing
+    from signing.identities import SignerIdentities
     from signing.verify import verify_pdf
 
     def body() -> Any:
         if not file.is_file():
             raise InputMissing(f"file not found: {file}", f"Không tìm thấy tệp: {file}")
+        identities = SignerIdentities.from_config(_signer_option(signer)) if signer else None
         roots: list[bytes | Path] = list(trust or [])
-        if not roots:
+        if not roots or identities is None:
             services = Services()
-            roots = list(services.settings.trust_roots) or [services.pki.root_cert]
+            roots = roots or list(services.settings.trust_roots) or [services.pki.root_cert]
+            identities = identities if identities is not None else services.signer_identities
         when = None if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
-        return verify_pdf(file.read_bytes(), roots, validation_time=when)
+        return verify_pdf(file.read_bytes(), roots, validation_time=when, identities=identities,
+                          profile=profile.value)
 
     report = _guard(body)
     if as_json:
@@ -202,6 +240,7 @@ def verify(
     else:
         console().print(verification_panel(file.name, report))
     if not report.ok:
+        print(f"hoso: lỗi [failed]: {report.summary_vi} — {report.summary_en}", file=sys.stderr)
         raise typer.Exit(int(ExitCode.failed))
 
 
@@ -317,7 +356,7 @@ def signing_refresh(
     items = _guard(lambda: refresh_stored(
         services.store, services.registry, tsa_url=services.settings.tsa_url, trust_roots=services.trust_roots,
         trust_root_files=list(services.settings.trust_roots) or [services.pki.root_cert],
-        within=timedelta(days=days), dry_run=dry_run, on_item=show,
+        within=timedelta(days=days), identities=services.signer_identities, dry_run=dry_run, on_item=show,
     ))
     failed = [i for i in items if i.action == "failed"]
     if as_json:

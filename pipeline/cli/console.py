@@ -11,7 +11,7 @@ from rich.table import Table
 
 from pipeline.core.models import Receipt
 from pipeline.domain.catalog import Catalog
-from signing.verify import VerificationReport
+from signing.verify import SignatureReport, VerificationReport
 from storage.registry import DossierRecord
 
 TITLES = {
@@ -70,12 +70,22 @@ ROLE_VI = {"officer": "cán bộ tiếp nhận", "approver": "lãnh đạo phê 
            "timestamp_authority": "dấu thời gian"}
 TIME_SOURCE_VI = {"signature_timestamp": "dấu thời gian", "document_timestamp": "dấu thời gian tài liệu",
                   "signer_claimed": "máy người ký (không kiểm chứng)", "none": "-"}
+PROFILE_VI = {"result": "kết quả điện tử: lãnh đạo phê duyệt rồi con dấu cơ quan",
+              "basic": "mọi chữ ký hợp lệ"}
 REVOCATION_VI = {"good": "✔ còn hiệu lực", "revoked": "✘ đã thu hồi", "unknown": "? không rõ",
                  "not_checked": "chưa kiểm tra"}
 
 
+def _role_cell(sig: SignatureReport) -> str:
+    shown = ROLE_VI.get(sig.role, sig.role or "-")
+    if sig.role_ok:
+        return shown
+    return f"✘ ghi là {ROLE_VI.get(sig.claimed_role, sig.claimed_role)}; chứng thư: {shown}"
+
+
 def verification_panel(name: str, report: VerificationReport) -> Panel:
-    """Each signature: who (and in which role), when (and on whose clock), intact, trusted, revocation."""
+    """Each signature: who (and in which role, as its certificate proves), when (and on whose clock),
+    intact, trusted, revocation; then what is wrong with the document as a whole."""
     table = Table()
     for col in ("Chữ ký", "Người ký", "Vai trò", "Thời gian ký", "Nguồn thời gian", "Toàn vẹn", "Tin cậy",
                 "Thu hồi", "Sửa đổi sau ký"):
@@ -84,7 +94,7 @@ def verification_panel(name: str, report: VerificationReport) -> Panel:
         table.add_row(
             sig.field,
             sig.signer,
-            ROLE_VI.get(sig.role, sig.role or "-"),
+            _role_cell(sig),
             sig.signing_time.isoformat() if sig.signing_time else "-",
             TIME_SOURCE_VI.get(sig.signing_time_source, sig.signing_time_source),
             "✔" if sig.intact else "✘",
@@ -92,9 +102,12 @@ def verification_panel(name: str, report: VerificationReport) -> Panel:
             "-" if sig.kind == "document_timestamp" else REVOCATION_VI.get(sig.revocation, sig.revocation),
             sig.modification_level,
         )
-    problems = [f"• {s.field}: {p}" for s in report.signatures for p in s.problems]
+    problems = [f"• {vi} — {en}" for vi, en in zip(report.problems_vi, report.problems, strict=False)]
+    problems += [f"• {s.field}: {p}" for s in report.signatures for p in s.problems]
     when = report.validation_time.isoformat(timespec="seconds") if report.validation_time else "-"
-    lines = [report.summary_vi, report.summary_en, f"Thời điểm kiểm tra / validation time: {when}", *problems]
+    profile = PROFILE_VI.get(report.profile, report.profile)
+    lines = [report.summary_vi, report.summary_en, f"Thời điểm kiểm tra / validation time: {when}",
+             f"Yêu cầu / profile: {profile} ({report.profile})", *problems]
     style = "green" if report.ok else "red"
     return Panel(Group(table, "\n".join(lines)), title=f"Kiểm tra chữ ký: {name}", border_style=style)
 

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     pkcs11_pin_file: Path | None = Field(None, description="File holding the token PIN (wins over the env var)")
     refresh_before_days: int = Field(365, gt=0, description="`hoso signing refresh`: renew this long before expiry")
     seal_image: Path | None = Field(None, description="PNG of the agency seal, drawn in the seal's visible stamp")
+    signer_certs: dict[Literal["officer", "approver", "seal"], list[str]] = Field(
+        default_factory=dict,
+        description="Who may sign in each role: PEM/DER files or SHA-256 fingerprints (JSON); default: key source's",
+    )
 
     # National databases (population DB + citizen's electronic data store), pipeline/national/db.py
     natdb: Literal["embedded", "http", "off"] = Field(

@@ -28,6 +28,7 @@ from reportlab.pdfbase.ttfonts import TTFError, TTFont
 from reportlab.pdfgen import canvas
 
 from pipeline.core.errors import ConfigurationError
+from signing.changes import E_RESULT_TYPE
 from signing.levels import Level
 from signing.pki import ROLE_TITLES
 from signing.signers import KeySource, load_stamp_image, prepare_fields, sign_pdf
@@ -228,10 +229,16 @@ def _srgb_profile() -> bytes:
 
 
 def _as_pdfa_2b(pdf: bytes) -> bytes:
-    """Declare the rendered result PDF/A-2b: XMP metadata (pdfaid part 2, conformance B, mirroring the
-    document info) and an sRGB output intent. reportlab already embeds every font (Noto Sans subsets)
-    and writes no encryption, JavaScript or transparency; pyHanko's signatures add only widgets with
-    embedded-font appearances, so the file stays PDF/A-2b through every signature.
+    """Declare the rendered result PDF/A-2b: XMP metadata (pdfaid part 2, conformance B, what reportlab
+    put in the document info, and ``dc:type`` :data:`~signing.changes.E_RESULT_TYPE`, which makes
+    ``hoso verify`` apply the e-result profile) and an sRGB output intent.
+
+    The metadata lives in the XMP only: pyHanko rewrites the producer and modification date of both
+    /Info and the XMP on every revision, not always alike, and PDF/A wants the two to agree. reportlab
+    already embeds every font (Noto Sans subsets) and writes no encryption, JavaScript or transparency;
+    pyHanko's signatures add only widgets with embedded-font appearances and keep the file at PDF 1.7.
+    Tests check each revision against what PDF/A-2b asks that can be checked here (version, structure,
+    XMP, fonts, output intent, annotations); there is no full PDF/A validator.
     """
     with pikepdf.open(io.BytesIO(pdf)) as doc:
         profile = pikepdf.Stream(doc, _srgb_profile())
@@ -248,10 +255,12 @@ def _as_pdfa_2b(pdf: bytes) -> bytes:
         ])
         if "/Trapped" in doc.docinfo:  # no XMP counterpart that pikepdf carries over
             del doc.docinfo["/Trapped"]
-        with doc.open_metadata(set_pikepdf_as_editor=False) as meta:
+        with doc.open_metadata(set_pikepdf_as_editor=False, update_docinfo=False) as meta:
             meta.load_from_docinfo(doc.docinfo)
             meta["pdfaid:part"] = "2"
             meta["pdfaid:conformance"] = "B"
+            meta["dc:type"] = {E_RESULT_TYPE}
+        del doc.trailer["/Info"]
         out = io.BytesIO()
         doc.save(out, deterministic_id=True)
     return out.getvalue()

@@ -12,6 +12,7 @@ from ocr.models import OcrOptions
 from pipeline.core.settings import Settings, get_settings
 from pipeline.domain.catalog import Catalog, load_catalog
 from pipeline.national.db import NationalDb, open_national_db
+from signing.identities import SignerIdentities
 from signing.pki import DevPki, ensure_dev_pki
 from signing.signers import SigningKeys
 from signing.tokens import Pkcs11Keys
@@ -62,6 +63,17 @@ class Services:
         """Configured trust roots (HOSO_TRUST_ROOTS), else the dev PKI's root."""
         paths: list[bytes | Path] = list(self.settings.trust_roots) or [self.pki.root_cert]
         return load_trust_roots(paths)
+
+    @cached_property
+    def signer_identities(self) -> SignerIdentities:
+        """Who may sign in each role (HOSO_SIGNER_CERTS), else the key source's own certificates per role:
+        the token's (HOSO_KEY_SOURCE=pkcs11) or the dev PKI's, with any it has replaced."""
+        s = self.settings
+        if s.signer_certs:
+            return SignerIdentities.from_config(s.signer_certs)
+        if s.key_source == "pkcs11" and isinstance(self.keys, Pkcs11Keys):
+            return SignerIdentities.from_certificates(self.keys.role_certificates())
+        return SignerIdentities.from_config(self.pki.identity_files())
 
     def national_db(self) -> NationalDb:
         """A connection to the national databases the settings name; the caller closes it."""

@@ -27,6 +27,7 @@ from pyhanko.sign.validation.generic_cms import extract_tst_data_iter
 
 from pipeline.core.errors import ConfigurationError, HosoError, SigningFailed
 from pipeline.core.models import DossierState
+from signing.identities import SignerIdentities
 from signing.levels import add_document_timestamp, forget_validation_contexts, signing_validation_context
 from signing.verify import verify_pdf
 from storage import keys
@@ -98,11 +99,13 @@ def refresh_stored(
     trust_roots: Sequence[asn1_x509.Certificate],
     trust_root_files: Sequence[bytes | Path],
     within: dt.timedelta,
+    identities: SignerIdentities | None = None,
     dry_run: bool = False,
     now: dt.datetime | None = None,
     on_item: Callable[[RefreshItem], None] | None = None,
 ) -> list[RefreshItem]:
-    """Add a document timestamp to every stored result/digitised copy that needs one (see module doc)."""
+    """Add a document timestamp to every stored result/digitised copy that needs one (see module doc);
+    the renewed file must verify as ``hoso verify`` would, with ``identities`` for the signers' roles."""
     if not tsa_url and not dry_run:
         raise ConfigurationError(
             "hoso signing refresh needs a timestamp server (HOSO_TSA_URL)",
@@ -125,7 +128,7 @@ def refresh_stored(
             )
             if not dry_run:
                 item = _refresh_one(store, registry, record.code, record.state, item, pdf, tsa_url or "",
-                                    trust_roots, trust_root_files)
+                                    trust_roots, trust_root_files, identities)
             items.append(item)
             if on_item is not None:
                 on_item(item)
@@ -142,11 +145,12 @@ def _refresh_one(
     tsa_url: str,
     trust_roots: Sequence[asn1_x509.Certificate],
     trust_root_files: Sequence[bytes | Path],
+    identities: SignerIdentities | None,
 ) -> RefreshItem:
     try:
         context = signing_validation_context([], trust_roots)
         renewed = add_document_timestamp(pdf, tsa_url, context)
-        report = verify_pdf(renewed, trust_root_files)
+        report = verify_pdf(renewed, trust_root_files, identities=identities)
         if not report.ok:
             raise SigningFailed(f"the renewed file does not verify: {report.summary_en}")
         history = _history_key(store, item.dossier_code, item.artifact)
