@@ -47,6 +47,7 @@ from pipeline.domain.forms import (
 )
 from pipeline.usecases.forms import issue_form
 from pipeline.usecases.services import Services
+from signing.identities import SignerIdentities
 from signing.pki import DevPki, ensure_dev_pki
 from signing.signers import SigningKeys
 from signing.verify import verify_pdf
@@ -267,6 +268,10 @@ def flat_text(pdf: bytes) -> str:
     return " ".join(unicodedata.normalize("NFC", text).split())
 
 
+def ids(pki: DevPki) -> SignerIdentities:
+    return SignerIdentities.from_config(pki.identity_files())
+
+
 def decode_qr(pdf: bytes, page_index: int = 0) -> list[str]:
     doc = pdfium.PdfDocument(pdf)
     try:
@@ -292,7 +297,7 @@ def stream_bytes(pdf: bytes) -> bytes:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_form_is_signed_by_its_role_and_verifies(kind: str, signed: dict[str, bytes], pki: DevPki) -> None:
-    report = verify_pdf(signed[kind], [pki.root_cert])
+    report = verify_pdf(signed[kind], [pki.root_cert], identities=ids(pki))
     assert report.ok, report
     (sig,) = report.signatures
     assert sig.field == SIGNER_ROLE[kind] and sig.role == SIGNER_ROLE[kind]
@@ -406,7 +411,7 @@ def test_supplement_lists_exactly_what_the_desk_found(keys: SigningKeys, pki: De
         ["Căn cước công dân (bản sao mặt trước/sau)", "Sổ hộ khẩu"],
     ]
     pdf = sign_form(form, keys, public_url=PUBLIC, copy="citizen")
-    assert verify_pdf(pdf, [pki.root_cert]).ok
+    assert verify_pdf(pdf, [pki.root_cert], identities=ids(pki)).ok
     text = flat_text(pdf)
     items = re.search(r"như sau: (.*) Trong quá trình hoàn thiện", text)
     assert items is not None
@@ -429,7 +434,7 @@ def test_receipt_from_the_desk_receipt_carries_documents_due_date_and_fee(keys: 
     assert [d.label for d in form.documents] == ["Căn cước công dân (bản sao mặt trước/sau)", "Giấy khai sinh"]
     assert [d.reused for d in form.documents] == [False, True]
     pdf = sign_form(form, keys, public_url=PUBLIC, copy="citizen")
-    assert verify_pdf(pdf, [pki.root_cert]).ok
+    assert verify_pdf(pdf, [pki.root_cert], identities=ids(pki)).ok
     text = flat_text(pdf)
     assert "Chứng thực bản sao từ bản chính (mã thủ tục: 2.000815)" in text
     assert "3. Thời gian giải quyết hồ sơ theo quy định là: trong ngày làm việc" in text
@@ -500,7 +505,7 @@ def test_long_receipt_runs_on_and_signs_on_the_last_page(keys: SigningKeys, pki:
     rendered = render_form(form, public_url=PUBLIC, copy="citizen")
     assert rendered.pages >= 2 and rendered.signature is not None and rendered.signature.page == rendered.pages - 1
     pdf = sign_form(form, keys, public_url=PUBLIC, copy="citizen")
-    assert verify_pdf(pdf, [pki.root_cert]).ok
+    assert verify_pdf(pdf, [pki.root_cert], identities=ids(pki)).ok
     assert decode_qr(pdf, 0) and not decode_qr(pdf, rendered.pages - 1)  # the QR code is on the first page
     assert "Giấy tờ kèm theo số 30" in flat_text(pdf)
 
@@ -558,7 +563,7 @@ def test_long_reasons_run_over_pages_and_the_signature_follows(keys: SigningKeys
     assert rendered.pages >= 3 and rendered.signature is not None
     assert rendered.signature.page == rendered.pages - 1
     pdf = sign_form(form, keys, public_url=PUBLIC, copy="citizen")
-    assert verify_pdf(pdf, [pki.root_cert]).ok
+    assert verify_pdf(pdf, [pki.root_cert], identities=ids(pki)).ok
     assert "Lý do thứ 8:" in flat_text(pdf)
 
 
@@ -630,13 +635,13 @@ def test_issue_form_signs_both_copies_with_the_settings(tmp_path: Path, pki: Dev
     assert issued.citizen is not None
     roots = [services.pki.root_cert]
     for pdf in (issued.stored, issued.citizen):
-        report = verify_pdf(pdf, roots)
+        report = verify_pdf(pdf, roots, identities=services.signer_identities)
         assert report.ok and report.signatures[0].role == "officer"
     assert "Đỗ Thị Lan" in flat_text(issued.stored)  # the configured officer, under the signature block
     assert SECRET.encode() not in stream_bytes(issued.stored)
     assert LookupLink.parse(decode_qr(issued.citizen)[0], PUBLIC).secret is not None
     slip = issue_form(make_form("control"), services)
-    assert slip.citizen is None and verify_pdf(slip.stored, roots).ok
+    assert slip.citizen is None and verify_pdf(slip.stored, roots, identities=services.signer_identities).ok
 
 
 def desk_receipt(
