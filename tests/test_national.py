@@ -28,6 +28,7 @@ from pipeline.core.errors import ConfigurationError
 from pipeline.core.models import DocumentInfo, Receipt
 from pipeline.core.settings import Settings
 from pipeline.domain.applicant import (
+    MAX_REUSE_CANDIDATES,
     ReuseGuard,
     apply_applicant_check,
     consult_national_db,
@@ -348,6 +349,25 @@ def test_an_older_sound_copy_is_reused_when_the_newest_is_forged(
     check, reused = consult_national_db(db, PROCEDURE, person["id_number"], [_form({})], guard)
     assert [d.reference.dossier_code for d in reused if d.reference] == ["OLD-2"]
     assert check is not None and any("NEW-2" in n for n in check.notes_vi)
+
+
+def test_a_flooded_store_costs_a_bounded_number_of_reads(
+    tmp_path: Path, genuine: bytes, roots: list[bytes | Path]
+) -> None:
+    db = RegistryNationalDb(Registry(f"sqlite:///{tmp_path / 'registry.db'}"))
+    store = LocalObjectStore(tmp_path / "objects")
+    person = synthetic_citizens()[14].model_dump()
+    key, sha = _keep(store, "OLD-3", genuine)
+    db.save_document(StoredDocument(id_number=person["id_number"], doc_type="cccd", object_key=key, sha256=sha,
+                                    dossier_code="OLD-3", saved_at=datetime(2025, 1, 1, tzinfo=UTC)))
+    for n in range(MAX_REUSE_CANDIDATES + 2):  # newer records pointing at nothing
+        code = f"FLOOD-{n}"
+        db.save_document(StoredDocument(id_number=person["id_number"], doc_type="cccd", sha256=sha,
+                                        object_key=keys.digitised_key(code), dossier_code=code,
+                                        saved_at=datetime(2025, 6, 1, tzinfo=UTC) + timedelta(hours=n)))
+    check, reused = consult_national_db(db, PROCEDURE, person["id_number"], [_form({})], ReuseGuard(store, roots))
+    assert reused == []
+    assert check is not None and len([n for n in check.notes_vi if "FLOOD-" in n]) == MAX_REUSE_CANDIDATES
 
 
 def test_desk_without_a_service_accepts_and_reuses_nothing(

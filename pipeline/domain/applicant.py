@@ -33,6 +33,9 @@ from storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
 
+#: Stored copies tried per slot, newest first: a flooded store costs a bounded number of object reads.
+MAX_REUSE_CANDIDATES = 5
+
 
 @dataclass
 class ReuseGuard:
@@ -125,7 +128,7 @@ def consult_national_db(
     noted: set[tuple[str, str]] = set()
     for slot in unfilled:
         match = None
-        for candidate in (s for s in stored if s.doc_type in slot):  # newest first
+        for candidate in [s for s in stored if s.doc_type in slot][:MAX_REUSE_CANDIDATES]:  # newest first
             refusal = guard.refusal(candidate)
             if refusal is None:
                 match = candidate
