@@ -87,9 +87,7 @@ def create_app(db: RegistryNationalDb, clients: Clients) -> FastAPI:
             if request.headers.get("authorization"):
                 return _refusal(401, 'Bearer realm="hoso-natdb", error="invalid_token"', "invalid token")
             return _refusal(401, 'Bearer realm="hoso-natdb"', "authentication required")
-        needed = ROUTE_SCOPES.get(route) if route else None
-        if route is not None and needed is None:  # a route without a scope: never served
-            return JSONResponse({"detail": "not found"}, status_code=404)
+        needed = ROUTE_SCOPES.get(route) if route else None  # None: no such route, a 404/405 follows
         if needed is not None and needed not in client.scopes:
             log.warning("refused %s %s to client %s: scope %s needed", request.method, request.url.path,
                         client.name, needed)
