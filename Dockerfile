@@ -1,4 +1,5 @@
-# hoso worker image: the flows with Tesseract (vie), poppler and the signing stack.
+# hoso image (worker and national-database service): the flows with Tesseract (vie), poppler and the signing
+# stack. Production mode by default: run it with real keys and credentials (docker-compose.yml, README).
 FROM python:3.11-slim-bookworm
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
@@ -12,6 +13,11 @@ COPY ocr ocr
 COPY signing signing
 COPY storage storage
 COPY flows flows
-RUN pip install --no-cache-dir .
-ENV HOSO_DATA_DIR=/var/lib/hoso
+RUN pip install --no-cache-dir . \
+ && groupadd --system --gid 10001 hoso \
+ && useradd --system --uid 10001 --gid hoso --home-dir /var/lib/hoso --shell /usr/sbin/nologin hoso \
+ && install -d -o hoso -g hoso -m 0750 /var/lib/hoso
+ENV HOSO_MODE=production \
+    HOSO_DATA_DIR=/var/lib/hoso
+USER hoso
 CMD ["python", "-m", "flows.serve"]

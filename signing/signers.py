@@ -167,6 +167,14 @@ class SigningKeys:
                 cached = self._cache[role] = _load_signer(self._pki.p12[role], self._passphrase, role)
             return cached
 
+    def role_certificates(self) -> dict[str, list[asn1_x509.Certificate]]:
+        """Each role's signing certificate, from its PKCS#12 file: the identities a verifier accepts."""
+        out: dict[str, list[asn1_x509.Certificate]] = {}
+        for role in ROLES:
+            cert = self.signer(role).signing_cert
+            out[role] = [cert] if cert is not None else []
+        return out
+
 
 # ASCII, Latin-1, the rest of Vietnamese (Ă Đ Ĩ Ũ Ơ Ư, the precomposed block U+1EA0–1EF9, combining
 # marks), typographic punctuation, "₫" and "№". Fewer glyphs make every stamp's subsetting cheaper.

@@ -1,9 +1,15 @@
-"""National databases: the reference service as a real process, the embedded one, and a service that is down."""
+"""National databases: the reference service as a real process, the embedded one, and a service that is down;
+who may ask the service what; which stored documents a dossier may reuse."""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,16 +17,27 @@ from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
-from support.servers import LOOPBACK, NatdbServer, free_ports
+import yaml
+from pyhanko.sign.fields import MDPPerm
+from reportlab.pdfgen import canvas
+from support.servers import LOOPBACK, NATDB_CLIENTS, NatdbServer, free_ports
 
 from pipeline.core.errors import ConfigurationError
 from pipeline.core.models import DocumentInfo, Receipt
 from pipeline.core.settings import Settings
-from pipeline.domain.applicant import apply_applicant_check, consult_national_db, save_dossier_documents
+from pipeline.domain.applicant import (
+    MAX_REUSE_CANDIDATES,
+    ReuseGuard,
+    apply_applicant_check,
+    consult_national_db,
+    save_dossier_documents,
+)
 from pipeline.domain.catalog import load_catalog
 from pipeline.domain.extract import check_id
 from pipeline.domain.validate import validate
+from pipeline.national.auth import add_client, load_clients, token_hash
 from pipeline.national.db import (
     DisabledNationalDb,
     HttpNationalDb,
@@ -31,6 +48,11 @@ from pipeline.national.db import (
     synthetic_citizens,
 )
 from pipeline.usecases.services import Services
+from signing.identities import SignerIdentities
+from signing.pki import ensure_dev_pki
+from signing.signers import OFFICER_STAMP_BOX, SigningKeys, sign_pdf
+from storage import keys
+from storage.objects import LocalObjectStore
 from storage.registry import Registry
 
 SAMPLE = json.loads((Path(__file__).resolve().parents[1] / "pipeline/data/sample_dossier.json").read_text())
@@ -55,7 +77,7 @@ def db(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NationalDb]:
     """The reference service over HTTP (a real process), or the embedded one on a fresh registry."""
     if request.param == "http":
         server: NatdbServer = request.getfixturevalue("natdb")
-        client: NationalDb = HttpNationalDb(server.url, timeout=5, retries=1)
+        client: NationalDb = HttpNationalDb(server.url, token=server.worker_token, timeout=5, retries=1)
     else:
         client = RegistryNationalDb(Registry(f"sqlite:///{tmp_path / 'registry.db'}"))
     try:
@@ -103,7 +125,7 @@ def test_store_saves_replaces_and_finds_newest_first(db: NationalDb) -> None:
 
 
 def test_service_rejects_malformed_ids(natdb: NatdbServer) -> None:
-    client = HttpNationalDb(natdb.url, timeout=5, retries=0)
+    client = HttpNationalDb(natdb.url, token=natdb.worker_token, timeout=5, retries=0)
     check = client.verify_citizen("07918242460", None, None)  # 11 digits: the service answers 422
     assert check.outcome == "unverified" and "422" in (check.reason or "")
     with pytest.raises(NationalDbUnavailable):
@@ -184,27 +206,89 @@ def _form(fields: dict[str, str]) -> DocumentInfo:
     return DocumentInfo(type="giay_de_nghi_dang_ky_ho_kinh_doanh", pages=[1], confidence=0.95, fields=fields)
 
 
-def test_desk_reuses_a_stored_cccd_by_reference(db: NationalDb) -> None:
+PASSPHRASE = b"test-passphrase"
+
+
+def _pdf(text: str) -> bytes:
+    """A one-page PDF whose text stays readable in the bytes (so a test can alter it in place)."""
+    buf = io.BytesIO()
+    c = canvas.Canvas(buf, pagesize=(595.28, 841.89), pageCompression=0)
+    c.drawString(72, 700, text)
+    c.showPage()
+    c.save()
+    return buf.getvalue()
+
+
+def _certify(signing_keys: SigningKeys, pdf: bytes) -> bytes:
+    """Certified by the desk officer, as the desk certifies a digitised copy."""
+    return sign_pdf(pdf, signing_keys.signer("officer"), field_name="CanBoTiepNhan",
+                    reason="Chứng thực bản số hóa từ hồ sơ giấy", location="Hà Nội", signer_name="Cán bộ tiếp nhận",
+                    role_label="Cán bộ tiếp nhận", visible_box=OFFICER_STAMP_BOX, certify=MDPPerm.NO_CHANGES)
+
+
+@pytest.fixture(scope="module")
+def pki_dirs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return tmp_path_factory.mktemp("pki"), tmp_path_factory.mktemp("other-pki")
+
+
+@pytest.fixture(scope="module")
+def roots(pki_dirs: tuple[Path, Path]) -> list[bytes | Path]:
+    return [ensure_dev_pki(pki_dirs[0], PASSPHRASE).root_cert]
+
+
+@pytest.fixture(scope="module")
+def identities(pki_dirs: tuple[Path, Path]) -> SignerIdentities:
+    """The signers of the genuine copies (what Services configures from its dev PKI)."""
+    return SignerIdentities.from_config(ensure_dev_pki(pki_dirs[0], PASSPHRASE).identity_files())
+
+
+@pytest.fixture(scope="module")
+def genuine(pki_dirs: tuple[Path, Path]) -> bytes:
+    """A digitised copy as the desk stores it: signed by the officer of the trusted PKI."""
+    return _certify(SigningKeys(ensure_dev_pki(pki_dirs[0], PASSPHRASE), PASSPHRASE), _pdf("Ban so hoa CCCD 001"))
+
+
+@pytest.fixture(scope="module")
+def foreign(pki_dirs: tuple[Path, Path]) -> bytes:
+    """The same kind of copy signed under another (untrusted) PKI."""
+    return _certify(SigningKeys(ensure_dev_pki(pki_dirs[1], PASSPHRASE), PASSPHRASE), _pdf("Ban so hoa CCCD 001"))
+
+
+def _keep(store: LocalObjectStore, code: str, pdf: bytes, key: str | None = None) -> tuple[str, str]:
+    """Store ``pdf`` as dossier ``code``'s digitised copy (or under ``key``); its key and SHA-256."""
+    key = key or keys.digitised_key(code)
+    store.put_bytes(key, pdf, content_type="application/pdf")
+    return key, hashlib.sha256(pdf).hexdigest()
+
+
+def test_desk_reuses_a_stored_cccd_by_reference(
+    db: NationalDb, tmp_path: Path, genuine: bytes, roots: list[bytes | Path], identities: SignerIdentities
+) -> None:
     # a citizen no other test stores documents for (the HTTP service lives for the whole session)
     person = synthetic_citizens()[11].model_dump()
+    store = LocalObjectStore(tmp_path / "objects")
+    key, sha = _keep(store, "OLD-1", genuine)
     db.save_document(StoredDocument(
-        id_number=person["id_number"], doc_type="cccd", object_key="dossiers/OLD-1/digitised.pdf", sha256="b" * 64,
+        id_number=person["id_number"], doc_type="cccd", object_key=key, sha256=sha,
         dossier_code="OLD-1", pages=[2], fields=person, saved_at=datetime(2025, 6, 20, tzinfo=UTC),
     ))
     documents = [_form({k: person[k] for k in ("full_name", "id_number", "date_of_birth")})]
-    check, reused = consult_national_db(db, PROCEDURE, person["id_number"], documents)
+    check, reused = consult_national_db(db, PROCEDURE, person["id_number"], documents,
+                                        ReuseGuard(store, roots, identities))
     assert check is not None and check.outcome == "verified"
     assert len(reused) == 1
     cccd = reused[0]
     assert (cccd.type, cccd.source, cccd.pages, cccd.fields["id_number"]) == ("cccd", "reused", [], person["id_number"])
     assert cccd.reference is not None
     assert (cccd.reference.dossier_code, cccd.reference.pages) == ("OLD-1", [2])
+    assert (cccd.reference.object_key, cccd.reference.sha256) == (key, sha)
+    assert not any("Không sử dụng lại" in note for note in check.notes_vi)
     validation = apply_applicant_check(validate(PROCEDURE, [*documents, *reused], load_catalog()), check)
     assert (validation.status, validation.missing) == ("accepted", [])
 
     # the same form under a name the population DB does not know for this ID: supplement, nothing reused
     wrong = [_form({"full_name": "Lâm Quốc Trung", "id_number": person["id_number"]})]
-    check, reused = consult_national_db(db, PROCEDURE, person["id_number"], wrong)
+    check, reused = consult_national_db(db, PROCEDURE, person["id_number"], wrong, ReuseGuard(store, roots, identities))
     assert check is not None and check.outcome == "mismatch" and reused == []
     scanned_both = [*wrong, DocumentInfo(type="cccd", pages=[2], confidence=0.9)]
     validation = apply_applicant_check(validate(PROCEDURE, scanned_both, load_catalog()), check)
@@ -212,16 +296,104 @@ def test_desk_reuses_a_stored_cccd_by_reference(db: NationalDb) -> None:
     assert "không khớp với Cơ sở dữ liệu quốc gia về dân cư" in validation.reasons_vi[-1]
 
 
-def test_desk_without_a_service_accepts_and_reuses_nothing(silent_port: int) -> None:
+FORGERIES = {
+    "wrong_sha256": "mã băm không khớp",
+    "missing_object": "tệp lưu trữ không còn",
+    "unsigned": "chữ ký số không hợp lệ",
+    "tampered_after_signing": "chữ ký số không hợp lệ",
+    "signed_by_an_untrusted_ca": "chữ ký số không hợp lệ",
+    "not_a_digitised_copy": "không trỏ tới bản số hóa",
+    "altered_inside_the_store": "không toàn vẹn",
+}
+
+
+@pytest.mark.parametrize("forgery", sorted(FORGERIES))
+def test_a_forged_stored_document_is_never_reused(
+    forgery: str, tmp_path: Path, genuine: bytes, foreign: bytes, roots: list[bytes | Path],
+    identities: SignerIdentities,
+) -> None:
+    db = RegistryNationalDb(Registry(f"sqlite:///{tmp_path / 'registry.db'}"))
+    store = LocalObjectStore(tmp_path / "objects")
+    person = synthetic_citizens()[12].model_dump()
+    code = "FORGED-1"
+    tampered = genuine.replace(b"CCCD 001", b"CCCD 999")
+    assert tampered != genuine
+    pdf = {"unsigned": _pdf("Ban so hoa CCCD 001"), "tampered_after_signing": tampered,
+           "signed_by_an_untrusted_ca": foreign}.get(forgery, genuine)
+    if forgery == "missing_object":
+        key, sha = keys.digitised_key(code), hashlib.sha256(pdf).hexdigest()
+    elif forgery == "not_a_digitised_copy":  # a genuine signed PDF, but not the named dossier's digitised copy
+        key, sha = _keep(store, code, pdf, key=keys.digitised_key("SOMEONE-ELSE"))
+    else:
+        key, sha = _keep(store, code, pdf)
+    if forgery == "wrong_sha256":
+        sha = hashlib.sha256(b"another document").hexdigest()
+    if forgery == "altered_inside_the_store":  # the bytes change behind the store's back
+        (store.root / key).write_bytes(tampered)
+    db.save_document(StoredDocument(id_number=person["id_number"], doc_type="cccd", object_key=key, sha256=sha,
+                                    dossier_code=code, pages=[2], fields=person))
+
+    documents = [_form({k: person[k] for k in ("full_name", "id_number", "date_of_birth")})]
+    check, reused = consult_national_db(db, PROCEDURE, person["id_number"], documents,
+                                        ReuseGuard(store, roots, identities))
+    assert check is not None and check.outcome == "verified"
+    assert reused == []
+    (note,) = [n for n in check.notes_vi if "Không sử dụng lại" in n]
+    assert code in note and FORGERIES[forgery] in note, note
+    validation = validate(PROCEDURE, documents, load_catalog())
+    assert validation.status == "needs_supplement" and ["cccd"] in validation.missing
+
+
+def test_an_older_sound_copy_is_reused_when_the_newest_is_forged(
+    tmp_path: Path, genuine: bytes, roots: list[bytes | Path], identities: SignerIdentities
+) -> None:
+    db = RegistryNationalDb(Registry(f"sqlite:///{tmp_path / 'registry.db'}"))
+    store = LocalObjectStore(tmp_path / "objects")
+    person = synthetic_citizens()[13].model_dump()
+    old_key, old_sha = _keep(store, "OLD-2", genuine)
+    new_key, _ = _keep(store, "NEW-2", genuine.replace(b"CCCD 001", b"CCCD 999"))
+    for code, key, sha, day in (("OLD-2", old_key, old_sha, 1), ("NEW-2", new_key, old_sha, 20)):
+        db.save_document(StoredDocument(id_number=person["id_number"], doc_type="cccd", object_key=key, sha256=sha,
+                                        dossier_code=code, fields=person, saved_at=datetime(2025, 6, day, tzinfo=UTC)))
+    guard = ReuseGuard(store, roots, identities)
+    check, reused = consult_national_db(db, PROCEDURE, person["id_number"], [_form({})], guard)
+    assert [d.reference.dossier_code for d in reused if d.reference] == ["OLD-2"]
+    assert check is not None and any("NEW-2" in n for n in check.notes_vi)
+
+
+def test_a_flooded_store_costs_a_bounded_number_of_reads(
+    tmp_path: Path, genuine: bytes, roots: list[bytes | Path], identities: SignerIdentities
+) -> None:
+    db = RegistryNationalDb(Registry(f"sqlite:///{tmp_path / 'registry.db'}"))
+    store = LocalObjectStore(tmp_path / "objects")
+    person = synthetic_citizens()[14].model_dump()
+    key, sha = _keep(store, "OLD-3", genuine)
+    db.save_document(StoredDocument(id_number=person["id_number"], doc_type="cccd", object_key=key, sha256=sha,
+                                    dossier_code="OLD-3", saved_at=datetime(2025, 1, 1, tzinfo=UTC)))
+    for n in range(MAX_REUSE_CANDIDATES + 2):  # newer records pointing at nothing
+        code = f"FLOOD-{n}"
+        db.save_document(StoredDocument(id_number=person["id_number"], doc_type="cccd", sha256=sha,
+                                        object_key=keys.digitised_key(code), dossier_code=code,
+                                        saved_at=datetime(2025, 6, 1, tzinfo=UTC) + timedelta(hours=n)))
+    check, reused = consult_national_db(db, PROCEDURE, person["id_number"], [_form({})],
+                                        ReuseGuard(store, roots, identities))
+    assert reused == []
+    assert check is not None and len([n for n in check.notes_vi if "FLOOD-" in n]) == MAX_REUSE_CANDIDATES
+
+
+def test_desk_without_a_service_accepts_and_reuses_nothing(
+    silent_port: int, tmp_path: Path, roots: list[bytes | Path], identities: SignerIdentities
+) -> None:
     client = HttpNationalDb(f"http://{LOOPBACK}:{silent_port}", timeout=0.2, retries=0)
+    guard = ReuseGuard(LocalObjectStore(tmp_path / "objects"), roots, identities)
     documents = [_form({"full_name": APPLICANT["full_name"], "id_number": APPLICANT["id_number"]}),
                  DocumentInfo(type="cccd", pages=[2], confidence=0.9, fields=APPLICANT)]
-    check, reused = consult_national_db(client, PROCEDURE, APPLICANT["id_number"], documents)
+    check, reused = consult_national_db(client, PROCEDURE, APPLICANT["id_number"], documents, guard)
     assert check is not None and check.outcome == "unverified" and reused == []
     validation = apply_applicant_check(validate(PROCEDURE, documents, load_catalog()), check)
     assert validation.status == "accepted"
     # only the form: the CCCD cannot be looked up, so it is missing (a supplement, not a rejection)
-    check, reused = consult_national_db(client, PROCEDURE, APPLICANT["id_number"], documents[:1])
+    check, reused = consult_national_db(client, PROCEDURE, APPLICANT["id_number"], documents[:1], guard)
     assert reused == [] and validation.status == "accepted"
     assert validate(PROCEDURE, documents[:1], load_catalog()).status == "needs_supplement"
 
@@ -264,6 +436,13 @@ def test_settings_choose_the_implementation(tmp_path: Path) -> None:
     http = Services(Settings(data_dir=tmp_path, natdb="http", natdb_url="http://127.0.0.1:9")).national_db()
     assert isinstance(http, HttpNationalDb)
     http.close()
+    token_file = tmp_path / "natdb-token"
+    token_file.write_text("s3cr3t-token\n")
+    http = Services(Settings(data_dir=tmp_path, natdb="http", natdb_url="http://127.0.0.1:9", natdb_token="other",
+                             natdb_token_file=token_file)).national_db()
+    assert isinstance(http, HttpNationalDb) and "s3cr3t" not in repr(http)
+    assert http._client.headers["authorization"] == "Bearer s3cr3t-token"  # the file wins
+    http.close()
     with pytest.raises(ConfigurationError):
         Services(Settings(data_dir=tmp_path, natdb="http")).national_db()
 
@@ -295,3 +474,164 @@ def test_national_tables_are_the_registrys_one_schema(registry_url: str) -> None
             assert conn.scalar(sa.select(sa.func.count()).select_from(NatdbCitizenDocument)) == 1
     finally:
         registry.close()
+
+
+# --- who may ask the service what ----------------------------------------------------------------
+
+WRITER = synthetic_citizens()[20].model_dump()  # written to by the route tests only
+
+
+def _document(code: str) -> dict[str, object]:
+    return StoredDocument(id_number=WRITER["id_number"], doc_type="cccd", object_key=keys.digitised_key(code),
+                          sha256="d" * 64, dossier_code=code, fields=WRITER).model_dump(mode="json")
+
+
+def _call(natdb: NatdbServer, scope: str, headers: dict[str, str], code: str) -> httpx.Response:
+    """One request to the route of ``scope``: verify MAI, read MAI's documents, or store one for WRITER."""
+    with httpx.Client(base_url=natdb.url, timeout=10, trust_env=False) as client:
+        if scope == "verify":
+            body = {"id_number": APPLICANT["id_number"], "full_name": APPLICANT["full_name"]}
+            return client.post("/v1/population/verify", json=body, headers=headers)
+        if scope == "read":
+            return client.get(f"/v1/citizens/{APPLICANT['id_number']}/documents", params={"type": ["cccd"]},
+                              headers=headers)
+        return client.put(f"/v1/citizens/{WRITER['id_number']}/documents", json=_document(code), headers=headers)
+
+
+def _stored_codes(natdb: NatdbServer) -> set[str]:
+    worker = HttpNationalDb(natdb.url, token=natdb.worker_token, timeout=10, retries=0)
+    try:
+        return {d.dossier_code for d in worker.find_documents(WRITER["id_number"], ["cccd"])}
+    finally:
+        worker.close()
+
+
+#: A client whose scopes do not include the route's.
+OTHER_SCOPE = {"verify": "read-only", "read": "write-only", "write": "verify-only"}
+
+
+@pytest.mark.parametrize("who", ["no_token", "wrong_token", "wrong_scope", "right_scope"])
+@pytest.mark.parametrize("scope", ["verify", "read", "write"])
+def test_each_route_answers_only_a_token_with_its_scope(natdb: NatdbServer, scope: str, who: str) -> None:
+    headers = {
+        "no_token": {},
+        "wrong_token": {"Authorization": "Bearer " + natdb.worker_token[:-2] + "xx"},
+        "wrong_scope": {"Authorization": "Bearer " + natdb.tokens[OTHER_SCOPE[scope]]},
+        "right_scope": {"Authorization": "Bearer " + natdb.tokens[f"{scope}-only"]},
+    }[who]
+    code = f"AUTH-{scope}-{who}"
+    response = _call(natdb, scope, headers, code)
+    if who == "right_scope":
+        assert response.status_code == 200, response.text
+        if scope == "verify":
+            assert response.json() == {"outcome": "verified", "mismatched": []}
+        if scope == "write":
+            assert code in _stored_codes(natdb)
+        return
+    expected = {"no_token": (401, "authentication required"), "wrong_token": (401, "invalid token"),
+                "wrong_scope": (403, "insufficient scope")}[who]
+    assert (response.status_code, response.json()) == (expected[0], {"detail": expected[1]})
+    assert response.headers["www-authenticate"].startswith("Bearer ")
+    if who == "wrong_scope":
+        assert f'scope="{scope}"' in response.headers["www-authenticate"]
+    for secret in (APPLICANT["full_name"], APPLICANT["id_number"], APPLICANT["date_of_birth"], WRITER["full_name"],
+                   "verified"):
+        assert secret not in response.text
+    if scope == "write":
+        assert code not in _stored_codes(natdb)
+
+
+def test_refusals_come_before_the_body_is_read(natdb: NatdbServer) -> None:
+    with httpx.Client(base_url=natdb.url, timeout=10, trust_env=False) as client:
+        garbage = client.post("/v1/population/verify", content=b"{not json",
+                              headers={"Content-Type": "application/json"})
+        assert garbage.status_code == 401  # not 422: an anonymous caller learns nothing of the protocol
+        worker = {"Authorization": f"Bearer {natdb.worker_token}"}
+        for path in ("/openapi.json", "/docs", "/v1/citizens"):
+            assert client.get(path).status_code == 401
+            assert client.get(path, headers=worker).status_code == 404
+        assert client.get("/health").json() == {"status": "ok"}  # no token, and no count of citizens
+        for bad in ("Basic " + natdb.worker_token, natdb.worker_token, "Bearer", "Bearer " + "x" * 10_000):
+            response = client.get(f"/v1/citizens/{APPLICANT['id_number']}/documents", params={"type": "cccd"},
+                                  headers={"Authorization": bad})
+            assert response.status_code == 401
+        assert client.delete(f"/v1/citizens/{APPLICANT['id_number']}/documents", headers=worker).status_code == 405
+
+
+def test_the_client_with_a_refused_or_narrow_token(natdb: NatdbServer) -> None:
+    wrong = HttpNationalDb(natdb.url, token="not-a-token", timeout=5, retries=3, backoff=0.5)
+    start = time.perf_counter()
+    check = wrong.verify_citizen(APPLICANT["id_number"], APPLICANT["full_name"], None)
+    assert check.outcome == "unverified" and "401" in (check.reason or "")
+    assert "HOSO_NATDB_TOKEN" in (check.reason or "")
+    with pytest.raises(NationalDbUnavailable, match="credentials"):  # remembered: not asked again
+        wrong.find_documents(APPLICANT["id_number"], ["cccd"])
+    assert time.perf_counter() - start < 0.5  # no retries for a refused token
+    wrong.close()
+    verifier = HttpNationalDb(natdb.url, token=natdb.tokens["verify-only"], timeout=5, retries=0)
+    assert verifier.verify_citizen(APPLICANT["id_number"], None, None).outcome == "verified"
+    with pytest.raises(NationalDbUnavailable, match="403"):
+        verifier.find_documents(APPLICANT["id_number"], ["cccd"])
+    with pytest.raises(NationalDbUnavailable, match="403"):
+        verifier.save_document(StoredDocument.model_validate(_document("AUTH-client")))
+    verifier.close()
+    assert "AUTH-client" not in _stored_codes(natdb)
+
+
+def test_clients_file_keeps_hashes_only(tmp_path: Path) -> None:
+    path = tmp_path / "clients.yaml"
+    worker = add_client(path, "worker", ["verify", "read", "write"])
+    public = add_client(path, "public-desk", ["verify"])
+    text = path.read_text()
+    assert worker not in text and public not in text and token_hash(worker) in text
+    assert path.stat().st_mode & 0o077 == 0
+    clients = load_clients(path)
+    assert clients.authenticate(f"Bearer {worker}").name == "worker"  # type: ignore[union-attr]
+    assert clients.authenticate(f"bearer {public}").scopes == {"verify"}  # type: ignore[union-attr]
+    for bad in (None, "", worker, f"Bearer {worker[:-1]}", f"Bearer {worker}x", f"Basic {worker}"):
+        assert clients.authenticate(bad) is None
+    again = add_client(path, "worker", ["verify"])  # a new token replaces the old one
+    assert load_clients(path).authenticate(f"Bearer {worker}") is None
+    assert load_clients(path).authenticate(f"Bearer {again}").scopes == {"verify"}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("content", [
+    "", "clients: []", "clients: [{name: w, scopes: [admin], token_sha256: " + "a" * 64 + "}]",
+    "clients: [{name: w, scopes: verify, token_sha256: " + "a" * 64 + "}]",
+    "clients: [{name: w, scopes: [verify], token_sha256: secret}]",
+    "clients: [{name: w, scopes: [verify], token_sha256: " + "a" * 64 + "}, {name: w, scopes: [read], "
+    "token_sha256: " + "b" * 64 + "}]",
+    "clients: [{name: a, scopes: [verify], token_sha256: " + "a" * 64 + "}, {name: b, scopes: [read], "
+    "token_sha256: " + "a" * 64 + "}]",
+    "{{{",
+])
+def test_a_bad_clients_file_is_a_configuration_error(tmp_path: Path, content: str) -> None:
+    path = tmp_path / "clients.yaml"
+    path.write_text(content)
+    with pytest.raises(ConfigurationError, match="clients file"):
+        load_clients(path)
+    with pytest.raises(ConfigurationError):
+        load_clients(tmp_path / "missing.yaml")
+
+
+def _service(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")}
+    return subprocess.run([sys.executable, "-m", "pipeline.national.service", *args], env=clean | (env or {}),
+                          capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_the_service_will_not_start_without_its_clients(tmp_path: Path) -> None:
+    (port,) = free_ports(1, with_grpc=False)
+    url = f"sqlite:///{tmp_path / 'natdb.db'}"
+    bare = _service("--port", str(port), "--database-url", url)
+    assert bare.returncode == 17 and "clients file" in bare.stderr and "lỗi [configuration]" in bare.stderr
+    (tmp_path / "broken.yaml").write_text("clients: []")
+    broken = _service("--port", str(port), "--database-url", url, "--clients", str(tmp_path / "broken.yaml"))
+    assert broken.returncode == 17 and "broken.yaml" in broken.stderr
+    issued = _service("issue-token", "--client", "worker", "--scope", "verify", "--scope", "write",
+                      "--clients", str(tmp_path / "clients.yaml"))
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    data = yaml.safe_load((tmp_path / "clients.yaml").read_text())
+    assert data == {"clients": [{"name": "worker", "scopes": ["verify", "write"], "token_sha256": token_hash(token)}]}
+    assert set(NATDB_CLIENTS) >= {"worker", "verify-only", "read-only", "write-only"}

@@ -7,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -15,6 +15,7 @@ import pikepdf
 import pytest
 from support.servers import NatdbServer, free_ports
 
+from pipeline.national.db import HttpNationalDb, StoredDocument
 from storage.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,7 +52,8 @@ def two_dossiers(
     """The sample (form + CCCD), then the form alone with ``--applicant-id``, against the real service."""
     base = tmp_path_factory.mktemp("reuse")
     data, out = base / "var", base / "out"
-    env = {"HOSO_NATDB": "http", "HOSO_NATDB_URL": natdb.url, "HOSO_NATDB_TIMEOUT": "10"}
+    env = {"HOSO_NATDB": "http", "HOSO_NATDB_URL": natdb.url, "HOSO_NATDB_TIMEOUT": "10",
+           "HOSO_NATDB_TOKEN": natdb.worker_token}
     first = hoso(data, env, "ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
     assert first.returncode == 0, first.stderr
     second = hoso(data, env, "ingest", str(request_form_only), "-p", "business_household_registration",
@@ -106,6 +108,34 @@ def test_stats_count_the_reuse(two_dossiers: tuple[Path, dict[str, str], dict, d
     stats = json.loads(proc.stdout)
     assert (stats["received"], stats["digitised"], stats["reused"]) == (2, 2, 1)
     assert stats["reuse_rate"] == 0.5 and stats["digitisation_rate"] == 1.0
+
+
+def test_a_forged_newer_record_is_not_reused_the_sound_one_is(
+    two_dossiers: tuple[Path, dict[str, str], dict, dict, str], natdb: NatdbServer, request_form_only: Path,
+) -> None:
+    """Someone with write access records a newer 'CCCD' for the citizen, pointing at nothing real."""
+    data, env, first, _, _ = two_dossiers
+    forged = StoredDocument(id_number=APPLICANT, doc_type="cccd", object_key="dossiers/FORGED-9/digitised.pdf",
+                            sha256="e" * 64, dossier_code="FORGED-9", pages=[1], fields={"id_number": APPLICANT},
+                            saved_at=datetime.now(UTC) + timedelta(days=1))
+    writer = HttpNationalDb(natdb.url, token=natdb.tokens["write-only"], timeout=10, retries=0)
+    try:
+        writer.save_document(forged)
+    finally:
+        writer.close()
+    third_input = request_form_only.with_name("de-nghi-lan-3.pdf")  # other bytes: not the second dossier again
+    with pikepdf.open(request_form_only) as pdf:
+        pdf.docinfo["/Title"] = "lan 3"
+        pdf.save(third_input)
+    proc = hoso(data, env, "ingest", str(third_input), "-p", "business_household_registration",
+                "--applicant-id", APPLICANT, "--json")
+    assert proc.returncode == 0, proc.stderr
+    receipt = json.loads(proc.stdout)
+    (cccd,) = [d for d in receipt["documents"] if d["type"] == "cccd"]
+    assert cccd["source"] == "reused" and cccd["reference"]["dossier_code"] == first["dossier_code"]
+    assert (receipt["status"], receipt["missing"]) == ("accepted", [])
+    notes = [n for n in receipt["applicant_check"]["notes_vi"] if "Không sử dụng lại" in n]
+    assert len(notes) == 1 and "FORGED-9" in notes[0] and "không còn" in notes[0]
 
 
 def test_a_database_that_is_down_leaves_the_dossier_accepted_unverified(tmp_path: Path) -> None:

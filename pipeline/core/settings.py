@@ -9,12 +9,37 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pipeline.core.errors import ConfigurationError
+
+#: The development PKI's passphrase: public (it is in this file), so production refuses it.
+DEV_PKI_PASSPHRASE = "hoso-dev"
+
+
+def read_secret_file(path: Path, what: str) -> str:
+    """The first line of a secret file (a mounted compose/Kubernetes secret), stripped; never logged."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = err.strerror if isinstance(err, OSError) else "not UTF-8 text"
+        raise ConfigurationError(
+            f"cannot read {what} from {path}: {reason}", f"Không đọc được tệp bí mật cấu hình ({path})."
+        ) from None
+    secret = lines[0].strip() if lines else ""
+    if not secret:
+        raise ConfigurationError(f"{what} file {path} is empty", f"Tệp bí mật cấu hình rỗng ({path}).")
+    return secret
+
 
 class Settings(BaseSettings):
     """Everything hoso can be configured with; each field is ``HOSO_<NAME>`` in the environment."""
 
     model_config = SettingsConfigDict(env_prefix="HOSO_", env_file=None, extra="ignore")
 
+    mode: Literal["development", "production"] = Field(
+        "development",
+        description="production refuses development stand-ins (dev PKI, default passphrase, embedded national "
+        "DB, unauthenticated national DB client, unprotected object store): pipeline/usecases/services.py",
+    )
     data_dir: Path = Field(Path("var"), description="Working data folder, created on demand")
 
     # Object storage
@@ -46,7 +71,8 @@ class Settings(BaseSettings):
 
     # Signing
     pki_dir: Path | None = Field(None, description="Dev PKI folder; default <data_dir>/pki")
-    pki_passphrase: SecretStr = SecretStr("hoso-dev")
+    pki_passphrase: SecretStr = SecretStr(DEV_PKI_PASSPHRASE)
+    pki_passphrase_file: Path | None = Field(None, description="File holding the PKCS#12 passphrase (wins)")
     tsa_url: str | None = None
     officer_name: str = "Cán bộ tiếp nhận"
     level_digitised: Literal["B-B", "B-T", "B-LT", "B-LTA"] = Field("B-T", description="PAdES level, desk copy")
@@ -71,6 +97,11 @@ class Settings(BaseSettings):
     natdb_url: str | None = Field(None, description="Base URL of the national-database service (natdb=http)")
     natdb_timeout: float = Field(3.0, gt=0, description="Seconds per HTTP attempt")
     natdb_retries: int = Field(2, ge=0, le=10, description="Extra attempts after a transport error or 5xx")
+    natdb_token: SecretStr | None = Field(None, description="Bearer token of this client at the service")
+    natdb_token_file: Path | None = Field(None, description="File holding the bearer token (wins over natdb_token)")
+    natdb_clients_file: Path | None = Field(
+        None, description="The service's clients (names, scopes, SHA-256 of tokens): pipeline/national/auth.py"
+    )
 
     @field_validator("public_url")
     @classmethod
@@ -92,6 +123,19 @@ class Settings(BaseSettings):
     @property
     def resolved_pki_dir(self) -> Path:
         return self.pki_dir or self.data_dir / "pki"
+
+    def resolved_pki_passphrase(self) -> str:
+        """The PKCS#12 passphrase: from ``pki_passphrase_file`` if set, else ``pki_passphrase``."""
+        if self.pki_passphrase_file is not None:
+            return read_secret_file(self.pki_passphrase_file, "the PKCS#12 passphrase")
+        return self.pki_passphrase.get_secret_value()
+
+    def resolved_natdb_token(self) -> str | None:
+        """This client's national-database token: from ``natdb_token_file`` if set, else ``natdb_token``."""
+        if self.natdb_token_file is not None:
+            return read_secret_file(self.natdb_token_file, "the national-database token")
+        token = self.natdb_token.get_secret_value().strip() if self.natdb_token else ""
+        return token or None
 
     def ensure_dirs(self) -> None:
         """Create the data folder (and the local store) on demand."""

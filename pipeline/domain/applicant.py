@@ -2,15 +2,23 @@
 
 :func:`consult_national_db` runs after the pages are understood and before validation,
 :func:`save_dossier_documents` after the dossier is recorded (domain.md §1.2 "Reuse", §4.1).
+
+A stored document is only a claim of the data store: before it fills a slot, :class:`ReuseGuard` reads
+the signed digitised PDF it points to from the object store and checks it (see there). A document that
+fails is not reused; the applicant check carries a note saying why, and an older one may be used instead.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
 
-from pipeline.core.errors import HosoError
+from pipeline.core.errors import HosoError, IntegrityError
 from pipeline.core.models import ApplicantCheck, DocumentInfo, DocumentReference, Receipt, Validation
-from pipeline.domain.catalog import UNKNOWN, Procedure
+from pipeline.domain.catalog import UNKNOWN, Procedure, load_catalog
 from pipeline.national.db import (
     FIELD_LABELS_VI,
     ID_PATTERN,
@@ -19,9 +27,67 @@ from pipeline.national.db import (
     NationalDbUnavailable,
     StoredDocument,
 )
+from signing.identities import SignerIdentities
+from signing.verify import verify_pdf
 from storage import keys
+from storage.objects import ObjectStore
 
 log = logging.getLogger(__name__)
+
+#: Stored copies tried per slot, newest first: a flooded store costs a bounded number of object reads.
+MAX_REUSE_CANDIDATES = 5
+
+
+@dataclass
+class ReuseGuard:
+    """Decides whether a stored document may be reused: its reference must name the digitised copy of
+    the dossier it comes from, that object must be in ``store`` with the SHA-256 the data store gives,
+    and every signature on it must verify against ``trust_roots`` (roles only for ``identities``' signers).
+    Each PDF is judged once per intake.
+    """
+
+    store: ObjectStore
+    trust_roots: Sequence[bytes | Path]
+    identities: SignerIdentities | None = None
+    _verdicts: dict[tuple[str, str], tuple[str, str] | None] = field(default_factory=dict, repr=False)
+
+    def refusal(self, document: StoredDocument) -> tuple[str, str] | None:
+        """None if ``document`` may be reused, else why not: (English for the log, Vietnamese for the clerk)."""
+        seen = (document.object_key, document.sha256)
+        if seen not in self._verdicts:
+            self._verdicts[seen] = self._judge(document)
+        return self._verdicts[seen]
+
+    def _judge(self, document: StoredDocument) -> tuple[str, str] | None:
+        key, sha = document.object_key, document.sha256
+        try:
+            expected = keys.digitised_key(document.dossier_code)
+        except ValueError:
+            expected = None
+        if key != expected:
+            return (f"object key {key!r} is not the digitised copy of dossier {document.dossier_code!r}",
+                    "tham chiếu không trỏ tới bản số hóa của hồ sơ")
+        try:
+            info = self.store.stat(key)
+            if info is None:
+                return f"object {key!r} is not in the object store", "tệp lưu trữ không còn"
+            if info.sha256 != sha:
+                return (f"object {key!r} has SHA-256 {info.sha256 or 'unknown'}, the data store says {sha}",
+                        "mã băm không khớp với tệp lưu trữ")
+            pdf = self.store.get_bytes(key)  # checked against the store's own SHA-256 on the way
+        except IntegrityError as err:
+            return f"object {key!r}: {err}", "tệp lưu trữ không toàn vẹn (sai mã băm)"
+        except (HosoError, ValueError) as err:
+            return f"object {key!r} cannot be read: {err}", "không đọc được tệp lưu trữ"
+        if hashlib.sha256(pdf).hexdigest() != sha:
+            return f"object {key!r} read back with another SHA-256 than {sha}", "mã băm không khớp với tệp lưu trữ"
+        try:
+            report = verify_pdf(pdf, self.trust_roots, identities=self.identities)
+        except Exception as err:  # whatever stops verification, the answer is the same: not reused
+            return f"object {key!r} cannot be verified: {type(err).__name__}: {err}", "không kiểm tra được chữ ký số"
+        if not report.ok:
+            return f"object {key!r}: {report.summary_en}", "chữ ký số không hợp lệ hoặc không có chữ ký"
+        return None
 
 
 def _identity_fields(applicant_id: str, documents: list[DocumentInfo]) -> tuple[str | None, str | None]:
@@ -34,13 +100,18 @@ def _identity_fields(applicant_id: str, documents: list[DocumentInfo]) -> tuple[
 
 
 def consult_national_db(
-    db: NationalDb, procedure: Procedure, applicant_id: str | None, documents: list[DocumentInfo]
+    db: NationalDb,
+    procedure: Procedure,
+    applicant_id: str | None,
+    documents: list[DocumentInfo],
+    guard: ReuseGuard,
 ) -> tuple[ApplicantCheck | None, list[DocumentInfo]]:
     """Verify the applicant, then fill still-unfilled required slots from the citizen's store.
 
     Returns the check (None without an applicant ID) and the reused documents (``source="reused"``,
     ``pages=[]``, a reference to the signed digitised copy they come from). Nothing is reused for an ID
-    the population DB says belongs to someone else.
+    the population DB says belongs to someone else, nor any document ``guard`` refuses (a note says why;
+    the next newest of the slot is tried).
     """
     if not applicant_id or not ID_PATTERN.match(applicant_id):
         return None, []
@@ -57,8 +128,22 @@ def consult_national_db(
         check.notes_vi.append("Không truy cập được kho dữ liệu điện tử của công dân; không sử dụng lại giấy tờ.")
         return check, []
     reused: list[DocumentInfo] = []
+    noted: set[tuple[str, str]] = set()
     for slot in unfilled:
-        match = next((s for s in stored if s.doc_type in slot), None)  # newest first
+        match = None
+        for candidate in [s for s in stored if s.doc_type in slot][:MAX_REUSE_CANDIDATES]:  # newest first
+            refusal = guard.refusal(candidate)
+            if refusal is None:
+                match = candidate
+                break
+            if (candidate.object_key, candidate.doc_type) not in noted:
+                noted.add((candidate.object_key, candidate.doc_type))
+                log.warning("not reusing %s of %s from dossier %s: %s", candidate.doc_type, applicant_id,
+                            candidate.dossier_code, refusal[0])
+                check.notes_vi.append(
+                    f"Không sử dụng lại {load_catalog().label(candidate.doc_type)} từ hồ sơ "
+                    f"{candidate.dossier_code}: {refusal[1]}."
+                )
         if match is None:
             continue
         reused.append(

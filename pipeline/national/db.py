@@ -3,9 +3,10 @@
 Two adapter protocols, three implementations:
 
 - :class:`HttpNationalDb` talks to a national-database service over HTTP (``HOSO_NATDB=http``,
-  ``HOSO_NATDB_URL``; the reference service is ``pipeline.national.service``), with a timeout per attempt and
-  bounded retries. A service that is down or slow gives ``unverified`` and no reuse — never a crash and
-  never a wrong rejection.
+  ``HOSO_NATDB_URL``; the reference service is ``pipeline.national.service``) with its bearer token
+  (``HOSO_NATDB_TOKEN`` or ``HOSO_NATDB_TOKEN_FILE``), a timeout per attempt and bounded retries. A service
+  that is down, slow or refuses the token gives ``unverified`` and no reuse — never a crash and never a
+  wrong rejection.
 - :class:`RegistryNationalDb` keeps both in the registry database (tables ``natdb_*``), seeded with
   synthetic citizens (``pipeline/data/citizens_seed.yaml``). It backs the reference service and is the
   embedded default (``HOSO_NATDB=embedded``), so a first run verifies the sample's citizen and reuses
@@ -310,13 +311,27 @@ class HttpNationalDb:
     intake), so a dead service costs one round of attempts, not one per question.
     """
 
-    def __init__(self, base_url: str, *, timeout: float = 3.0, retries: int = 2, backoff: float = 0.2) -> None:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        token: str | None = None,
+        timeout: float = 3.0,
+        retries: int = 2,
+        backoff: float = 0.2,
+    ) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self.retries = retries
         self.backoff = backoff
         self._down: str | None = None
-        self._client = httpx.Client(base_url=self.base_url, timeout=httpx.Timeout(timeout), trust_env=False)
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._client = httpx.Client(
+            base_url=self.base_url, timeout=httpx.Timeout(timeout), trust_env=False, headers=headers
+        )
+
+    def __repr__(self) -> str:  # never the token
+        return f"HttpNationalDb({self.base_url!r})"
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._down:
@@ -336,6 +351,14 @@ class HttpNationalDb:
             if response.status_code >= 500:
                 problem = f"HTTP {response.status_code}"
                 continue
+            if response.status_code == 401:
+                # Not worth retrying, nor asking again during this intake: the token is wrong or missing.
+                self._down = (
+                    f"national database {self.base_url} refused this client's credentials (HTTP 401); "
+                    "check HOSO_NATDB_TOKEN / HOSO_NATDB_TOKEN_FILE"
+                )
+                log.error("%s", self._down)
+                raise NationalDbUnavailable(self._down)
             return response
         self._down = f"national database {self.base_url} unavailable after {self.retries + 1} attempts: {problem}"
         log.warning("%s", self._down)
@@ -406,7 +429,12 @@ def open_national_db(settings: Settings, registry: Registry) -> NationalDb:
             raise ConfigurationError(
                 "HOSO_NATDB=http needs HOSO_NATDB_URL", "Thiếu địa chỉ cơ sở dữ liệu quốc gia (HOSO_NATDB_URL)."
             )
-        return HttpNationalDb(settings.natdb_url, timeout=settings.natdb_timeout, retries=settings.natdb_retries)
+        token = settings.resolved_natdb_token()
+        if token is None:
+            log.warning("HOSO_NATDB=http without HOSO_NATDB_TOKEN(_FILE): the service will refuse every question")
+        return HttpNationalDb(
+            settings.natdb_url, token=token, timeout=settings.natdb_timeout, retries=settings.natdb_retries
+        )
     try:
         return RegistryNationalDb(registry)
     except NationalDbUnavailable as err:

@@ -150,7 +150,9 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
         try:
             with clock.stage("national_db"):
                 applicant_id = request.applicant_id or _applicant_id(documents)
-                check, reused = consult_national_db(natdb, procedure, applicant_id, documents)
+                check, reused = consult_national_db(
+                    natdb, procedure, applicant_id, documents, services.reuse_guard()
+                )
                 documents = [*documents, *reused]
             with clock.stage("validate"):
                 validation = apply_applicant_check(validate(procedure, documents, services.catalog), check)

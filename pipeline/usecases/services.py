@@ -1,24 +1,167 @@
-"""The long-lived parts one process needs (catalog, object store, registry, signing keys), opened once."""
+"""The long-lived parts one process needs (catalog, object store, registry, signing keys), opened once.
+
+In production (``HOSO_MODE=production``) the development stand-ins are refused before anything is
+opened — see :func:`production_problems` and :meth:`Services.check_production`.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from asn1crypto import x509 as asn1_x509
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import pkcs12
+from cryptography.x509.oid import NameOID
 
 from ocr.models import OcrOptions
-from pipeline.core.settings import Settings, get_settings
+from pipeline.core.errors import ConfigurationError
+from pipeline.core.settings import DEV_PKI_PASSPHRASE, Settings, get_settings
+from pipeline.domain.applicant import ReuseGuard
 from pipeline.domain.catalog import Catalog, load_catalog
 from pipeline.national.db import NationalDb, open_national_db
 from signing.identities import SignerIdentities
-from signing.pki import DevPki, ensure_dev_pki
+from signing.pki import ROLES, DevPki, ensure_dev_pki
 from signing.signers import SigningKeys
 from signing.tokens import Pkcs11Keys
 from signing.verify import load_trust_roots
 from storage.objects import ObjectStore, open_store
 from storage.registry import Registry
+
+#: ``signing.pki.ensure_dev_pki`` names its CAs with this organisation; production trusts none of them.
+DEV_PKI_ORGANISATION = "hoso (phát triển)"
+#: Private keys of the dev PKI's CAs: a folder holding them was made by ``ensure_dev_pki``.
+DEV_PKI_CA_KEYS = ("root-key.pem", "intermediate-key.pem")
+#: PAdES levels that need an RFC 3161 timestamp server.
+TIMESTAMPED_LEVELS = frozenset({"B-T", "B-LT", "B-LTA"})
+
+
+class Protection(NamedTuple):
+    versioning: bool
+    object_lock: bool
+
+
+def store_protection(store: ObjectStore) -> Protection:
+    """Whether the store keeps every version of an object and can lock them (S3 versioning, object lock).
+
+    Uses ``store.protection()`` when the store offers it; otherwise asks the S3 client of an
+    :class:`storage.objects.S3ObjectStore` directly. A local directory has neither.
+    """
+    own = getattr(store, "protection", None)
+    if callable(own):
+        answer = own()
+        return Protection(bool(answer.versioning), bool(answer.object_lock))
+    client: Any = getattr(store, "_client", None)
+    bucket = getattr(store, "bucket", None)
+    if client is None or bucket is None:
+        return Protection(False, False)
+    from minio.error import S3Error
+
+    try:
+        versioning = client.get_bucket_versioning(bucket).status == "Enabled"
+        try:
+            client.get_object_lock_config(bucket)
+            locked = True
+        except S3Error as err:
+            if err.code != "ObjectLockConfigurationNotFoundError":
+                raise
+            locked = False
+    except Exception as err:  # the SDK raises S3Error, urllib3 errors, ValueError on odd XML
+        raise ConfigurationError(
+            f"cannot read the versioning / object lock configuration of bucket {bucket!r}: "
+            f"{type(err).__name__}: {err}",
+            "Không kiểm tra được cấu hình bảo vệ dữ liệu (versioning, object lock) của kho lưu trữ.",
+        ) from err
+    return Protection(versioning, locked)
+
+
+def _is_dev_ca(cert: x509.Certificate) -> bool:
+    names = [*cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME),
+             *cert.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
+    return any(n.value == DEV_PKI_ORGANISATION for n in names)
+
+
+def _pkcs12_problems(settings: Settings) -> list[str]:
+    problems = []
+    try:
+        passphrase = settings.resolved_pki_passphrase()
+    except ConfigurationError as err:
+        return [str(err)]
+    if passphrase in ("", DEV_PKI_PASSPHRASE):
+        problems.append("the PKCS#12 passphrase is the development default: set HOSO_PKI_PASSPHRASE_FILE")
+    folder = settings.resolved_pki_dir
+    if any((folder / name).exists() for name in DEV_PKI_CA_KEYS):
+        problems.append(f"{folder} holds the CA keys of an auto-generated development PKI")
+    for role in ROLES:
+        path = folder / f"{role}.p12"
+        if not path.is_file():
+            problems.append(f"no PKCS#12 file for the {role} at {path} (production never generates keys)")
+            continue
+        try:
+            _, cert, extra = pkcs12.load_key_and_certificates(path.read_bytes(), passphrase.encode())
+        except (OSError, ValueError):
+            problems.append(f"{path} cannot be opened with the configured passphrase")
+            continue
+        if any(_is_dev_ca(c) for c in [*([cert] if cert else []), *extra]):
+            problems.append(f"{path} is issued by the hoso development CA")
+    return problems
+
+
+def _trust_problems(settings: Settings) -> list[str]:
+    if not settings.trust_roots:
+        return ["HOSO_TRUST_ROOTS is unset: production does not fall back to the development root"]
+    problems = []
+    for path in settings.trust_roots:
+        try:
+            certs = load_trust_roots([path])
+        except ConfigurationError as err:
+            problems.append(f"trust root {path}: {err}")
+            continue
+        if any(_is_dev_ca(x509.load_der_x509_certificate(c.dump())) for c in certs):
+            problems.append(f"trust root {path} is the hoso development root")
+    return problems
+
+
+def _natdb_problems(settings: Settings) -> list[str]:
+    if settings.natdb == "embedded":
+        return ["HOSO_NATDB=embedded is the synthetic stand-in: use http (or off)"]
+    if settings.natdb == "http":
+        if not settings.natdb_url:
+            return ["HOSO_NATDB=http needs HOSO_NATDB_URL"]
+        try:
+            if settings.resolved_natdb_token() is None:
+                return ["HOSO_NATDB=http needs this client's token: HOSO_NATDB_TOKEN_FILE or HOSO_NATDB_TOKEN"]
+        except ConfigurationError as err:
+            return [str(err)]
+    return []
+
+
+def production_problems(settings: Settings) -> list[str]:
+    """Why these settings are unfit for production (English, one line each); empty when fit.
+
+    Reads the key, trust-root and token files the settings name; contacts no server (the object store's
+    versioning and object lock are checked when it is opened: :meth:`Services.store`).
+    """
+    problems = []
+    if settings.key_source == "pkcs12":
+        problems += _pkcs12_problems(settings)
+    problems += _trust_problems(settings)
+    needs_tsa = {settings.level_digitised, settings.level_result} & TIMESTAMPED_LEVELS
+    if needs_tsa and not settings.tsa_url:
+        problems.append(f"HOSO_TSA_URL is unset but levels {', '.join(sorted(needs_tsa))} need a timestamp server")
+    problems += _natdb_problems(settings)
+    if settings.store == "local":
+        problems.append("HOSO_STORE=local keeps no versions and cannot lock objects: use s3")
+    return problems
+
+
+def _production_error(problems: list[str]) -> ConfigurationError:
+    return ConfigurationError(
+        "HOSO_MODE=production refuses: " + "; ".join(problems),
+        "Cấu hình chưa an toàn cho vận hành chính thức (HOSO_MODE=production); hệ thống từ chối chạy.",
+    )
 
 
 @dataclass
@@ -26,9 +169,31 @@ class Services:
     """Opened lazily so that a command pays only for what it uses."""
 
     settings: Settings = field(default_factory=get_settings)
+    _production_checked: bool = field(default=False, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.settings.ensure_dirs()
+
+    def check_production(self) -> None:
+        """In production mode, refuse settings that fall back on a development stand-in (exit 17).
+
+        Runs (once) before any store, registry, key or national database is opened.
+        """
+        if self.settings.mode != "production" or self._production_checked:
+            return
+        problems = production_problems(self.settings)
+        if problems:
+            raise _production_error(problems)
+        self._production_checked = True
+
+    def preflight(self) -> None:
+        """Open what a long-running worker needs now, so that bad configuration stops it at start."""
+        self.check_production()
+        self.store  # noqa: B018
+        self.registry  # noqa: B018
+        for role in ROLES:
+            self.keys.signer(role)
+        self.trust_roots  # noqa: B018
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -36,31 +201,47 @@ class Services:
 
     @cached_property
     def store(self) -> ObjectStore:
-        return open_store(self.settings)
+        self.check_production()
+        store = open_store(self.settings)
+        if self.settings.mode == "production":
+            protection = store_protection(store)
+            if not (protection.versioning and protection.object_lock):
+                missing = [name for name, on in protection._asdict().items() if not on]
+                raise _production_error([f"bucket {self.settings.s3_bucket!r} has no {' or '.join(missing)}"])
+        return store
 
     @cached_property
     def registry(self) -> Registry:
+        self.check_production()
         return Registry.from_settings(self.settings)
 
     @cached_property
     def pki(self) -> DevPki:
+        """The PKCS#12 files: the dev PKI (made on demand) in development; in production only existing files."""
+        self.check_production()
+        folder = self.settings.resolved_pki_dir
+        if self.settings.mode == "production":
+            return DevPki(directory=folder, root_cert=folder / "root.pem",
+                          intermediate_cert=folder / "intermediate.pem",
+                          p12={role: folder / f"{role}.p12" for role in ROLES},
+                          certs={role: folder / f"{role}.pem" for role in ROLES})
         return ensure_dev_pki(
-            self.settings.resolved_pki_dir,
-            self.settings.pki_passphrase.get_secret_value().encode(),
-            agency_name=self.settings.agency_name,
+            folder, self.settings.resolved_pki_passphrase().encode(), agency_name=self.settings.agency_name
         )
 
     @cached_property
     def keys(self) -> SigningKeys | Pkcs11Keys:
-        """Signers by role: the dev PKI's PKCS#12 files, or a PKCS#11 token (HOSO_KEY_SOURCE=pkcs11)."""
+        """Signers by role: PKCS#12 files (HOSO_PKI_DIR), or a PKCS#11 token (HOSO_KEY_SOURCE=pkcs11)."""
+        self.check_production()
         s = self.settings
         if s.key_source == "pkcs11":
             return Pkcs11Keys(s.pkcs11_module, s.pkcs11_token_label, s.pkcs11_pin_file, s.pkcs11_pin_env)
-        return SigningKeys(self.pki, s.pki_passphrase.get_secret_value().encode())
+        return SigningKeys(self.pki, s.resolved_pki_passphrase().encode())
 
     @cached_property
     def trust_roots(self) -> list[asn1_x509.Certificate]:
-        """Configured trust roots (HOSO_TRUST_ROOTS), else the dev PKI's root."""
+        """Configured trust roots (HOSO_TRUST_ROOTS), else (development only) the dev PKI's root."""
+        self.check_production()
         paths: list[bytes | Path] = list(self.settings.trust_roots) or [self.pki.root_cert]
         return load_trust_roots(paths)
 
@@ -71,13 +252,18 @@ class Services:
         s = self.settings
         if s.signer_certs:
             return SignerIdentities.from_config(s.signer_certs)
-        if s.key_source == "pkcs11" and isinstance(self.keys, Pkcs11Keys):
+        if s.key_source == "pkcs11" or s.mode == "production":  # the agency's own keys, token or files
             return SignerIdentities.from_certificates(self.keys.role_certificates())
         return SignerIdentities.from_config(self.pki.identity_files())
 
     def national_db(self) -> NationalDb:
         """A connection to the national databases the settings name; the caller closes it."""
+        self.check_production()
         return open_national_db(self.settings, self.registry)
+
+    def reuse_guard(self) -> ReuseGuard:
+        """What a stored document must pass to be reused in a dossier (domain/applicant.py)."""
+        return ReuseGuard(self.store, [cert.dump() for cert in self.trust_roots], self.signer_identities)
 
     @property
     def ocr_options(self) -> OcrOptions:

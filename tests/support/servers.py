@@ -236,6 +236,15 @@ def start_prefect_server(home: Path, *, startup_timeout: float = 90.0) -> Prefec
     raise RuntimeError("prefect server did not become healthy in time")
 
 
+#: Clients of the test national-database service: one with every scope (the worker), one per scope alone.
+NATDB_CLIENTS: dict[str, list[str]] = {
+    "worker": ["verify", "read", "write"],
+    "verify-only": ["verify"],
+    "read-only": ["read"],
+    "write-only": ["write"],
+}
+
+
 @dataclass
 class NatdbServer:
     """A running reference national-database service (``python -m pipeline.national.service``)."""
@@ -243,10 +252,16 @@ class NatdbServer:
     process: subprocess.Popen[bytes]
     port: int
     log_path: Path
+    tokens: dict[str, str] = field(default_factory=dict)  # client name → bearer token (NATDB_CLIENTS)
+    clients_file: Path | None = None
 
     @property
     def url(self) -> str:
         return f"http://{LOOPBACK}:{self.port}"
+
+    @property
+    def worker_token(self) -> str:
+        return self.tokens["worker"]
 
     def running(self) -> bool:
         return self.process.poll() is None
@@ -256,19 +271,26 @@ class NatdbServer:
 
 
 def start_natdb(database_url: str, log_dir: Path, *, startup_timeout: float = 30.0) -> NatdbServer:
-    """Start the reference national-database service on a free loopback port; return once /health answers."""
+    """Start the reference national-database service on a free loopback port; return once /health answers.
+
+    Its clients file (in ``log_dir``) holds the :data:`NATDB_CLIENTS`, with fresh tokens.
+    """
+    from pipeline.national.auth import add_client
+
     (port,) = free_ports(1, with_grpc=False)
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"natdb-{port}.log"
+    clients_file = log_dir / f"natdb-{port}-clients.yaml"
+    tokens = {name: add_client(clients_file, name, scopes) for name, scopes in NATDB_CLIENTS.items()}  # type: ignore[arg-type]
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")}
     root = Path(__file__).resolve().parents[1]
     with open(log_path, "wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "pipeline.national.service", "--host", LOOPBACK, "--port", str(port),
-             "--database-url", database_url],
+             "--database-url", database_url, "--clients", str(clients_file)],
             env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=root,
         )
-    server = NatdbServer(process, port, log_path)
+    server = NatdbServer(process, port, log_path, tokens, clients_file)
     deadline = time.monotonic() + startup_timeout
     while time.monotonic() < deadline:
         if not server.running():
