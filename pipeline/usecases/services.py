@@ -1,14 +1,20 @@
-"""The long-lived parts one process needs (catalog, object store, registry, signing keys), opened once."""
+"""The long-lived parts one process needs (catalog, object store, registry, signing keys, OCR), opened once."""
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import TracebackType
 
 from asn1crypto import x509 as asn1_x509
 
+from ocr.engine import page_pool
 from ocr.models import OcrOptions
+from ocr.plugin import OcrEngine, load_engine
 from pipeline.core.settings import Settings, get_settings
 from pipeline.domain.catalog import Catalog, load_catalog
 from pipeline.national.db import NationalDb, open_national_db
@@ -22,12 +28,22 @@ from storage.registry import Registry
 
 @dataclass
 class Services:
-    """Opened lazily so that a command pays only for what it uses."""
+    """Opened lazily so that a command pays only for what it uses; :meth:`close` (or ``with``) ends them."""
 
     settings: Settings = field(default_factory=get_settings)
+    _pool: ProcessPoolExecutor | None = field(default=None, init=False, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.settings.ensure_dirs()
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -73,3 +89,36 @@ class Services:
         return OcrOptions(
             language=s.ocr_language, jobs=s.ocr_jobs, max_image_pixels=s.max_image_pixels, max_pages=s.max_pages
         )
+
+    @cached_property
+    def ocr_engine(self) -> OcrEngine:
+        """The page OCR engine HOSO_OCR_ENGINE names (a bad name is a ConfigurationError)."""
+        return load_engine(self.settings.ocr_engine)
+
+    @property
+    def ocr_executor(self) -> Executor | None:
+        """This process's page-OCR worker pool, made on first use; None when OCR runs one page at a time.
+
+        A pool broken by a dead worker is replaced, so one crashed page does not fail every later dossier.
+        """
+        jobs = self.settings.ocr_jobs or os.cpu_count() or 1
+        if jobs == 1:
+            return None
+        with self._pool_lock:
+            # ProcessPoolExecutor marks itself _broken and then refuses all work; it offers no public test.
+            if self._pool is not None and getattr(self._pool, "_broken", False):
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            if self._pool is None:
+                self._pool = page_pool(jobs)
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the OCR workers and release the registry's connections (whatever was opened)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if "registry" in self.__dict__:
+            self.registry.close()
+
