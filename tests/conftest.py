@@ -11,7 +11,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.servers import NatdbServer, SeaweedServer, postgres_url, start_natdb, start_seaweedfs, weed_binary  # noqa: E402
+from support.servers import (  # noqa: E402
+    NatdbServer,
+    PrefectServer,
+    SeaweedServer,
+    postgres_url,
+    start_natdb,
+    start_prefect_server,
+    start_seaweedfs,
+    weed_binary,
+)
 
 
 @pytest.fixture(scope="session")
@@ -20,6 +29,16 @@ def test_pki(tmp_path_factory: pytest.TempPathFactory):
     from support.servers import start_test_pki
 
     server = start_test_pki(tmp_path_factory.mktemp("testpki"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """One Prefect server for the session: a flow run against it skips the 7-16 s ephemeral server start."""
+    server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
     try:
         yield server
     finally:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from ocr.tesseract import strip_scores
 from ocr.preprocess import analyse_geometry, rotate_image
+from ocr.tesseract import strip_scores
 from ocr.triage import to_gray
 
 FONTS = {

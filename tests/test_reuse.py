@@ -4,33 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pikepdf
 import pytest
+from support.cli import SAMPLE, Hoso
 from support.servers import NatdbServer, free_ports
 
 from storage.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"
 MAI = "079182424604"  # the sample's citizen
 CONTRACT_KEYS = {"dossier_code", "procedure", "status", "received_at", "due_at", "pages", "documents", "missing",
                  "unexpected", "artifacts"}
-
-
-def hoso(data_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HOSO_", "PREFECT_API_URL"))}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=clean | {"HOSO_DATA_DIR": str(data_dir)} | env,
-        capture_output=True, text=True, timeout=300, cwd=data_dir.parent,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -51,9 +38,10 @@ def two_dossiers(
     base = tmp_path_factory.mktemp("reuse")
     data, out = base / "var", base / "out"
     env = {"HOSO_NATDB": "http", "HOSO_NATDB_URL": natdb.url, "HOSO_NATDB_TIMEOUT": "10"}
-    first = hoso(data, env, "ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
+    hoso = Hoso(data, env)
+    first = hoso("ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
     assert first.returncode == 0, first.stderr
-    second = hoso(data, env, "ingest", str(request_form_only), "-p", "business_household_registration",
+    second = hoso("ingest", str(request_form_only), "-p", "business_household_registration",
                   "--applicant-id", MAI, "--out", str(out))
     assert second.returncode == 0, second.stderr
     receipt = json.loads((out / "de-nghi.json").read_text(encoding="utf-8"))
@@ -100,7 +88,7 @@ def test_second_dossier_fills_the_cccd_slot_by_reference(
 def test_stats_count_the_reuse(two_dossiers: tuple[Path, dict[str, str], dict, dict, str]) -> None:
     data, env, first, _, _ = two_dossiers
     day = datetime.fromisoformat(first["received_at"]).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date().isoformat()
-    proc = hoso(data, env, "stats", "--from", day, "--to", day, "--json")
+    proc = Hoso(data, env)("stats", "--from", day, "--to", day, "--json")
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
     assert (stats["received"], stats["digitised"], stats["reused"]) == (2, 2, 1)
@@ -111,7 +99,7 @@ def test_a_database_that_is_down_leaves_the_dossier_accepted_unverified(tmp_path
     (port,) = free_ports(1, with_grpc=False)  # nothing listens there
     env = {"HOSO_NATDB": "http", "HOSO_NATDB_URL": f"http://127.0.0.1:{port}", "HOSO_NATDB_TIMEOUT": "1",
            "HOSO_NATDB_RETRIES": "1"}
-    proc = hoso(tmp_path / "var", env, "ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
+    proc = Hoso(tmp_path / "var", env)("ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
     assert proc.returncode == 0, proc.stderr
     receipt = json.loads(proc.stdout)
     assert (receipt["status"], receipt["missing"]) == ("accepted", [])
