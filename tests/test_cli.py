@@ -42,9 +42,10 @@ def _ingest_sample(runner: Hoso, out: Path) -> tuple[Hoso, Path, dict]:
 
 @pytest.fixture(scope="module")
 def received(tmp_path_factory: pytest.TempPathFactory) -> tuple[Hoso, Path, dict]:
-    """One ingest of the bundled sample (scripted OCR), shared by the tests that look at its outputs."""
+    """One ingest of the bundled sample (scripted OCR in a worker pool), shared by the tests that look at its
+    outputs."""
     base = tmp_path_factory.mktemp("desk")
-    return _ingest_sample(Hoso(base / "var"), base / "d")
+    return _ingest_sample(Hoso(base / "var", {"HOSO_OCR_JOBS": "2"}), base / "d")
 
 
 def test_ingest_writes_contract_json_and_signed_searchable_pdf(received: tuple[Hoso, Path, dict]) -> None:

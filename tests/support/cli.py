@@ -2,7 +2,8 @@
 
 The process gets its own data folder (``HOSO_DATA_DIR``), none of the caller's ``HOSO_*`` or ``PREFECT_*``
 variables, this checkout's code first on its path, and the scripted OCR engine (:mod:`support.fake_ocr`)
-unless ``ocr="tesseract"`` asks for the real one.
+in the command's own process (``HOSO_OCR_JOBS=1``: a worker pool costs more than scripted pages) unless
+``ocr="tesseract"`` asks for the real one.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ def clean_env(data_dir: Path, extra: dict[str, str] | None = None, *, ocr: OcrCh
     path = [str(ROOT), str(TESTS), *filter(None, env.get("PYTHONPATH", "").split(os.pathsep))]
     env |= {"HOSO_DATA_DIR": str(data_dir), "PYTHONPATH": os.pathsep.join(dict.fromkeys(path))}
     if ocr == "scripted":
-        env["HOSO_OCR_ENGINE"] = SCRIPTED_ENGINE
+        env |= {"HOSO_OCR_ENGINE": SCRIPTED_ENGINE, "HOSO_OCR_JOBS": "1"}
     return env | (extra or {})
 
 
@@ -38,6 +39,7 @@ class Hoso:
 
     def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None, *, ocr: OcrChoice = "scripted"):
         self.data_dir = data_dir
+        data_dir.parent.mkdir(parents=True, exist_ok=True)  # the command runs there
         self.env = clean_env(data_dir, extra_env, ocr=ocr)
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
