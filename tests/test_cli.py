@@ -218,7 +218,7 @@ def test_reprocess_accounts_for_every_input_and_skips_finished_work(hoso_on_pref
 def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso_on_prefect: Hoso, tmp_path: Path) -> None:
     hoso = hoso_on_prefect
     folder = _batch(tmp_path / "batch", [21, 22, 23, 24], bad=False)
-    hoso.env["HOSO_TEST_OCR_DELAY"] = "1"  # scripted OCR is quick: a second a page leaves time to interrupt
+    hoso.env["HOSO_TEST_OCR_DELAY"] = "0.5"  # scripted OCR is quick: slowed down, it leaves time to interrupt
     run = hoso.popen("reprocess", str(folder), "--json")
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and run.poll() is None:
@@ -246,7 +246,8 @@ def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso_on_prefec
 
 @pytest.mark.slow
 def test_reprocess_with_tesseract_reads_each_dossier_as_its_own(tmp_path: Path) -> None:
-    """Real OCR in the batch flow's worker pool: each rendered dossier is received with its own citizen."""
+    """Real OCR in the batch flow's worker pool (Prefect's own ephemeral server): each rendered dossier is
+    received with its own citizen."""
     hoso = Hoso(tmp_path / "var", ocr="tesseract")
     folder = _batch(tmp_path / "batch", [11, 12], bad=False)
     proc = hoso("reprocess", str(folder), "--json", timeout=600)
@@ -268,7 +269,8 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def test_a_batch_of_bad_inputs_records_each_failure_with_its_reason(hoso: Hoso, tmp_path: Path) -> None:
+def test_a_batch_of_bad_inputs_records_each_failure_with_its_reason(hoso_on_prefect: Hoso, tmp_path: Path) -> None:
+    hoso = hoso_on_prefect
     bad = _bad_inputs(tmp_path / "bad")
     proc = hoso("reprocess", str(tmp_path / "bad"), "--procedure", "business_household_registration", "--json")
     summary = json.loads(proc.stdout)
