@@ -12,6 +12,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
 from support.cli import SAMPLE, Hoso
 from support.servers import PrefectServer
 
@@ -25,14 +26,23 @@ def _api(api_url: str, path: str) -> list[dict]:
         return json.loads(resp.read())
 
 
-def test_ingest_is_recorded_as_a_flow_run_when_an_api_is_configured(
-    prefect_server: PrefectServer, tmp_path: Path
-) -> None:
-    scan = shutil.copy(SAMPLE, tmp_path / "scan.pdf")  # its path tells this run from others on the server
-    hoso = Hoso(tmp_path / "var", {
-        "PREFECT_API_URL": prefect_server.api_url, "PREFECT_HOME": str(tmp_path / "prefect-client"),
+@pytest.fixture(scope="module")
+def received_via_flow(
+    prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Hoso, Path, subprocess.CompletedProcess[str]]:
+    """``hoso ingest`` with a Prefect API configured (the desk then runs as the hoso-ingest flow)."""
+    base = tmp_path_factory.mktemp("flows")
+    scan = shutil.copy(SAMPLE, base / "scan.pdf")  # its path tells this run from others on the server
+    hoso = Hoso(base / "var", {
+        "PREFECT_API_URL": prefect_server.api_url, "PREFECT_HOME": str(base / "prefect-client"),
     })
-    proc = hoso("ingest", str(scan), "--procedure", "business_household_registration", "--json")
+    return hoso, scan, hoso("ingest", str(scan), "--procedure", "business_household_registration", "--json")
+
+
+def test_ingest_is_recorded_as_a_flow_run_when_an_api_is_configured(
+    prefect_server: PrefectServer, received_via_flow: tuple[Hoso, Path, subprocess.CompletedProcess[str]]
+) -> None:
+    _, scan, proc = received_via_flow
     assert proc.returncode == 0, proc.stderr
     receipt = json.loads(proc.stdout)
     assert receipt["status"] == "accepted"
@@ -43,10 +53,11 @@ def test_ingest_is_recorded_as_a_flow_run_when_an_api_is_configured(
     assert completed[0]["parameters"]["procedure"] == "business_household_registration"
 
 
-def test_the_clerk_flow_issues_the_result_of_a_received_dossier(prefect_server: PrefectServer, tmp_path: Path) -> None:
-    hoso = Hoso(tmp_path / "var", {"PREFECT_API_URL": prefect_server.api_url})
-    receipt = json.loads(hoso("ingest", str(SAMPLE), "-p", "business_household_registration", "--json").stdout)
-    code = receipt["dossier_code"]
+def test_the_clerk_flow_issues_the_result_of_a_received_dossier(
+    prefect_server: PrefectServer, received_via_flow: tuple[Hoso, Path, subprocess.CompletedProcess[str]]
+) -> None:
+    hoso, _, proc = received_via_flow
+    code = json.loads(proc.stdout)["dossier_code"]
     script = (
         "import sys, flows\n"
         "from flows.clerk import issue_result_flow\n"
@@ -55,7 +66,7 @@ def test_the_clerk_flow_issues_the_result_of_a_received_dossier(prefect_server: 
         "    print(issue_result_flow(sys.argv[1]))\n"
     )
     proc = subprocess.run([sys.executable, "-c", script, code], env=hoso.env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+                          timeout=300, cwd=hoso.data_dir.parent)
     assert proc.returncode == 0, proc.stderr
     key = proc.stdout.strip().splitlines()[-1]
     assert key in hoso.stored_keys() and key.startswith(f"dossiers/{code}/")
