@@ -67,14 +67,16 @@ def display_name(name: str, limit: int = 120) -> str:
     """``name`` as one safe line for logs, JSON and registry rows.
 
     Bytes that are not UTF-8 (decoded by Python as lone surrogates) show as ``\\xNN``, control and
-    invisible characters as ``\\uNNNN``; a long name keeps its start and its end.
+    invisible characters as ``\\uNNNN``, a backslash doubled; a long name keeps its start and its end.
     """
     out = []
     for ch in name:
         code = ord(ch)
         if 0xDC80 <= code <= 0xDCFF:
             out.append(f"\\x{code - 0xDC00:02x}")
-        elif ch != "\\" and _odd_char(ch):
+        elif ch == "\\":
+            out.append("\\\\")  # so that an escape shown is never a name's own text
+        elif _odd_char(ch):
             out.append(f"\\u{code:04x}")
         else:
             out.append(ch)

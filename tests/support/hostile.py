@@ -79,7 +79,7 @@ def _zeros_deflate_parts() -> tuple[bytes, bytes, int]:
 def zeros_bomb(size: int) -> bytes:
     """A zlib stream (as PDF /FlateDecode and PNG IDAT hold) that inflates to about ``size`` zero bytes."""
     head, tail, run = _zeros_deflate_parts()
-    k = max(0, (size - (1 << 20)) // 1032)
+    k = max(0, -(-(size - (1 << 20)) // 1032))
     total = (1 << 20) + 1032 * k
     adler = ((total % 65521) << 16) | 1  # Adler-32 of n zero bytes: a = 1, b = n mod 65521
     return b"\x78\xda" + head + bytes([run]) * k + tail + struct.pack(">I", adler)
