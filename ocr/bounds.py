@@ -751,7 +751,10 @@ class PdfBounds:
     def reach(self, page: pikepdf.Object, resources: object, where: str) -> None:
         """Measure every stream a page reaches (resources, contents, annotation appearances), once."""
         stack: list[object] = [resources, page.get("/Contents")]
-        for annot in _list(page.get("/Annots")):
+        annots = page.get("/Annots")
+        if isinstance(annots, pikepdf.Array) and len(annots) > MAX_DRAWS:
+            raise heavy(where, f"has {len(annots)} annotations")
+        for annot in _list(annots):
             if isinstance(annot, pikepdf.Dictionary):
                 stack.append(annot.get("/AP"))
         while stack:

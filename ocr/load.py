@@ -27,6 +27,7 @@ from PIL import Image, UnidentifiedImageError
 from ocr.bounds import (
     JPEG_HEAD,
     MAX_DECODE_BYTES,
+    MAX_DRAWS,
     MODE_BYTES,
     Frame,
     PdfBounds,
@@ -169,6 +170,9 @@ def _image_frames(f: InputFile, fmt: FileFormat, options: OcrOptions) -> int:
     _check_declared(f, declared, options)
     with _open_image(f, fmt, options) as im:
         count = 1 if fmt == "jpeg" else len(declared)
+        found = 1 if fmt == "jpeg" else int(getattr(im, "n_frames", 1))
+        if found != count:
+            raise corrupt(where, f"its header declares {count} frames, the decoder finds {found}")
         for k in range(count):
             at = f"{where}: frame {k + 1}" if count > 1 else where
             try:
@@ -251,7 +255,10 @@ def _iter_image_file(f: InputFile, fmt: FileFormat, options: OcrOptions, start: 
                 factor = _draft_factor(w, h) if fmt == "jpeg" else 1
                 if factor > 1:  # DCT scaling: decoded at 1/2, 1/4 or 1/8 of the size, never whole
                     im.draft(im.mode, (math.ceil(w / factor), math.ceil(h / factor)))
-                page = _fit(im.copy())
+                im.load()
+                page = _fit(im)
+                if page is im:  # the next frame (or closing the file) reuses ``im``: hand out a copy
+                    page = im.copy()
             except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
                 raise corrupt(where, f"cannot decode frame {k + 1}: {exc}") from exc
             kept = page.size == (w, h)
@@ -332,7 +339,8 @@ def _rotation(page: pikepdf.Page, where: str) -> int:
 def _check_pdf(f: InputFile, options: OcrOptions) -> int:
     where = display_name(f.name)
     with _open_pdf(f.path) as pdf:
-        repaired = bool(pdf.get_warnings())  # qpdf had to reconstruct the file
+        # Warnings at this point mean qpdf reconstructed the file (later ones are about single objects).
+        repaired = bool(pdf.get_warnings())
         try:
             n = len(pdf.pages)
         except pikepdf.PdfError as exc:
@@ -399,7 +407,7 @@ def _active_content(pdf: pikepdf.Pdf) -> str | None:
     for page in pdf.pages:
         actions.extend(_dict_values(page.obj.get("/AA")))
         annots = page.obj.get("/Annots")
-        for annot in annots if isinstance(annots, pikepdf.Array) else []:
+        for _, annot in zip(range(MAX_DRAWS), annots if isinstance(annots, pikepdf.Array) else [], strict=False):
             if isinstance(annot, pikepdf.Dictionary):
                 actions.append(annot.get("/A"))
                 actions.extend(_dict_values(annot.get("/AA")))
