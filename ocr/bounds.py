@@ -624,9 +624,6 @@ class _Image:
         return self.width * self.height
 
 
-_Inline = tuple[list[bytes], bytes]  # an inline image's dictionary tokens and its data
-
-
 @dataclass
 class _Page:
     where: str
@@ -828,7 +825,7 @@ class PdfBounds:
         self, state: _Page, data: bytes, resources: object, depth: int, stack: tuple[tuple[int, int], ...]
     ) -> tuple[int, int]:
         ops = draws = 0
-        for op, operands, inline in self._operators(state, data):
+        for op, operands in self._operators(state, data, resources):
             ops += 1
             sub: tuple[int, int] | None = None
             if op == b"Do" and operands and operands[-1][:1] == b"/":
@@ -842,10 +839,8 @@ class PdfBounds:
                     draws += 1
                 elif subtype == pikepdf.Name.Form:
                     sub = self._form(state, xobj, resources, depth + 1, stack)
-            elif op == b"BI" and inline is not None:
-                pixels = self._inline(state, inline, resources)
-                state.pixels[("inline", id(inline), len(state.pixels))] = pixels
-                draws += 1
+            elif op == b"BI":
+                draws += 1  # its pixels were counted as it was read
             elif op == b"Tf" and len(operands) >= 2 and operands[-2][:1] == b"/":
                 font = _resource(resources, "/Font", _name(operands[-2]))
                 if isinstance(font, pikepdf.Dictionary) and font.get("/Subtype") == pikepdf.Name.Type3:
@@ -879,16 +874,9 @@ class PdfBounds:
                 self._limit(state, ops, draws)
         return ops, draws
 
-    def _inline(self, state: _Page, inline: _Inline, resources: object) -> int:
-        tokens, data = inline
-        d = _inline_dict(tokens)
-        colour_spaces = resources.get("/ColorSpace") if isinstance(resources, pikepdf.Dictionary) else None
-        img = self._geometry(d, colour_spaces, state.where)
-        return self._image_data(img, data, state.where)
-
-    def _operators(self, state: _Page, data: bytes) -> Iterator[tuple[bytes, list[bytes], _Inline | None]]:
-        """(operator, its last operands, for BI the inline image's dictionary tokens and data) of a content
-        stream; strings, comments and inline image data are skipped, never taken for operators."""
+    def _operators(self, state: _Page, data: bytes, resources: object) -> Iterator[tuple[bytes, list[bytes]]]:
+        """(operator, its last operands) of a content stream; strings, comments and inline image data are
+        skipped, never taken for operators. Inline images are checked as they are read (BI)."""
         operands: deque[bytes] = deque(maxlen=4)
         pos, n = 0, len(data)
         while pos < n:
@@ -909,14 +897,20 @@ class PdfBounds:
             elif first in _OPERANDS or token in (b"true", b"false", b"null", b"<<", b">>", b")", b">"):
                 operands.append(token)
             elif token == b"BI":
-                pos, inline = self._inline_image(state, data, pos)
-                yield token, [], inline
+                pos = self._inline_image(state, data, pos, resources)
+                yield token, []
                 operands.clear()
             else:
-                yield token, list(operands), None
+                yield token, list(operands)
                 operands.clear()
 
-    def _inline_image(self, state: _Page, data: bytes, pos: int) -> tuple[int, _Inline]:
+    def _inline_image(self, state: _Page, data: bytes, pos: int, resources: object) -> int:
+        """Check the inline image whose dictionary starts at ``pos``; returns where its EI ends.
+
+        Data without a filter is exactly as long as the image needs, Flate data as long as its zlib stream;
+        other filtered data ends at the first EI after which it decodes whole (compressed data may hold the
+        bytes " EI " by chance).
+        """
         tokens: list[bytes] = []
         while True:
             m = _TOKEN.match(data, pos)
@@ -933,11 +927,43 @@ class PdfBounds:
             tokens.append(token)
             if len(tokens) > 200:
                 raise corrupt(state.where, "an inline image's dictionary does not end")
+        colour_spaces = resources.get("/ColorSpace") if isinstance(resources, pikepdf.Dictionary) else None
+        img = self._geometry(_inline_dict(tokens), colour_spaces, state.where)
         start = pos + 1  # one white-space byte after ID
-        end = _INLINE_END.search(data, start)
-        if end is None:
-            raise corrupt(state.where, "an inline image's data does not end with EI")
-        return end.end(), (tokens, data[start : end.start()])
+        if not img.chain:
+            search_from = start + img.row_bytes * img.height
+        elif img.chain[0][0] in ("/FlateDecode", "/Fl"):
+            search_from = _zlib_end(data, start, img.row_bytes * img.height * 2 + (1 << 20))
+        else:
+            search_from = start
+        for _, end in zip(range(64), _INLINE_END.finditer(data, max(start, search_from - 1)), strict=False):
+            try:
+                pixels = self._image_data(img, data[start : end.start()], state.where)
+            except InputCorrupt:
+                continue  # an EI inside the data: the image ends further on
+            state.pixels[("inline", state.tokens)] = pixels
+            return end.end()
+        raise corrupt(state.where, "an inline image's data is damaged or does not end with EI")
+
+
+def _zlib_end(data: bytes, start: int, cap: int) -> int:
+    """Where the zlib stream that starts at ``start`` ends; where it breaks off, or passes ``cap`` bytes
+    inflated, when it does not end."""
+    d = zlib.decompressobj()
+    pos, out = start, 0
+    try:
+        while pos < len(data) and not d.eof:
+            chunk = data[pos : pos + _STEP]
+            rest = chunk
+            while rest and not d.eof:
+                out += len(d.decompress(rest, _STEP))
+                rest = d.unconsumed_tail
+                if out > cap:
+                    return pos
+            pos += len(chunk) - len(d.unused_data)
+    except zlib.error:
+        pass
+    return pos
 
 
 def _inline_dict(tokens: list[bytes]) -> dict[str, object]:

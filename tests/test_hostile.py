@@ -308,3 +308,34 @@ def test_stream_caps_are_exact(tmp_path: Path) -> None:
         else:
             with pytest.raises(InputTooLarge):
                 inspect_input(tmp_path / "c.pdf", OPTS)
+
+
+def test_stream_decoders_match_the_pdf_reference() -> None:
+    import base64
+
+    from ocr.bounds import decode
+
+    lzw = bytes.fromhex("800B6050220C0C8501")  # ISO 32000-1, 7.4.4.2: "-----A---B"
+    assert decode(lzw, [("/LZWDecode", None)], 100, 100).head == b"-----A---B"
+    run_length = bytes([2]) + b"abc" + bytes([254]) + b"z" + bytes([128])
+    assert decode(run_length, [("/RunLengthDecode", None)], 100, 100).head == b"abczzz"
+    assert decode(b"48 65 6C6C6F>", [("/ASCIIHexDecode", None)], 100, 100).head == b"Hello"
+    a85 = base64.a85encode(b"Hello, hoso") + b"~>"
+    assert decode(zlib.compress(a85), [("/FlateDecode", None), ("/A85", None)], 100, 100).head == b"Hello, hoso"
+    assert decode(b"\xff\xd8rest", [("/DCTDecode", None)], 100, 2).codec == "dct"
+    whole = zlib.compress(bytes(range(256)) * 20)
+    broken = decode(whole[: len(whole) // 2], [("/FlateDecode", None)], 10_000, 0)
+    assert broken.size < 5120
+
+
+def test_inline_images_whose_data_holds_EI(tmp_path: Path) -> None:
+    """Image data may hold the bytes " EI " by chance: the image ends where its data is whole."""
+    raw = (b"\x00 EI \x00" * 2000)[: 100 * 100]
+    stored = zlib.compress(b" EI " * 2500, 0)  # deflate without compression: the bytes show through
+    for entries, data in ((b"", raw), (b" /F /Fl", stored)):
+        content = b"q 100 0 0 100 72 600 cm BI /W 100 /H 100 /BPC 8 /CS /G" + entries + b" ID " + data + b"\nEI Q"
+        pdf = pikepdf.new()
+        page = pdf.add_blank_page(page_size=(595, 842))
+        page.Contents = pikepdf.Stream(pdf, content)
+        pdf.save(tmp_path / "inline.pdf")
+        assert inspect_input(tmp_path / "inline.pdf", OPTS).page_count == 1
