@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     integrity_error = 16
     configuration = 17
     input_not_regular = 18  # a symlink, FIFO, device, socket or subfolder where a file was expected
+    input_bad_name = 19  # a file name with control characters, bytes that are not UTF-8, or too long
     internal = 99
 
 
@@ -83,6 +84,14 @@ class InputNotRegular(InputError):
     default_vi = "Đầu vào không phải là tệp thông thường; vui lòng nộp tệp PDF/ảnh hoặc thư mục ảnh trang."
 
 
+class InputBadName(InputError):
+    exit_code = ExitCode.input_bad_name
+    default_vi = (
+        "Tên tệp chứa ký tự không hợp lệ hoặc quá dài; vui lòng đổi tên tệp (chữ, số, dấu cách, '-', '_', '.') "
+        "rồi nộp lại."
+    )
+
+
 class InputTooLarge(InputError):
     exit_code = ExitCode.input_too_large
     default_vi = "Ảnh trang quá lớn; vui lòng quét lại ở độ phân giải 200–600 dpi."
@@ -90,7 +99,7 @@ class InputTooLarge(InputError):
 
 class InputInvalidPage(InputError):
     exit_code = ExitCode.input_invalid_page
-    default_vi = "Tệp có trang không hợp lệ (kích thước bằng 0); vui lòng quét lại."
+    default_vi = "Tệp có trang không hợp lệ (kích thước bằng 0 hoặc quá nhỏ); vui lòng quét lại."
 
 
 class UnknownProcedure(HosoError):
