@@ -460,10 +460,10 @@ class Registry:
         since: datetime | None = None,
         until: datetime | None = None,
         states: Iterable[DossierState] | None = None,
-        due_before: datetime | None = None,
+        due_by: datetime | None = None,
     ) -> list[DossierRecord]:
         """Dossiers by ``received_at`` (``since`` inclusive, ``until`` exclusive), oldest first; ``state`` or
-        any of ``states``, due (``due_at``) before ``due_before``."""
+        any of ``states``; due (``due_at``) at or before ``due_by``."""
         stmt = sa.select(Dossier).options(
             selectinload(Dossier.documents), selectinload(Dossier.artifacts), selectinload(Dossier.events)
         )
@@ -471,8 +471,8 @@ class Registry:
             stmt = stmt.where(Dossier.state == DossierState(state).value)
         if states is not None:
             stmt = stmt.where(Dossier.state.in_([DossierState(s).value for s in states]))
-        if due_before is not None:
-            stmt = stmt.where(Dossier.due_at < due_before)
+        if due_by is not None:
+            stmt = stmt.where(Dossier.due_at <= due_by)
         if since is not None:
             stmt = stmt.where(Dossier.received_at >= since)
         if until is not None:

@@ -56,10 +56,11 @@ class Actor(BaseModel):
     batch: str | None = Field(None, description="The batch command acting (e.g. 'issue-result'); None: a person")
 
     @classmethod
-    def for_batch(cls, command: str) -> Actor:
+    def for_batch(cls, command: str, username: str | None = None) -> Actor:
         """The actor of an unattended command (``hoso issue-result``, ``hoso ingest`` without ``--user``):
-        it may take any step, and the audit trail says which command took it."""
-        return cls(username=f"batch:{command}", display_name="Xử lý tự động", roles=frozenset(Role), batch=command)
+        it may take any step, and the audit trail says which command took it (``detail.batch``)."""
+        return cls(username=username or f"batch:{command}", display_name="Xử lý tự động", roles=frozenset(Role),
+                   batch=command)
 
 
 class StateSpec(BaseModel):

@@ -56,7 +56,7 @@ class IntakeRequest:
     procedure: str
     applicant_id: str | None = None
     actor: str = "desk-officer"
-    desk: Actor | None = None  # the named desk user (default: the unattended command, "batch:ingest")
+    desk: Actor | None = None  # the named desk user (default: the unattended command, as ``actor``)
 
 
 @dataclass
@@ -187,7 +187,7 @@ def _desk_form(
     request: IntakeRequest, services: Services, receipt: Receipt, now: datetime | None
 ) -> FormIssued | None:
     """After :func:`record_intake`: the desk's form for the dossier, once (see ``issue_intake_forms``)."""
-    return issue_intake_forms(services, receipt, request.desk or Actor.for_batch("ingest"), now=now)
+    return issue_intake_forms(services, receipt, request.desk or Actor.for_batch("ingest", request.actor), now=now)
 
 
 def record_intake(

@@ -232,6 +232,8 @@ def _perform(
     written: list[str] = []
     try:
         record = registry.get(code)  # as it is now that this step holds it
+        if not own:  # the caller's claim was checked for its own purpose, not this step's
+            admissible(record)
         done = work(record, role, when)
         if not ident.holds(held):
             raise _lost(held)
@@ -643,11 +645,12 @@ def _on_the_clock() -> frozenset[DossierState]:
     return load_lifecycle().open_states - {DossierState.needs_supplement, DossierState.result_ready}
 
 
-def _timed(services: Services, until: datetime, now: datetime) -> list[WorkItem]:
+def _due_by(services: Services, until: datetime, now: datetime) -> list[WorkItem]:
+    """Dossiers on the clock whose appointment is at or before ``until``, soonest first."""
     # due_at is never later than the appointment, so it bounds the query.
-    records = services.registry.list_dossiers(states=_on_the_clock(), due_before=until)
+    records = services.registry.list_dossiers(states=_on_the_clock(), due_by=until)
     items = [_item(r, now) for r in records]
-    return sorted((i for i in items if i.appointment < until), key=lambda i: (i.appointment, i.code))
+    return sorted((i for i in items if i.appointment <= until), key=lambda i: (i.appointment, i.code))
 
 
 def due_soon(services: Services, *, now: datetime | None = None) -> list[WorkItem]:
@@ -655,13 +658,13 @@ def due_soon(services: Services, *, now: datetime | None = None) -> list[WorkIte
     next working day after today, weekends and holidays skipped)."""
     now = now or datetime.now(UTC)
     horizon = due_soon_until(now, services.settings.timezone)
-    return [i for i in _timed(services, horizon, now) if not i.overdue]
+    return [i for i in _due_by(services, horizon, now) if not i.overdue]
 
 
 def overdue(services: Services, *, now: datetime | None = None) -> list[WorkItem]:
     """Open dossiers past their appointment (an apology's new appointment counts)."""
     now = now or datetime.now(UTC)
-    return _timed(services, now, now)
+    return [i for i in _due_by(services, now, now) if i.overdue]
 
 
 # --- the citizen's lookup -----------------------------------------------------------------------
