@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import exc
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
-from pipeline.core.errors import DossierBusy, Forbidden, InvalidState
+from pipeline.core.errors import DossierBusy, Forbidden, InvalidRequest, InvalidState
 from pipeline.core.models import Role
 from storage.registry import Base, Dossier, Registry, UTCDateTime, utcnow
 
@@ -187,7 +187,7 @@ def new_lookup_secret() -> str:
 
 def _check_password(password: str) -> None:
     if len(password) < MIN_PASSWORD:
-        raise InvalidState(
+        raise InvalidRequest(
             f"password too short (at least {MIN_PASSWORD} characters)",
             f"Mật khẩu quá ngắn (tối thiểu {MIN_PASSWORD} ký tự).",
         )
@@ -216,15 +216,16 @@ class Identity:
     def add_user(
         self, username: str, display_name: str, roles: Iterable[Role], password: str | None, *, active: bool = True
     ) -> UserRecord:
-        """A new user; InvalidState if the name is taken or malformed, the password too short, or no role given."""
+        """A new user; InvalidState if the name is taken; InvalidRequest if it is malformed, the password too
+        short or no role given."""
         if not USERNAME.match(username):
-            raise InvalidState(
+            raise InvalidRequest(
                 f"invalid username {username!r} (a–z first, then a–z, 0–9, '.', '_', '-'; 2–64 characters)",
                 f"Tên đăng nhập không hợp lệ: {username!r} (chữ thường không dấu, số, '.', '_', '-').",
             )
         roles = sorted({Role(r) for r in roles})
         if not roles:
-            raise InvalidState("a user needs at least one role", "Người dùng cần ít nhất một vai trò.")
+            raise InvalidRequest("a user needs at least one role", "Người dùng cần ít nhất một vai trò.")
         if password is not None:
             _check_password(password)
         now = utcnow()
@@ -269,7 +270,7 @@ class Identity:
     def set_roles(self, username: str, roles: Iterable[Role]) -> UserRecord:
         values = sorted({Role(r).value for r in roles})
         if not values:
-            raise InvalidState("a user needs at least one role", "Người dùng cần ít nhất một vai trò.")
+            raise InvalidRequest("a user needs at least one role", "Người dùng cần ít nhất một vai trò.")
         return self._update(username, lambda row: setattr(row, "roles", values))
 
     def active_user(self, username: str) -> UserRecord:

@@ -12,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 
 import storage.identity as identity_module
-from pipeline.core.errors import DossierBusy, Forbidden, InvalidState
+from pipeline.core.errors import DossierBusy, Forbidden, InvalidRequest, InvalidState
 from pipeline.core.models import DossierState, Role
 from storage.identity import Identity, hash_password, new_lookup_secret, verify_password
 from storage.registry import Registry
@@ -81,7 +81,7 @@ def test_users_roles_and_passwords(ident: Identity, registry: Registry) -> None:
         ident.add_user("lan", "Another", [Role.desk], PASSWORD)
     for username, roles, password in (("Lan Anh", [Role.desk], PASSWORD), ("an", [], PASSWORD),
                                       ("an", [Role.desk], "short")):
-        with pytest.raises(InvalidState):
+        with pytest.raises(InvalidRequest):
             ident.add_user(username, "x", roles, password)
     ident.set_password("lan", "mat-khau-moi-dai")
     with pytest.raises(Forbidden):

@@ -488,7 +488,8 @@ def worklist(
     title = f"Hồ sơ chờ vai trò {role}" if role else ("Hồ sơ đến hạn trong một ngày làm việc" if due_soon
                                                       else "Hồ sơ quá hạn")
     table = Table(title=f"{title}: {len(items)}")
-    for col in ("Mã hồ sơ", "Thủ tục", "Trạng thái", "Nhận lúc", "Hẹn trả", "Quá hạn"):
+    table.add_column("Mã hồ sơ", no_wrap=True)
+    for col in ("Thủ tục", "Trạng thái", "Nhận lúc", "Hẹn trả", "Quá hạn"):
         table.add_column(col)
     from zoneinfo import ZoneInfo
 
