@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 BatchOutcome = Literal["processed", "already_done", "failed"]
 
-#: Transitions allowed when ``transition`` is called without ``allowed_from``.
+#: Transitions allowed when ``transition`` is called without ``allowed_from``. The lifecycle's steps
+#: (pipeline/data/lifecycle.yaml) always pass ``allowed_from``.
 DEFAULT_TRANSITIONS: dict[DossierState, frozenset[DossierState]] = {
     DossierState.receiving: frozenset(
         {DossierState.received, DossierState.needs_supplement, DossierState.rejected}

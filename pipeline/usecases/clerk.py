@@ -13,19 +13,20 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.core.errors import DossierBusy, IntegrityError, InvalidRequest, InvalidState
+from pipeline.core.errors import DossierBusy, IntegrityError, InvalidState
 from pipeline.core.models import DossierState
-from pipeline.domain.lifecycle import Actor, Delivery, Payment, load_lifecycle, payment_required
+from pipeline.domain.lifecycle import Actor, Delivery, Payment, load_lifecycle
 from pipeline.domain.results import ResultContent, seal_result, sign_as_approver
 from pipeline.usecases.lifecycle import (
     CLAIM_TTL,
     IssuedResult,
     StepOutcome,
     Work,
+    applicant_of,
     appraise,
+    check_payment,
     forward,
     identity,
-    paid,
     return_result,
     run_step,
 )
@@ -44,14 +45,13 @@ BATCH_OPINION = "Thẩm định trong quy trình trả kết quả theo lô (hos
 
 def _content(services: Services, record: DossierRecord, verification_code: str, when: datetime) -> ResultContent:
     procedure = services.catalog.procedure(record.procedure)
-    receipt = record.receipt_json or {}
-    applicant_name = next((d.fields["full_name"] for d in record.documents if d.fields.get("full_name")), None)
+    applicant = applicant_of(record)
     return ResultContent(
         dossier_code=record.code,
         procedure_label=procedure.label,
         procedure_code=procedure.national_code,
-        applicant_name=applicant_name,
-        applicant_id=record.applicant_id or receipt.get("applicant_id"),
+        applicant_name=applicant.name,
+        applicant_id=applicant.id_number,
         agency_name=services.settings.agency_name,
         issued_at=when,
         verification_code=verification_code,
@@ -143,11 +143,8 @@ def issue_result(
     steps = lc.path(record.state, DossierState.returned)
     for t in steps:
         lc.authorize(t, actor)
-    if payment is None and payment_required(services.catalog.procedure(record.procedure)) and not paid(record):
-        raise InvalidRequest(
-            f"dossier {code}: the fee applies; give a payment reference",
-            f"Hồ sơ {code} phải nộp phí, lệ phí: cần mã thanh toán (--payment-ref) trước khi trả kết quả.",
-        )
+    if payment is None:
+        check_payment(services, record)
     planned = record.state
 
     def unchanged(row: Any) -> None:
@@ -181,9 +178,9 @@ def issue_result(
     finally:
         ident.release(claim)
     if issued is None:  # sealed before this run: the stored result
-        art = services.registry.get(code).artifacts[keys.RESULT]
-        pdf = services.store.get_bytes(art.object_key)
-        issued = IssuedResult(code, art.object_key, _verification_code(services.registry.get(code)), pdf)
+        record = services.registry.get(code)
+        key = record.artifacts[keys.RESULT].object_key
+        issued = IssuedResult(code, key, _verification_code(record), services.store.get_bytes(key))
     return issued
 
 

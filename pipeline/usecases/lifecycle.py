@@ -283,7 +283,7 @@ def _lost(claim: Claim) -> DossierBusy:
 # --- forms --------------------------------------------------------------------------------------
 
 
-def _applicant(record: DossierRecord) -> Applicant:
+def applicant_of(record: DossierRecord) -> Applicant:
     """The applicant as the desk read them: the ID given or read, the name on the matching document."""
     applicant_id = record.applicant_id or (record.receipt_json or {}).get("applicant_id")
     named = [d for d in record.documents if d.fields.get("full_name")]
@@ -299,7 +299,7 @@ def _form_fields(services: Services, record: DossierRecord, actor: Actor, when: 
         "dossier_code": record.code,
         "procedure_label": procedure.label,
         "procedure_code": procedure.national_code,
-        "applicant": _applicant(record),
+        "applicant": applicant_of(record),
         "agency_name": services.settings.agency_name,
         "issued_at": when,
         "signer_name": None if actor.batch else actor.display_name,
@@ -590,7 +590,7 @@ def return_result(
 def _push_to_citizen_store(services: Services, record: DossierRecord) -> bool:
     """The e-result into the applicant's electronic data store (Kho); False when that cannot be done."""
     result = record.artifacts.get(keys.RESULT)
-    applicant = _applicant(record).id_number
+    applicant = applicant_of(record).id_number
     if result is None or not applicant:
         return False
     natdb = services.national_db()
