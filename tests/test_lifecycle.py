@@ -18,7 +18,7 @@ from pipeline.core.errors import DossierBusy, Forbidden, InvalidRequest, Invalid
 from pipeline.core.models import DossierState, Role
 from pipeline.core.settings import Settings
 from pipeline.domain.forms import LookupLink
-from pipeline.domain.lifecycle import Delivery, load_lifecycle
+from pipeline.domain.lifecycle import Actor, Delivery, load_lifecycle
 from pipeline.domain.stats import compute_stats
 from pipeline.usecases import clerk
 from pipeline.usecases import lifecycle as lc
@@ -390,3 +390,26 @@ def test_users_from_password_and_token_act_in_their_roles(services: Services) ->
             resolve()
     with pytest.raises(Forbidden):
         lc.actor_for(services, "nobody")
+
+
+def test_only_an_admin_manages_users_and_a_user_their_own_password(services: Services) -> None:
+    admin = actor("root", Role.admin)
+    lan = lc.add_user(services, admin, "lan", "Nguyễn Thị Lan", [Role.desk], "mat-khau-rat-dai")
+    assert lan.roles == [Role.desk]
+    for by in (DESK, APPROVER, Actor.for_batch("issue-result")):
+        with pytest.raises(Forbidden):
+            lc.add_user(services, by, "minh", "Minh", [Role.specialist], "mat-khau-rat-dai")
+        with pytest.raises(Forbidden):
+            lc.set_active(services, by, "lan", False)
+    with pytest.raises(Forbidden):
+        lc.change_password(services, APPROVER, "lan", "mat-khau-khac-dai")
+    lc.change_password(services, DESK, "lan", "mat-khau-cua-lan")  # DESK is "lan" herself
+    assert lc.login(services, "lan", "mat-khau-cua-lan").username == "lan"
+    token, record = lc.issue_token(services, DESK, "lan", Role.desk)
+    assert lc.actor_for_token(services, token).roles == {Role.desk}
+    with pytest.raises(Forbidden):
+        lc.issue_token(services, CLERK, "lan", Role.desk)
+    lc.set_active(services, admin, "lan", False)
+    with pytest.raises(Forbidden):
+        lc.actor_for_token(services, token)
+    assert record.scope == Role.desk

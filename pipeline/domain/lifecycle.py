@@ -58,9 +58,10 @@ class Actor(BaseModel):
     @classmethod
     def for_batch(cls, command: str, username: str | None = None) -> Actor:
         """The actor of an unattended command (``hoso issue-result``, ``hoso ingest`` without ``--user``):
-        it may take any step, and the audit trail says which command took it (``detail.batch``)."""
-        return cls(username=username or f"batch:{command}", display_name="Xử lý tự động", roles=frozenset(Role),
-                   batch=command)
+        it may take any step (but manage users), and the audit trail says which command took it
+        (``detail.batch``)."""
+        return cls(username=username or f"batch:{command}", display_name="Xử lý tự động",
+                   roles=frozenset(Role) - {Role.admin}, batch=command)
 
 
 class StateSpec(BaseModel):

@@ -59,7 +59,7 @@ from pipeline.national.db import StoredDocument
 from pipeline.usecases.forms import issue_form
 from pipeline.usecases.services import Services
 from storage import keys
-from storage.identity import Claim, Identity, UserRecord, new_lookup_secret
+from storage.identity import Claim, Identity, TokenRecord, UserRecord, new_lookup_secret
 from storage.objects import ObjectInfo
 from storage.registry import Dossier, DossierRecord
 
@@ -96,6 +96,41 @@ def actor_for_token(services: Services, token: str) -> Actor:
     """The user an API token acts for, in the token's one role; Forbidden otherwise."""
     user, scope = identity(services).authenticate_token(token)
     return _actor(user, frozenset({scope}))
+
+
+def _admin_or_self(by: Actor, username: str | None = None) -> None:
+    if Role.admin in by.roles or (username is not None and by.username == username and not by.batch):
+        return
+    raise Forbidden(
+        f"user {by.username!r} is not an admin" + (f" nor {username!r}" if username else ""),
+        "Chỉ quản trị hệ thống (hoặc chính người dùng đó) được thực hiện thao tác này.",
+    )
+
+
+def add_user(services: Services, by: Actor, username: str, display_name: str, roles: list[Role],
+             password: str | None) -> UserRecord:
+    """An admin adds a user."""
+    _admin_or_self(by)
+    return identity(services).add_user(username, display_name, roles, password)
+
+
+def change_password(services: Services, by: Actor, username: str, password: str) -> UserRecord:
+    """A user changes their own password, or an admin anyone's."""
+    _admin_or_self(by, username)
+    return identity(services).set_password(username, password)
+
+
+def set_active(services: Services, by: Actor, username: str, active: bool) -> UserRecord:
+    """An admin locks a user out (their tokens stop working too) or lets them in again."""
+    _admin_or_self(by)
+    return identity(services).set_active(username, active)
+
+
+def issue_token(services: Services, by: Actor, username: str, scope: Role, *, label: str | None = None,
+                expires_at: datetime | None = None) -> tuple[str, TokenRecord]:
+    """A user's API token in one of their roles, issued by the user or an admin; the token is shown once."""
+    _admin_or_self(by, username)
+    return identity(services).issue_token(username, scope, label=label, expires_at=expires_at)
 
 
 # --- what a step produces -----------------------------------------------------------------------
