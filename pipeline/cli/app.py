@@ -115,16 +115,12 @@ def ingest(
     """Desk: digitise, check and receive one dossier; print the receipt (and the citizen's lookup link)."""
     from pipeline.cli.console import console, receipt_panel
     from pipeline.core.models import Receipt
-    from pipeline.usecases.desk import IntakeOutcome, IntakeRequest
+    from pipeline.usecases.desk import IntakeOutcome, intake_request
     from pipeline.usecases.desk import ingest as run_ingest
-    from pipeline.usecases.lifecycle import actor_for
 
     services = Services()
     use_prefect = via_prefect if via_prefect is not None else bool(os.environ.get("PREFECT_API_URL"))
-    desk = None if user is None else _guard(lambda: actor_for(services, user))
-    request = IntakeRequest(input_path, procedure, applicant_id)
-    if desk is not None:
-        request = IntakeRequest(input_path, procedure, applicant_id, actor=desk.username, desk=desk)
+    request = _guard(lambda: intake_request(services, input_path, procedure, applicant_id, user))
 
     def body() -> IntakeOutcome:
         if not use_prefect:
@@ -134,7 +130,7 @@ def ingest(
 
         use_services(services)
         with quick_flow_settings():
-            data = ingest_flow(str(input_path), procedure, applicant_id)
+            data = ingest_flow(str(input_path), procedure, applicant_id, user)
         already = bool(data.pop("already_done", False))
         return IntakeOutcome(Receipt.model_validate(data), already_done=already)
 

@@ -34,7 +34,7 @@ from pipeline.domain.extract import extract_fields
 from pipeline.domain.lifecycle import Actor
 from pipeline.domain.segment import segment
 from pipeline.domain.validate import validate
-from pipeline.usecases.lifecycle import FormIssued, issue_intake_forms
+from pipeline.usecases.lifecycle import FormIssued, actor_for, issue_intake_forms
 from pipeline.usecases.services import Services
 from signing.levels import Level
 from signing.signers import sign_pdf, stamp_box_top_right
@@ -57,6 +57,16 @@ class IntakeRequest:
     applicant_id: str | None = None
     actor: str = "desk-officer"
     desk: Actor | None = None  # the named desk user (default: the unattended command, as ``actor``)
+
+
+def intake_request(
+    services: Services, input_path: Path, procedure: str, applicant_id: str | None = None, user: str | None = None
+) -> IntakeRequest:
+    """The request of an intake by the active desk ``user`` (Forbidden otherwise), or by the command itself."""
+    if user is None:
+        return IntakeRequest(input_path, procedure, applicant_id)
+    desk = actor_for(services, user)
+    return IntakeRequest(input_path, procedure, applicant_id, actor=desk.username, desk=desk)
 
 
 @dataclass
