@@ -566,10 +566,6 @@ def extend(
     return run_step(services, code, "extend", actor, note=reason, check=due_soon_check, work=work, now=when)
 
 
-def _payment_detail(payment: Payment) -> dict[str, Any]:
-    return {"payment": payment.model_dump(mode="json", exclude_none=True)}
-
-
 def paid(record: DossierRecord) -> Payment | None:
     """The newest payment recorded on the dossier, if any."""
     for event in reversed(record.events):
@@ -582,8 +578,8 @@ def record_payment(services: Services, code: str, actor: Actor, payment: Payment
                    now: datetime | None = None) -> StepOutcome:
     """Record a cashless payment of the fee (bank transfer or gateway reference)."""
     note = f"{payment.method}: {payment.reference}"
-    return run_step(services, code, "pay", actor, note=note, detail=_payment_detail(payment), claim=claim,
-                    end_claim=False, now=now)
+    detail = {"payment": payment.model_dump(mode="json", exclude_none=True)}
+    return run_step(services, code, "pay", actor, note=note, detail=detail, claim=claim, end_claim=False, now=now)
 
 
 def check_payment(services: Services, record: DossierRecord) -> None:
