@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     configuration = 17
     input_not_regular = 18  # a symlink, FIFO, device, socket or subfolder where a file was expected
     input_bad_name = 19  # a file name with control characters, bytes that are not UTF-8, or too long
+    forbidden = 21  # the user is unknown, inactive, not authenticated, or lacks the role for this action
     internal = 99
 
 
@@ -135,6 +136,26 @@ class DossierNotFound(HosoError):
 class InvalidState(HosoError):
     exit_code = ExitCode.invalid_state
     default_vi = "Hồ sơ không ở trạng thái cho phép thao tác này."
+
+
+class InvalidRequest(HosoError):
+    """A request that lacks what it needs or gives something malformed (a reason, a tracking number…)."""
+
+    exit_code = ExitCode.usage
+    default_vi = "Yêu cầu thiếu hoặc sai thông tin."
+
+
+class DossierBusy(InvalidState):
+    """Another step on the dossier is in progress (its claim is held by someone else)."""
+
+    default_vi = "Hồ sơ đang được xử lý ở một bước khác; vui lòng thử lại sau."
+
+
+class Forbidden(HosoError):
+    """The user may not do this: unknown or inactive, wrong credentials, or without the role it needs."""
+
+    exit_code = ExitCode.forbidden
+    default_vi = "Người dùng không có quyền thực hiện thao tác này."
 
 
 class ConfigurationError(HosoError):
