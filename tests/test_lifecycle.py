@@ -152,7 +152,7 @@ def test_a_dossier_through_every_step_leaves_its_audit_trail_forms_and_lookup(se
         assert expected in slip, expected
     # the e-result: the leader's signature, then the seal; its code where the registry and store say
     result = services.store.get_bytes(record.artifacts[keys.RESULT].object_key)
-    report = verify_pdf(result, [services.pki.root_cert])
+    report = verify_pdf(result, [services.pki.root_cert], identities=services.signer_identities)
     assert report.ok and [s.role for s in report.signatures] == ["approver", "seal"], report
     code_ = sealed.result.verification_code  # type: ignore[union-attr]
     assert f"Mã tra cứu: {code_}" in flat_text(result)
