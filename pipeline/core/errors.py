@@ -27,6 +27,7 @@ class ExitCode(IntEnum):
     integrity_error = 16
     configuration = 17
     input_not_regular = 18  # a symlink, FIFO, device, socket or subfolder where a file was expected
+    in_progress = 20  # another process holds the work (a live lease on the reservation): try again later
     internal = 99
 
 
@@ -126,6 +127,13 @@ class DossierNotFound(HosoError):
 class InvalidState(HosoError):
     exit_code = ExitCode.invalid_state
     default_vi = "Hồ sơ không ở trạng thái cho phép thao tác này."
+
+
+class InProgressElsewhere(HosoError):
+    """Another process is working on this (it holds a live lease), or took the work over from this one."""
+
+    exit_code = ExitCode.in_progress
+    default_vi = "Hồ sơ này đang được xử lý ở nơi khác (quầy hoặc tiến trình khác); vui lòng thử lại sau."
 
 
 class ConfigurationError(HosoError):
