@@ -485,11 +485,15 @@ def _private_file(path: Path) -> None:
 
     private_dirs(path.parent)
     try:
-        os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)
+        if path.exists():
+            if path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+            return
+        # Never open (and close) an existing database file: closing any descriptor of it drops the POSIX
+        # locks SQLite holds on it in this process.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError:
-        pass  # SQLite reports what is wrong with the path when it opens it
+        pass  # created meanwhile, or a bad path: SQLite reports what is wrong when it opens it
 
 
 # --- the registry -------------------------------------------------------------------------------
