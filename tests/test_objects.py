@@ -19,8 +19,8 @@ from support.servers import SeaweedServer, free_ports, start_seaweedfs
 from pipeline.core.errors import IntegrityError, StorageFailed
 from pipeline.core.settings import Settings
 from storage.objects import (
-    Lock,
     LocalObjectStore,
+    Lock,
     ObjectLocked,
     ObjectMissing,
     ObjectStore,

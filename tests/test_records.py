@@ -88,7 +88,8 @@ def write_intake(store: ObjectStore, reg: Registry, c: IntakeClaim, body: bytes 
 def finalize(reg: Registry, c: IntakeClaim, written: list[Any], attempt: str | None = None) -> Any:
     return reg.finalize_intake(
         c.record.code, state=DossierState.received, intake_status="accepted", documents=[], artifacts=written,
-        receipt={"dossier_code": c.record.code}, actor="desk-1", attempt=attempt or (c.attempt.id if c.attempt else None),
+        receipt={"dossier_code": c.record.code}, actor="desk-1",
+        attempt=attempt or (c.attempt.id if c.attempt else None),
     )
 
 
@@ -210,11 +211,12 @@ def test_a_live_lease_is_busy_an_expired_one_is_taken_over(registry: Registry) -
 
 def test_a_lease_whose_process_is_gone_is_taken_over_at_once(registry: Registry) -> None:
     dead = subprocess.run([sys.executable, "-c", "from storage.records import holder_id; print(holder_id())"],
-                          capture_output=True, text=True, check=True, env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
+                          capture_output=True, text=True, check=True,
+                          env=os.environ | {"PYTHONPATH": os.pathsep.join(sys.path)})
     gone = dead.stdout.strip()
     assert holder_alive(gone) is False and holder_alive(holder_id()) is True
     assert holder_alive("elsewhere/1@other-boot/1/1") is None  # another machine: only the clock can tell
-    first = claim(registry, "crashed", holder=gone)
+    assert claim(registry, "crashed", holder=gone).status == "new"
     again = claim(registry, "crashed")
     assert again.status == "resumed" and again.previous is not None and again.previous.holder == gone
 
