@@ -267,20 +267,21 @@ def private_dirs(path: Path, stop: Path | None = None) -> None:
 
 
 class _HashingReader:
-    """File-like wrapper that hashes what is read through it."""
+    """File-like wrapper that hashes what is read through it (and passes the ``store:upload_half`` checkpoint)."""
 
-    def __init__(self, raw: IO[bytes], key: str = "") -> None:
+    def __init__(self, raw: IO[bytes], key: str = "", total: int = 0) -> None:
         self._raw = raw
         self._key = key
+        self._half = total // 2
         self.digest = hashlib.sha256()
         self.size = 0
 
     def read(self, n: int = -1) -> bytes:
         chunk = self._raw.read(n)
         self.digest.update(chunk)
-        self.size += len(chunk)
-        if self.size and self.size == len(chunk):
-            checkpoint("store:upload_started", self._key)
+        before, self.size = self.size, self.size + len(chunk)
+        if before < self._half <= self.size:
+            checkpoint("store:upload_half", self._key)
         return chunk
 
 
@@ -526,19 +527,15 @@ class LocalObjectStore(BaseObjectStore):
         meta = validate_metadata(metadata)
         _validate_attempt(attempt)
         tmp = self._tmp_path()
-        digest = hashlib.sha256()
-        size = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
             with open(path, "rb") as src, os.fdopen(fd, "wb") as dst:
-                while chunk := src.read(CHUNK):
-                    digest.update(chunk)
-                    size += len(chunk)
+                reader = _HashingReader(src, key, os.fstat(src.fileno()).st_size)
+                while chunk := reader.read(CHUNK):
                     dst.write(chunk)
-                    if size == len(chunk):
-                        checkpoint("store:upload_started", key)
                 dst.flush()
                 os.fsync(dst.fileno())
+            digest, size = reader.digest, reader.size
         except OSError as err:
             tmp.unlink(missing_ok=True)
             raise StorageFailed(f"cannot copy {path} into {self.describe} as {key!r}: {err}") from err
@@ -1001,7 +998,7 @@ class S3ObjectStore(BaseObjectStore):
 
         def put() -> tuple[str, str | None]:
             with open(path, "rb") as fh:
-                reader = _HashingReader(fh, key)
+                reader = _HashingReader(fh, key, size)
                 result = self._client.put_object(
                     self.bucket,
                     key,

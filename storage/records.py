@@ -210,7 +210,10 @@ class AttemptWriter:
             pending = self.registry.ledger(attempt=self.id, statuses=["pending"])
             self.registry.ledger_removed(e.id for e in pending if e.key not in kept)
             if kept:
-                self.registry.expire_attempt(self.id, f"{reason}; could not remove {len(kept)} object(s)")
+                note = f"{reason}; {len(kept)} object(s) left for the sweeper"
+                self.registry.expire_attempt(self.id, note)
+                self.registry.audit("attempt_failed", actor=self.attempt.actor, dossier_code=self.attempt.dossier_code,
+                                    attempt=self.id, note=note)
             elif discard is not None:
                 self.registry.discard(discard, attempt=self.id, actor=self.attempt.actor, note=reason)
             else:

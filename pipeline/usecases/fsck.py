@@ -216,8 +216,11 @@ class _Check:
                            "marker(s) hide the recorded one", dossier_code=code, key=art.object_key,
                            version_id=version)
         final = {(e.key, e.version_id) for e in self.registry.ledger(dossier_code=code, statuses=["final"])}
-        removable = [v for v in newer if (v.key, v.version_id) not in final]
-        finding.repairable = len(removable) == len(newer)
+        attempts = {a.id: a for a in self.registry.list_attempts(states=["open"])}
+        finding.repairable = all(
+            (v.key, v.version_id) not in final and self._abandoned(v, attempts) for v in newer
+        )
+        removable = newer
         if self.repair and finding.repairable:
             try:
                 for v in removable:
@@ -225,6 +228,20 @@ class _Check:
                 self.fixed(finding)
             except (ObjectLocked, HosoError) as err:
                 finding.detail += f" (repair failed: {err})"
+
+    def _abandoned(self, version: ObjectVersion, open_attempts: dict[str, AttemptRecord]) -> bool:
+        """Whether an unrecorded version may go: a delete marker, or not locked and no writer may still record
+        it (its attempt is not live, or it has none and is older than :data:`ORPHAN_GRACE`)."""
+        if version.is_delete_marker:
+            return True
+        info = self.store.stat(version.key, version.version_id)
+        if info is None:
+            return True
+        if info.lock is not None and info.lock.active(self.now):
+            return False
+        if info.attempt is not None:
+            return not _live(open_attempts.get(info.attempt), self.now)
+        return version.last_modified is not None and version.last_modified < self.now - ORPHAN_GRACE
 
     def _signature(self, art: ArtifactRecord, data: bytes, where: dict[str, str | None]) -> None:
         self.checked["signatures"] += 1
@@ -256,9 +273,10 @@ class _Check:
             if rule is None or not self.store.can_lock:
                 continue
             wanted = lock_for(rule, entry.created_at)
-            if entry.retain_until is not None and info.lock is not None and info.lock.until >= min(
-                wanted.until, entry.retain_until
-            ):
+            # S3 keeps retain-until dates to the second
+            if entry.retain_until is not None and info.lock is not None and info.lock.until + timedelta(
+                seconds=1
+            ) >= min(wanted.until, entry.retain_until):
                 continue
             finding = self.add("missing_lock", f"recorded {entry.record_class} version is not locked "
                                f"({rule.mode} until {wanted.until:%Y-%m-%d})", **where)
