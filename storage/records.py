@@ -328,7 +328,7 @@ def sweep(
 
     # 2. Attempts whose lease ran out (fenced first: swept, so nothing they wrote can be recorded any
     #    more), and ended ones, with versions still pending: remove those versions.
-    for attempt in registry.list_attempts():
+    for attempt in registry.list_attempts(unfinished=True):
         if attempt.state == "open":
             if not registry.end_if_stale(attempt.id, actor=actor, holder_alive=holder_alive):
                 continue

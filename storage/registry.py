@@ -980,10 +980,16 @@ class Registry:
             row = session.get(Attempt, attempt)
             return None if row is None else AttemptRecord.model_validate(row)
 
-    def list_attempts(self, *, states: Iterable[AttemptState] | None = None) -> list[AttemptRecord]:
+    def list_attempts(
+        self, *, states: Iterable[AttemptState] | None = None, unfinished: bool = False
+    ) -> list[AttemptRecord]:
+        """Attempts, oldest first: in ``states``, or (``unfinished``) open or with versions still pending."""
         stmt = sa.select(Attempt).order_by(Attempt.started_at)
         if states is not None:
             stmt = stmt.where(Attempt.state.in_(list(states)))
+        if unfinished:
+            pending = sa.select(StoredVersion.attempt).where(StoredVersion.status == "pending")
+            stmt = stmt.where(sa.or_(Attempt.state == "open", Attempt.id.in_(pending)))
         with self._session() as session:
             return [AttemptRecord.model_validate(r) for r in session.scalars(stmt)]
 

@@ -317,3 +317,59 @@ def test_sweep_discards_a_stale_reservation_with_its_objects(store: ObjectStore,
     assert "reservation_discarded" in audit
     with pytest.raises(DossierNotFound):  # the code is gone for good: never reused
         registry.get(stale.record.code)
+
+
+# --- archive upkeep keeps the old version -------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["local", "s3-locked"])
+def test_signature_refresh_writes_a_new_version_and_keeps_the_old(
+    test_pki: Any, tmp_path: Path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    from test_lta import P12Keys, _received_dossier, ids
+
+    from pipeline.usecases.clerk import issue_result
+    from pipeline.usecases.fsck import fsck
+    from pipeline.usecases.services import Services
+    from pipeline.usecases.upkeep import refresh_stored
+
+    pki = test_pki.pki
+    store_settings: dict[str, Any] = {}
+    if backend == "s3-locked":
+        server: SeaweedServer = request.getfixturevalue("seaweedfs")
+        bucket = f"r-{uuid.uuid4().hex[:12]}"
+        S3ObjectStore(server.endpoint, server.access_key, server.secret_key, bucket, create_locked=True)
+        store_settings = {"store": "s3", "s3_endpoint": server.endpoint, "s3_access_key": server.access_key,
+                          "s3_secret_key": server.secret_key, "s3_bucket": bucket}
+    settings = Settings(data_dir=tmp_path / "var", tsa_url=pki.tsa_url, trust_roots=[pki.root_cert],
+                        level_result="B-LT", signer_certs={r: [str(pki.cert_pem(r))] for r in ("approver", "seal")},
+                        **store_settings)
+    services = Services(settings)
+    services.__dict__["keys"] = P12Keys(pki)
+    code = _received_dossier(services)
+    issue_result(code, services)
+    store, registry = services.store, services.registry
+    lock_recorded(store, registry, settings.retention)
+    before = registry.get(code).artifacts[keys.RESULT]
+    old = store.get_bytes(before.object_key, before.version_id)
+
+    (item,) = refresh_stored(store, registry, tsa_url=pki.tsa_url, trust_roots=services.trust_roots,
+                             trust_root_files=[pki.root_cert], within=timedelta(days=365), identities=ids(pki),
+                             retention=settings.retention)
+    assert item.action == "refreshed", item
+    after = registry.get(code).artifacts
+    renewed = after[keys.RESULT]
+    assert renewed.object_key == before.object_key and renewed.version_id != before.version_id
+    versions = [v.version_id for v in store.versions(before.object_key) if v.key == before.object_key]
+    assert versions == [renewed.version_id, before.version_id]  # a new version on top, the old one kept
+    assert store.get_bytes(before.object_key, before.version_id) == old
+    with pytest.raises(ObjectLocked):
+        store.delete_version(before.object_key, before.version_id)
+    kept = after[keys.history_artifact(keys.RESULT, 1)]
+    assert kept.object_key == item.history_key and store.get_bytes(kept.object_key, kept.version_id) == old
+    for art in (renewed, kept):
+        info = store.stat(art.object_key, art.version_id)
+        assert info is not None and info.lock is not None and info.lock.mode == "COMPLIANCE"
+    report = fsck(services)
+    assert report.ok and report.findings == [], report.findings
+    assert report.checked["signatures"] == 1  # the renewed result (its kept earlier version is evidence)

@@ -323,3 +323,28 @@ def test_a_recorded_copy_on_seaweedfs_cannot_be_deleted_or_overwritten_away(
         assert [a.action for a in registry.audit_log(dossier_code=stale.code)][-1] == "reservation_discarded"
     finally:
         registry.close()
+
+
+def test_registry_objects_logs_and_keys_are_private_to_their_user(tmp_path: Path) -> None:
+    import stat as st
+
+    hoso = Hoso(tmp_path / "var")
+    (scan,) = distinct_inputs(tmp_path / "in", 1)
+    assert hoso(*ingest_args(scan)).returncode == 0
+    crash = subprocess.run(  # an internal error writes its traceback to logs/errors.log
+        [sys.executable, "-c", "import sys; from pipeline.cli.app import _record_crash\n"
+         "try:\n    raise RuntimeError('x')\nexcept RuntimeError:\n    print(_record_crash())"],
+        env=hoso.env, capture_output=True, text=True, cwd=tmp_path, check=True)
+    assert Path(crash.stdout.strip()).is_file()
+    data = hoso.data_dir
+    assert {p.name for p in data.iterdir()} >= {"objects", "registry.db", "pki", "logs"}
+    wide = [(p, oct(st.S_IMODE(p.stat().st_mode))) for p in [data, *data.rglob("*")] if p.stat().st_mode & 0o077]
+    assert wide == []
+    # something made readable by others is reported, and repaired
+    leaked = next((data / "objects" / "dossiers").rglob("digitised.pdf"))
+    os.chmod(leaked, 0o644)
+    report = fsck(hoso, "--repair")
+    (finding,) = report["findings"]
+    assert finding["kind"] == "insecure_mode" and finding["repaired"] and finding["key"] == str(leaked)
+    assert st.S_IMODE(leaked.stat().st_mode) == 0o600
+    assert fsck(hoso)["findings"] == []
