@@ -348,3 +348,24 @@ def test_registry_objects_logs_and_keys_are_private_to_their_user(tmp_path: Path
     assert finding["kind"] == "insecure_mode" and finding["repaired"] and finding["key"] == str(leaked)
     assert st.S_IMODE(leaked.stat().st_mode) == 0o600
     assert fsck(hoso)["findings"] == []
+
+
+def test_fsck_reports_what_it_must_not_repair(tmp_path: Path) -> None:
+    hoso = Hoso(tmp_path / "var")
+    (scan,) = distinct_inputs(tmp_path / "in", 1)
+    ok = hoso(*ingest_args(scan))
+    assert ok.returncode == 0, ok.stderr
+    code = json.loads(ok.stdout)["dossier_code"]
+    objects = hoso.data_dir / "objects"
+    # someone with the folder changes the digitised copy and removes the manifest, behind hoso's back
+    digitised = objects / keys.digitised_key(code)
+    digitised.write_bytes(digitised.read_bytes().replace(b"/Type", b"/Typo", 1))
+    (objects / keys.manifest_key(code)).unlink()
+    (objects / ".meta" / f"{keys.manifest_key(code)}.meta.json").unlink()
+    report = fsck(hoso, "--repair")
+    assert not report["ok"]
+    found = {(f["kind"], f["key"], f["repaired"]) for f in report["findings"]}
+    assert found == {("sha256_mismatch", keys.digitised_key(code), False),
+                     ("missing_object", keys.manifest_key(code), False)}, report["findings"]
+    status = hoso("status", code, "--json")
+    assert status.returncode == 0  # the registry still says what was recorded: the loss is visible, not hidden

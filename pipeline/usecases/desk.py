@@ -200,10 +200,9 @@ def _received_already(services: Services, input_sha256: str, procedure: str) -> 
         where, record = services.registry.peek_intake(input_sha256, procedure, holder_alive)
         if where == "done":
             return record
-        if where != "busy":
+        if where != "busy" or record is None:
             return None
         if time.monotonic() >= deadline:
-            assert record is not None
             raise _busy(record)
         time.sleep(WAIT_STEP_S)
 
