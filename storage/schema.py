@@ -28,6 +28,15 @@ MIGRATION_LOCK = 0x686F736F  # "hoso": the PostgreSQL advisory lock key of migra
 SchemaState = Literal["empty", "unversioned", "behind", "current", "ahead"]
 
 
+def metadata() -> sa.MetaData:
+    """Every table of the registry's database: the registry's own, the identity tables and the embedded
+    national databases' (all declared on one base)."""
+    import storage.identity  # noqa: F401  (users, tokens, lookup secrets and claims live on the registry's base)
+    from storage.registry import Base
+
+    return Base.metadata
+
+
 def _config(connection: sa.Connection | None = None) -> Config:
     config = Config()
     config.set_main_option("script_location", SCRIPT_LOCATION)

@@ -100,12 +100,10 @@ def test_an_empty_database_is_migrated_to_head_and_matches_the_models(registry: 
     from alembic.autogenerate import compare_metadata
     from alembic.migration import MigrationContext
 
-    from storage.registry import Base
-
     assert registry.schema_revision() == schema.head()
     assert schema.state(registry.engine) == ("current", schema.head())
     with registry.engine.connect() as conn:
-        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
+        diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), schema.metadata())
     assert diff == [], "the models changed without a migration: add one under storage/migrations/versions"
 
 
@@ -137,6 +135,29 @@ def test_a_registry_from_before_migrations_is_refused_until_upgraded_and_keeps_i
         finally:
             reg.close()
         assert schema.upgrade(engine) == (schema.head(), schema.head())  # again: nothing to do
+    finally:
+        engine.dispose()
+
+
+def test_a_registry_made_by_create_all_with_the_lifecycle_tables_is_upgraded(registry_url: str) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    if registry_url.startswith("sqlite:///"):
+        Path(registry_url.removeprefix("sqlite:///")).parent.mkdir(parents=True)
+    engine = sa.create_engine(registry_url)
+    try:
+        schema.upgrade(engine, schema.BASELINE)
+        tables = schema.metadata().tables
+        with engine.begin() as conn:  # what the code between the lifecycle and migrations made
+            conn.execute(sa.text("DROP TABLE alembic_version"))
+            conn.execute(sa.text("ALTER TABLE events ADD COLUMN role VARCHAR(32)"))
+            conn.execute(sa.text("ALTER TABLE events ADD COLUMN detail JSON"))
+            for name in ("users", "api_tokens", "dossier_claims", "lookup_secrets"):
+                tables[name].create(conn)
+        assert schema.upgrade(engine) == (None, schema.head())
+        with engine.connect() as conn:
+            assert compare_metadata(MigrationContext.configure(conn), schema.metadata()) == []
     finally:
         engine.dispose()
 

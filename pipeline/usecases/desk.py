@@ -3,7 +3,8 @@
 Reads top to bottom: procedure → identify the input → (already done, or in progress elsewhere?) → inspect →
 OCR → understand → national databases (verify the applicant, reuse stored documents) → validate → certify the
 digitised copy → record (a leased reservation, this attempt's objects, one registry transaction, then the
-locks) → save the signed documents to the citizen's store.
+locks) → the desk's form (Mẫu 01/02/03) with the citizen's lookup secret, stored with the dossier → save the
+signed documents to the citizen's store.
 """
 
 from __future__ import annotations
@@ -32,8 +33,10 @@ from pipeline.domain.catalog import Catalog, Procedure
 from pipeline.domain.classify import classify
 from pipeline.domain.deadlines import due_date
 from pipeline.domain.extract import extract_fields
+from pipeline.domain.lifecycle import Actor
 from pipeline.domain.segment import segment
 from pipeline.domain.validate import validate
+from pipeline.usecases.lifecycle import FormIssued, actor_for, issue_intake_forms
 from pipeline.usecases.services import Services
 from signing.levels import Level
 from signing.signers import sign_pdf, stamp_box_top_right
@@ -67,6 +70,17 @@ class IntakeRequest:
     procedure: str
     applicant_id: str | None = None
     actor: str = "desk-officer"
+    desk: Actor | None = None  # the named desk user (default: the unattended command, as ``actor``)
+
+
+def intake_request(
+    services: Services, input_path: Path, procedure: str, applicant_id: str | None = None, user: str | None = None
+) -> IntakeRequest:
+    """The request of an intake by the active desk ``user`` (Forbidden otherwise), or by the command itself."""
+    if user is None:
+        return IntakeRequest(input_path, procedure, applicant_id)
+    desk = actor_for(services, user)
+    return IntakeRequest(input_path, procedure, applicant_id, actor=desk.username, desk=desk)
 
 
 @dataclass
@@ -74,6 +88,12 @@ class IntakeOutcome:
     receipt: Receipt
     already_done: bool = False
     signed_pdf: bytes | None = field(default=None, repr=False)
+    form: FormIssued | None = None  # the desk's form, with the citizen's copy: only from the run that issued it
+
+    @property
+    def lookup_url(self) -> str | None:
+        """The citizen's lookup link (with its secret), when this run issued the desk's form."""
+        return self.form.lookup_url if self.form else None
 
 
 class _Stopwatch:
@@ -145,7 +165,10 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     done = _received_already(services, source.sha256, procedure.key)
     if done is not None:
         log.info("dossier %s already received from this input; nothing to do", done.code)
-        return _already_received(services, done)
+        outcome = _already_received(services, done)
+        # A run that crashed after recording the dossier left its form to do.
+        outcome.form = _desk_form(request, services, outcome.receipt, now)
+        return outcome
 
     services.store  # noqa: B018  (open storage now: a misconfigured store must fail before minutes of OCR)
     services.keys.signer("officer")  # likewise the officer's key (a wrong token PIN fails here)
@@ -182,8 +205,11 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
                     request, services, procedure, source, pages, documents, validation, signed, clock.timings,
                     now, applicant_check=check,
                 )
-            if outcome.already_done:
+            if outcome.already_done:  # another desk received it meanwhile
+                outcome.form = _desk_form(request, services, outcome.receipt, now)
                 return outcome
+            with clock.stage("forms"):
+                outcome.form = _desk_form(request, services, outcome.receipt, now)
             with clock.stage("save_to_citizen_store"):
                 save_dossier_documents(natdb, outcome.receipt, hashlib.sha256(signed).hexdigest())
         finally:
@@ -216,11 +242,27 @@ def _busy(record: DossierRecord) -> InProgressElsewhere:
 
 def _already_received(services: Services, record: DossierRecord) -> IntakeOutcome:
     """A dossier received before: its receipt; any lock a crash left undone is applied now."""
-    try:
-        lock_recorded(services.store, services.registry, services.settings.retention, dossier_code=record.code)
-    except HosoError as err:  # the receipt stands; the sweeper or fsck locks later
-        log.warning("could not lock the objects of %s: %s", record.code, err)
+    _lock(services, record.code)
     return IntakeOutcome(Receipt.model_validate(record.receipt_json), already_done=True)
+
+
+def _lock(services: Services, code: str) -> None:
+    """Lock what the registry recorded for dossier ``code`` and is not locked yet."""
+    try:
+        lock_recorded(services.store, services.registry, services.settings.retention, dossier_code=code)
+    except HosoError as err:  # recorded is recorded: the next run, the sweeper or fsck locks it later
+        log.warning("could not lock the objects of %s now: %s", code, err)
+
+
+def _desk_form(
+    request: IntakeRequest, services: Services, receipt: Receipt, now: datetime | None
+) -> FormIssued | None:
+    """After :func:`record_intake`: the desk's form for the dossier, once (see ``issue_intake_forms``), locked
+    once recorded like the rest of the dossier."""
+    form = issue_intake_forms(services, receipt, request.desk or Actor.for_batch("ingest", request.actor), now=now)
+    if form is not None:
+        _lock(services, receipt.dossier_code)
+    return form
 
 
 def record_intake(
@@ -328,10 +370,7 @@ def record_intake(
         writer.rollback(discard=code, reason=f"intake failed: {type(err).__name__}: {err}")
         raise
     checkpoint("record:after_finalize")
-    try:
-        lock_recorded(store, registry, settings.retention, dossier_code=code)
-    except HosoError as err:  # recorded is recorded: the sweeper or fsck locks later
-        log.warning("could not lock the objects of %s now: %s", code, err)
+    _lock(services, code)
     checkpoint("record:after_lock")
     return IntakeOutcome(receipt)
 

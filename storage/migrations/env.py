@@ -9,15 +9,14 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import context
 
-from storage.registry import Base
-from storage.schema import MIGRATION_LOCK
+from storage.schema import MIGRATION_LOCK, metadata
 
 
 def run_migrations_online() -> None:
     connection = context.config.attributes["connection"]
     context.configure(
         connection=connection,
-        target_metadata=Base.metadata,
+        target_metadata=metadata(),
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )
