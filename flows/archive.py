@@ -15,6 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from flows.runtime import services
 from pipeline.usecases.archive import BatchInput, BatchItemResult, discover_batch, process_one
+from pipeline.usecases.upkeep import sweep_records
 
 
 class BatchSummary(BaseModel):
@@ -25,6 +26,7 @@ class BatchSummary(BaseModel):
     failed: int
     failures: dict[str, str]
     seconds: float
+    swept: int = 0  # leftovers of crashed runs resolved before the batch (hoso sweep)
 
 
 # Idempotency lives in the registry (input SHA-256), not in Prefect's result cache: the registry is
@@ -48,9 +50,12 @@ def reprocess_dossier(item: BatchInput, batch_id: str) -> BatchItemResult:
 def reprocess_flow(
     folder: str, procedure: str | None = None, batch_id: str | None = None, show_progress: bool = True
 ) -> BatchSummary:
-    """Reprocess a folder of dossiers; a failed dossier never stops the others."""
+    """Reprocess a folder of dossiers, after sweeping what crashed runs left; a failed dossier never stops the
+    others."""
     start = datetime.now(UTC)
     batch_id = batch_id or f"batch-{start:%Y%m%dT%H%M%S%fZ}"
+    svc = services()
+    swept = sweep_records(svc.store, svc.registry, svc.settings)
     items = discover_batch(Path(folder), procedure)
     results: list[BatchItemResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -70,4 +75,5 @@ def reprocess_flow(
         failed=counts["failed"],
         failures={r.name: r.reason or "" for r in results if r.outcome == "failed"},
         seconds=round((datetime.now(UTC) - start).total_seconds(), 2),
+        swept=len(swept.items),
     )

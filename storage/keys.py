@@ -12,10 +12,19 @@
                                                   (``form-<NN>-<n>``)
 
 Keys derive from the dossier code alone, so a resumed intake writes to the same keys and never stores
-a dossier twice. Stored keys are recorded in the registry: never move existing objects.
+a dossier twice. Every write is a new version of its key (storage/objects.py), owned by the attempt
+that made it; the registry records which version each artifact is. Never move existing objects.
+
+Each key belongs to a record class (:func:`record_class`), which decides its retention
+(``HOSO_RETENTION``): ``input``, ``digitised``, ``manifest``, ``result``, ``form``; a history copy has its
+artifact's class.
 """
 
 from __future__ import annotations
+
+from typing import Literal
+
+RecordClass = Literal["input", "digitised", "manifest", "result", "form"]
 
 DOSSIERS = "dossiers"
 
@@ -71,6 +80,38 @@ def history_key(code: str, artifact: str, version: int) -> str:
     if version < 1:
         raise ValueError(f"history versions start at 1, not {version}")
     return f"{history_prefix(code, artifact)}{version}.pdf"
+
+
+def history_artifact(artifact: str, version: int) -> str:
+    """Registry name of the ``version``-th earlier version of ``artifact`` kept under :func:`history_key`."""
+    return f"history:{artifact}:{version}"
+
+
+_CLASS_OF_NAME: dict[str, RecordClass] = {
+    "input": "input",
+    "digitised.pdf": "digitised",
+    "manifest.json": "manifest",
+    "result.pdf": "result",
+    "result-approved.pdf": "result",
+    "forms": "form",
+}
+_CLASS_OF_ARTIFACT: dict[str, RecordClass] = {
+    DIGITISED: "digitised",
+    MANIFEST: "manifest",
+    RESULT: "result",
+    "result_approved": "result",
+}
+
+
+def record_class(key: str) -> RecordClass | None:
+    """The record class of a dossier's object key; None for a key outside ``dossiers/<code>/``."""
+    parts = key.split("/")
+    if len(parts) < 3 or parts[0] != DOSSIERS:
+        return None
+    rest = parts[2:]
+    if rest[0] == "history" and len(rest) >= 3:
+        return _CLASS_OF_ARTIFACT.get(rest[1])
+    return _CLASS_OF_NAME.get(rest[0])
 
 
 def form_key(code: str, number: str, slug: str, n: int = 1) -> str:

@@ -1,13 +1,25 @@
 """The dossier registry: codes, states, documents, artifacts and the audit trail (SQLAlchemy 2).
 
-SQLite by default, PostgreSQL for shared deployments. Every public method is one transaction.
+SQLite by default, PostgreSQL for shared deployments. Every public method is one transaction. The
+schema is versioned by Alembic migrations (:mod:`storage.schema`); an empty database is brought to the
+newest revision when it is opened.
+
+Work that writes objects runs as an *attempt* (table ``attempts``): who runs it (``holder``: host and
+process), until when its lease holds, and how it ended. An intake reservation (a ``receiving`` dossier)
+is held by one attempt at a time (``dossiers.lease_attempt``): a live lease held by another process
+means "in progress elsewhere", an expired one (or one whose process is gone) may be taken over. Every
+object version an attempt writes is entered in the ledger (``object_versions``) before it is written
+(``pending``), becomes ``final`` in the transaction that records it, and carries its lock once it is
+locked — so a crash at any point leaves enough to sweep or repair (storage/records.py). The audit log
+(``audit_log``) keeps what happened to reservations that no longer exist.
 """
 
 from __future__ import annotations
 
 import contextlib
-import time
+import os
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -21,14 +33,20 @@ from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.pool import StaticPool
 
-from pipeline.core.errors import DossierNotFound, InvalidState, StorageFailed
+from pipeline.core.errors import ConfigurationError, DossierNotFound, InProgressElsewhere, InvalidState, StorageFailed
 from pipeline.core.models import DocumentInfo, DossierState, Role
+from storage import keys as object_keys
 
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
     from storage.objects import ObjectInfo
 
 BatchOutcome = Literal["processed", "already_done", "failed"]
+AttemptState = Literal["open", "committed", "rolled_back", "superseded", "swept"]
+VersionStatus = Literal["pending", "final", "removed"]
+ClaimStatus = Literal["new", "resumed", "busy", "done"]
+#: Answers whether a lease holder's process still runs: True, False, or None when it cannot tell.
+HolderAlive = Callable[[str], bool | None]
 
 #: Transitions allowed when ``transition`` is called without ``allowed_from``. The lifecycle's steps
 #: (pipeline/data/lifecycle.yaml) always pass ``allowed_from``.
@@ -99,6 +117,7 @@ class Dossier(Base):
     receipt_json: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    lease_attempt: Mapped[str | None] = mapped_column(sa.String(40))  # the attempt holding a reservation
 
     documents: Mapped[list[Document]] = relationship(
         back_populates="dossier", cascade="all, delete-orphan", order_by="Document.position"
@@ -138,6 +157,7 @@ class Artifact(Base):
     size: Mapped[int] = mapped_column(sa.BigInteger)
     content_type: Mapped[str] = mapped_column(sa.String(128))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    version_id: Mapped[str | None] = mapped_column(sa.String(255))  # None: the store keeps no versions
 
     dossier: Mapped[Dossier] = relationship(back_populates="artifacts")
 
@@ -170,6 +190,60 @@ class BatchItem(Base):
     dossier_code: Mapped[str | None] = mapped_column(sa.String(64))
     reason: Mapped[str | None] = mapped_column(sa.Text)
     at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Attempt(Base):
+    """One run of work that writes objects (an intake, a result, a signature refresh, a sweep)."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (sa.Index("ix_attempts_state", "state"),)
+
+    id: Mapped[str] = mapped_column(sa.String(40), primary_key=True)
+    purpose: Mapped[str] = mapped_column(sa.String(32))
+    dossier_code: Mapped[str | None] = mapped_column(sa.String(64), index=True)  # no FK: outlives a discard
+    holder: Mapped[str] = mapped_column(sa.String(255))  # storage.records.holder_id()
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    state: Mapped[str] = mapped_column(sa.String(16))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    note: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class StoredVersion(Base):
+    """The ledger: one object version hoso wrote (or means to write), and what became of it."""
+
+    __tablename__ = "object_versions"
+    __table_args__ = (sa.Index("ix_object_versions_status", "status"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    key: Mapped[str] = mapped_column(sa.String(1024))
+    version_id: Mapped[str | None] = mapped_column(sa.String(255))
+    attempt: Mapped[str | None] = mapped_column(sa.String(40), index=True)
+    dossier_code: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    artifact: Mapped[str | None] = mapped_column(sa.String(128))
+    record_class: Mapped[str | None] = mapped_column(sa.String(32))
+    status: Mapped[str] = mapped_column(sa.String(16))
+    sha256: Mapped[str | None] = mapped_column(sa.String(64))
+    size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    lock_mode: Mapped[str | None] = mapped_column(sa.String(16))
+    retain_until: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class AuditEntry(Base):
+    """What happened to reservations, attempts and stored objects, kept after the dossier row is gone."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime())
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    action: Mapped[str] = mapped_column(sa.String(64))
+    dossier_code: Mapped[str | None] = mapped_column(sa.String(64), index=True)
+    attempt: Mapped[str | None] = mapped_column(sa.String(40))
+    note: Mapped[str | None] = mapped_column(sa.Text)
 
 
 class CodeSequence(Base):
@@ -246,6 +320,46 @@ class ArtifactRecord(_FromRow):
     size: int
     content_type: str
     created_at: datetime
+    version_id: str | None = None
+
+
+class AttemptRecord(_FromRow):
+    id: str
+    purpose: str
+    dossier_code: str | None
+    holder: str
+    actor: str
+    state: AttemptState
+    started_at: datetime
+    expires_at: datetime
+    ended_at: datetime | None = None
+    note: str | None = None
+
+
+class StoredVersionRecord(_FromRow):
+    id: int
+    key: str
+    version_id: str | None
+    attempt: str | None
+    dossier_code: str | None
+    artifact: str | None
+    record_class: str | None
+    status: VersionStatus
+    sha256: str | None
+    size: int | None
+    lock_mode: str | None
+    retain_until: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AuditRecord(_FromRow):
+    at: datetime
+    actor: str
+    action: str
+    dossier_code: str | None
+    attempt: str | None
+    note: str | None
 
 
 class EventRecord(_FromRow):
@@ -286,6 +400,7 @@ class DossierRecord(_FromRow):
     receipt_json: dict[str, Any] | None
     created_at: datetime
     updated_at: datetime
+    lease_attempt: str | None = None
     documents: list[DocumentRecord] = Field(default_factory=list)
     artifacts: dict[str, ArtifactRecord] = Field(default_factory=dict)
     events: list[EventRecord] = Field(default_factory=list)
@@ -295,6 +410,18 @@ class DossierRecord(_FromRow):
     def _by_name(cls, value: Any) -> Any:
         """The row's list of artifacts, keyed by name."""
         return value if isinstance(value, dict) else {a.name: a for a in value}
+
+
+@dataclass(frozen=True)
+class IntakeClaim:
+    """What :meth:`Registry.claim_intake` found: a reservation this attempt now holds (``new``, ``resumed``
+    from an earlier attempt, which is ``previous``), one a live attempt holds (``busy``, ``previous`` is
+    that attempt), or a dossier already received (``done``)."""
+
+    status: ClaimStatus
+    record: DossierRecord
+    attempt: AttemptRecord | None = None
+    previous: AttemptRecord | None = None
 
 
 def _artifact_rows(artifacts: Iterable[tuple[str, ObjectInfo]], at: datetime) -> dict[str, Artifact]:
@@ -308,20 +435,87 @@ def _artifact_rows(artifacts: Iterable[tuple[str, ObjectInfo]], at: datetime) ->
             size=info.size,
             content_type=info.content_type,
             created_at=at,
+            version_id=info.version_id,
         )
     return rows
+
+
+def _record_versions(session: Session, code: str, artifacts: Iterable[tuple[str, ObjectInfo]], at: datetime) -> None:
+    """Enter the recorded versions in the ledger as ``final``: the writer's pending entry, or a new one.
+
+    A version whose attempt was swept, superseded or rolled back cannot be recorded: its bytes may be
+    gone (InProgressElsewhere).
+    """
+    for name, info in artifacts:
+        row = None
+        if info.attempt:
+            owner = session.scalars(
+                sa.select(Attempt).where(Attempt.id == info.attempt).with_for_update()
+            ).one_or_none()
+            if owner is not None and owner.state not in ("open", "committed"):
+                raise InProgressElsewhere(
+                    f"{info.key} was written by attempt {info.attempt}, which is {owner.state}: not recorded",
+                    "Phiên xử lý này đã bị tiến trình khác tiếp quản; kết quả của nó không được ghi nhận.",
+                )
+            row = session.scalars(
+                sa.select(StoredVersion)
+                .where(StoredVersion.attempt == info.attempt, StoredVersion.key == info.key,
+                       StoredVersion.status == "pending")
+                .order_by(StoredVersion.id.desc())
+                .limit(1)
+            ).one_or_none()
+        if row is None:
+            row = StoredVersion(key=info.key, attempt=info.attempt, created_at=at)
+            session.add(row)
+        row.version_id = info.version_id
+        row.dossier_code = code
+        row.artifact = name
+        row.record_class = object_keys.record_class(info.key)
+        row.status = "final"
+        row.sha256 = info.sha256
+        row.size = info.size
+        row.updated_at = at
+
+
+def _is_live(attempt: Attempt | None, now: datetime, alive: HolderAlive | None) -> bool:
+    """True while ``attempt`` holds its lease: open, not expired, and its process not known to be gone."""
+    if attempt is None or attempt.state != "open" or attempt.expires_at <= now:
+        return False
+    return alive is None or alive(attempt.holder) is not False
+
+
+def _private_file(path: Path) -> None:
+    """Make the SQLite file (and its folder) readable by this user alone; SQLite gives its journals the same mode."""
+    from storage.objects import private_dirs
+
+    private_dirs(path.parent)
+    try:
+        if path.exists():
+            if path.stat().st_mode & 0o077:
+                os.chmod(path, 0o600)
+            return
+        # Never open (and close) an existing database file: closing any descriptor of it drops the POSIX
+        # locks SQLite holds on it in this process.
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError:
+        pass  # created meanwhile, or a bad path: SQLite reports what is wrong when it opens it
 
 
 # --- the registry -------------------------------------------------------------------------------
 
 
 class Registry:
-    """Dossier registry on a SQLAlchemy URL; tables are created if missing.
+    """Dossier registry on a SQLAlchemy URL.
 
     ``timezone`` decides the calendar day in dossier codes (default: ``received_at``'s own zone).
+    ``upgrade`` says which databases are migrated when opened: ``empty`` ones only (the default: an
+    existing database behind this code's schema is refused until ``hoso db upgrade``), ``always``
+    (development), or ``never`` (``hoso db`` itself).
     """
 
-    def __init__(self, url: str, *, timezone: str | None = None) -> None:
+    def __init__(
+        self, url: str, *, timezone: str | None = None, upgrade: Literal["empty", "always", "never"] = "empty"
+    ) -> None:
         self.url = url
         self._tz = ZoneInfo(timezone) if timezone else None
         try:
@@ -330,33 +524,51 @@ class Registry:
             raise StorageFailed(f"invalid database URL {url!r}: {err}") from err
         self._sqlite = parsed.get_backend_name() == "sqlite"
         self.engine = self._make_engine(parsed)
-        self._create_tables(parsed)
+        if upgrade != "never":
+            self._ensure_schema(parsed, upgrade)
 
-    def _create_tables(self, url: sa.URL) -> None:
-        import storage.identity  # noqa: F401  (users, tokens, lookup secrets and claims live on Base too)
+    def _ensure_schema(self, url: sa.URL, upgrade: Literal["empty", "always"]) -> None:
+        from storage import schema
 
-        for attempt in (1, 2):
-            try:
-                Base.metadata.create_all(self.engine)
+        where = url.render_as_string(hide_password=True)
+        try:
+            state, revision = schema.state(self.engine)
+            if state == "empty" or (upgrade == "always" and state in ("behind", "unversioned")):
+                schema.upgrade(self.engine)
                 return
-            except exc.OperationalError as err:
-                failure: exc.SQLAlchemyError = err
-                break
-            except exc.SQLAlchemyError as err:
-                # Two processes creating the tables at once: the loser's second look finds them.
-                failure = err
-                if attempt == 1:
-                    time.sleep(0.2)
-        self.engine.dispose()
-        raise StorageFailed(
-            f"registry database {url.render_as_string(hide_password=True)} unavailable: {failure}",
-            "Không kết nối được cơ sở dữ liệu hồ sơ.",
-        ) from failure
+        except exc.SQLAlchemyError as err:
+            self.engine.dispose()
+            raise StorageFailed(
+                f"registry database {where} unavailable: {err}", "Không kết nối được cơ sở dữ liệu hồ sơ."
+            ) from err
+        if state in ("behind", "unversioned"):
+            self.engine.dispose()
+            raise ConfigurationError(
+                f"registry database {where} is at schema revision {revision or 'none (before migrations)'}, "
+                f"this hoso needs {schema.head()}: run `hoso db upgrade`",
+                "Cơ sở dữ liệu hồ sơ cần được nâng cấp lược đồ (hoso db upgrade).",
+            )
+        if state == "ahead":
+            self.engine.dispose()
+            raise ConfigurationError(
+                f"registry database {where} is at schema revision {revision}, newer than this hoso knows",
+                "Cơ sở dữ liệu hồ sơ thuộc phiên bản phần mềm mới hơn; hãy cập nhật hoso.",
+            )
+
+    def schema_revision(self) -> str | None:
+        """The database's schema revision (None: never migrated)."""
+        from storage import schema
+
+        return schema.current(self.engine)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Registry:
-        """The registry at ``HOSO_DATABASE_URL`` (default: SQLite in the data folder)."""
-        return cls(settings.resolved_database_url, timezone=settings.timezone)
+        """The registry at ``HOSO_DATABASE_URL`` (default: SQLite in the data folder).
+
+        Development migrates an older database by itself; production only an empty one.
+        """
+        upgrade: Literal["empty", "always"] = "always" if settings.mode == "development" else "empty"
+        return cls(settings.resolved_database_url, timezone=settings.timezone, upgrade=upgrade)
 
     def _make_engine(self, url: sa.URL) -> Engine:
         if not self._sqlite:
@@ -364,7 +576,7 @@ class Registry:
         database = url.database or ""
         in_memory = database in ("", ":memory:") or database.startswith("file::memory:")
         if not in_memory:
-            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            _private_file(Path(database).expanduser())
         engine = sa.create_engine(
             url,
             pool_pre_ping=True,
@@ -554,35 +766,383 @@ class Registry:
                 return existing
             try:
                 with self._session() as session:
-                    day = self._code_day(received_at)
-                    seq = self._next_sequence(session, agency_code, day)
-                    code = f"{agency_code}-{day}-{seq:04d}"
-                    now = utcnow()
-                    row = Dossier(
-                        code=code,
-                        procedure=procedure,
-                        procedure_code=procedure_code,
-                        agency_code=agency_code,
-                        input_sha256=input_sha256,
-                        input_name=input_name,
-                        applicant_id=applicant_id,
-                        state=DossierState.receiving.value,
-                        intake_status=None,
-                        received_at=received_at,
-                        due_at=due_at,
-                        created_at=now,
-                        updated_at=now,
+                    row = self._new_reservation(
+                        session, input_sha256=input_sha256, input_name=input_name, procedure=procedure,
+                        procedure_code=procedure_code, agency_code=agency_code, received_at=received_at,
+                        due_at=due_at, applicant_id=applicant_id, actor=actor,
                     )
-                    row.events.append(
-                        Event(at=now, actor=actor, from_state=None, to_state=row.state, action="reserve")
-                    )
-                    session.add(row)
-                    return self._reload(session, code)
+                    return self._reload(session, row.code)
             except exc.IntegrityError:
                 # Another process reserved the same input between our lookup and insert
                 # (the sequence increment rolled back with it): return theirs.
                 continue
         raise StorageFailed(f"could not reserve a dossier code for input {input_sha256[:12]}… ({procedure})")
+
+    def _new_reservation(
+        self,
+        session: Session,
+        *,
+        input_sha256: str,
+        input_name: str,
+        procedure: str,
+        procedure_code: str | None,
+        agency_code: str,
+        received_at: datetime,
+        due_at: datetime,
+        applicant_id: str | None,
+        actor: str,
+        lease_attempt: str | None = None,
+    ) -> Dossier:
+        day = self._code_day(received_at)
+        seq = self._next_sequence(session, agency_code, day)
+        code = f"{agency_code}-{day}-{seq:04d}"
+        now = utcnow()
+        row = Dossier(
+            code=code,
+            procedure=procedure,
+            procedure_code=procedure_code,
+            agency_code=agency_code,
+            input_sha256=input_sha256,
+            input_name=input_name,
+            applicant_id=applicant_id,
+            state=DossierState.receiving.value,
+            intake_status=None,
+            received_at=received_at,
+            due_at=due_at,
+            created_at=now,
+            updated_at=now,
+            lease_attempt=lease_attempt,
+        )
+        row.events.append(Event(at=now, actor=actor, from_state=None, to_state=row.state, action="reserve"))
+        session.add(row)
+        session.flush()  # a concurrent reservation of the same input fails here, inside the retry
+        return row
+
+    def claim_intake(
+        self,
+        *,
+        input_sha256: str,
+        input_name: str,
+        procedure: str,
+        procedure_code: str | None,
+        agency_code: str,
+        received_at: datetime,
+        due_at: datetime,
+        applicant_id: str | None,
+        actor: str,
+        attempt: str,
+        holder: str,
+        lease_for: timedelta,
+        holder_alive: HolderAlive | None = None,
+    ) -> IntakeClaim:
+        """Reserve a dossier code for this input under a lease held by ``attempt``, in one transaction.
+
+        A new input gets a new code (``new``). A reservation whose lease is free, expired or held by a
+        process that is gone is taken over (``resumed``; the earlier attempt is ``superseded`` and named
+        in the dossier's events and the audit log: its objects are the caller's to remove). A live lease
+        of another attempt is left alone (``busy``); a dossier past intake is ``done``.
+        """
+        for _ in range(3):
+            try:
+                with self._session() as session:
+                    now = utcnow()
+                    row = session.scalars(
+                        sa.select(Dossier)
+                        .where(Dossier.input_sha256 == input_sha256, Dossier.procedure == procedure)
+                        .with_for_update()
+                    ).one_or_none()
+                    if row is None:
+                        row = self._new_reservation(
+                            session, input_sha256=input_sha256, input_name=input_name, procedure=procedure,
+                            procedure_code=procedure_code, agency_code=agency_code, received_at=received_at,
+                            due_at=due_at, applicant_id=applicant_id, actor=actor, lease_attempt=attempt,
+                        )
+                        mine = self._add_attempt(session, attempt, "intake", row.code, holder, actor, now + lease_for)
+                        return IntakeClaim("new", self._reload(session, row.code), AttemptRecord.model_validate(mine))
+                    if row.state != DossierState.receiving.value:
+                        return IntakeClaim("done", self._reload(session, row.code))
+                    held = session.get(Attempt, row.lease_attempt) if row.lease_attempt else None
+                    if held is not None and held.id != attempt and _is_live(held, now, holder_alive):
+                        return IntakeClaim(
+                            "busy", self._reload(session, row.code), previous=AttemptRecord.model_validate(held)
+                        )
+                    previous = None
+                    if held is not None and held.id != attempt:
+                        why = "expired" if held.expires_at <= now else f"ended ({held.state})"
+                        if held.state == "open" and held.expires_at > now:
+                            why = "its process is gone"
+                        previous = self._supersede(session, held, now, f"taken over by attempt {attempt}: {why}")
+                        note = f"attempt {held.id} ({held.holder}) {why}; resumed by attempt {attempt}"
+                    else:
+                        note = f"reservation without a live lease; resumed by attempt {attempt}"
+                    mine = session.get(Attempt, attempt) or self._add_attempt(
+                        session, attempt, "intake", row.code, holder, actor, now + lease_for
+                    )
+                    mine.expires_at = now + lease_for
+                    row.lease_attempt = attempt
+                    row.updated_at = now
+                    row.events.append(Event(at=now, actor=actor, from_state=row.state, to_state=row.state,
+                                            action="intake_resumed", note=note))
+                    session.add(AuditEntry(at=now, actor=actor, action="intake_resumed", dossier_code=row.code,
+                                           attempt=attempt, note=note))
+                    return IntakeClaim(
+                        "resumed", self._reload(session, row.code), AttemptRecord.model_validate(mine), previous
+                    )
+            except exc.IntegrityError:
+                continue  # another process reserved the same input meanwhile: look again
+        raise StorageFailed(f"could not reserve a dossier code for input {input_sha256[:12]}… ({procedure})")
+
+    def peek_intake(
+        self, input_sha256: str, procedure: str, holder_alive: HolderAlive | None = None
+    ) -> tuple[Literal["none", "busy", "stale", "done"], DossierRecord | None]:
+        """Where intake of this input stands, without changing anything."""
+        with self._session() as session:
+            row = session.scalars(
+                sa.select(Dossier).where(Dossier.input_sha256 == input_sha256, Dossier.procedure == procedure)
+            ).one_or_none()
+            if row is None:
+                return "none", None
+            record = DossierRecord.model_validate(self._load(session, row.code))
+            if row.state != DossierState.receiving.value:
+                return "done", record
+            held = session.get(Attempt, row.lease_attempt) if row.lease_attempt else None
+            return ("busy" if _is_live(held, utcnow(), holder_alive) else "stale"), record
+
+    @staticmethod
+    def _add_attempt(
+        session: Session, attempt: str, purpose: str, code: str | None, holder: str, actor: str, expires: datetime
+    ) -> Attempt:
+        now = utcnow()
+        row = Attempt(id=attempt, purpose=purpose, dossier_code=code, holder=holder, actor=actor, state="open",
+                      started_at=now, expires_at=expires)
+        session.add(row)
+        return row
+
+    @staticmethod
+    def _supersede(session: Session, held: Attempt, now: datetime, note: str) -> AttemptRecord:
+        if held.state == "open":
+            held.state = "superseded"
+            held.ended_at = now
+            held.note = note
+        return AttemptRecord.model_validate(held)
+
+    def open_attempt(
+        self, purpose: str, *, attempt: str, holder: str, actor: str, lease_for: timedelta,
+        dossier_code: str | None = None,
+    ) -> AttemptRecord:
+        """Start an attempt that is not an intake (a result, a signature refresh, a sweep)."""
+        with self._session() as session:
+            row = self._add_attempt(session, attempt, purpose, dossier_code, holder, actor, utcnow() + lease_for)
+            session.flush()
+            return AttemptRecord.model_validate(row)
+
+    def _held(self, session: Session, attempt: str) -> Attempt:
+        """The attempt row, locked, if it still holds its work; InProgressElsewhere otherwise."""
+        row = session.scalars(sa.select(Attempt).where(Attempt.id == attempt).with_for_update()).one_or_none()
+        lost = row is None or row.state != "open"
+        if row is not None and not lost and row.purpose == "intake" and row.dossier_code:
+            lost = session.scalar(sa.select(Dossier.lease_attempt).where(Dossier.code == row.dossier_code)) != attempt
+        if lost or row is None:
+            raise InProgressElsewhere(
+                f"attempt {attempt} no longer holds its work"
+                + (f" ({row.state}: {row.note})" if row is not None and row.note else ""),
+                "Phiên xử lý này đã bị tiến trình khác tiếp quản; kết quả của nó không được ghi nhận.",
+            )
+        return row
+
+    def renew_attempt(self, attempt: str, lease_for: timedelta) -> AttemptRecord:
+        """Extend an attempt's lease; InProgressElsewhere if it was taken over or ended meanwhile."""
+        with self._session() as session:
+            row = self._held(session, attempt)
+            row.expires_at = utcnow() + lease_for
+            return AttemptRecord.model_validate(row)
+
+    def expire_attempt(self, attempt: str, note: str | None = None) -> None:
+        """End an attempt's lease now (its work is left for the sweeper or the next run to take over)."""
+        with self._session() as session:
+            row = session.get(Attempt, attempt)
+            if row is not None and row.state == "open":
+                row.expires_at = utcnow()
+                row.note = note or row.note
+
+    def end_attempt(
+        self, attempt: str, state: AttemptState, *, actor: str | None = None, note: str | None = None
+    ) -> None:
+        """Close an attempt (``committed``, ``rolled_back``, ``swept``); the audit log says so unless committed."""
+        with self._session() as session:
+            row = session.get(Attempt, attempt)
+            if row is None:
+                return
+            now = utcnow()
+            if row.state == "open":
+                row.state = state
+                row.ended_at = now
+                row.note = note or row.note
+            if state != "committed":
+                session.add(AuditEntry(at=now, actor=actor or row.actor, action=f"attempt_{state}",
+                                       dossier_code=row.dossier_code, attempt=attempt, note=note))
+
+    def end_if_stale(self, attempt: str, *, actor: str, holder_alive: HolderAlive | None = None) -> bool:
+        """Mark an open attempt ``swept`` if its lease is not live (checked under its row lock); True if so.
+
+        After this its versions cannot be recorded any more, so the sweeper may remove them.
+        """
+        with self._session() as session:
+            row = session.scalars(sa.select(Attempt).where(Attempt.id == attempt).with_for_update()).one_or_none()
+            now = utcnow()
+            if row is None or row.state != "open" or _is_live(row, now, holder_alive):
+                return False
+            row.state, row.ended_at = "swept", now
+            row.note = "lease expired or its process is gone"
+            session.add(AuditEntry(at=now, actor=actor, action="attempt_swept", dossier_code=row.dossier_code,
+                                   attempt=attempt, note=f"{row.purpose} attempt by {row.holder}"))
+            return True
+
+    def get_attempt(self, attempt: str) -> AttemptRecord | None:
+        with self._session() as session:
+            row = session.get(Attempt, attempt)
+            return None if row is None else AttemptRecord.model_validate(row)
+
+    def list_attempts(
+        self, *, states: Iterable[AttemptState] | None = None, unfinished: bool = False
+    ) -> list[AttemptRecord]:
+        """Attempts, oldest first: in ``states``, or (``unfinished``) open or with versions still pending."""
+        stmt = sa.select(Attempt).order_by(Attempt.started_at)
+        if states is not None:
+            stmt = stmt.where(Attempt.state.in_(list(states)))
+        if unfinished:
+            pending = sa.select(StoredVersion.attempt).where(StoredVersion.status == "pending")
+            stmt = stmt.where(sa.or_(Attempt.state == "open", Attempt.id.in_(pending)))
+        with self._session() as session:
+            return [AttemptRecord.model_validate(r) for r in session.scalars(stmt)]
+
+    def take_over(
+        self, code: str, *, attempt: str, holder: str, actor: str, lease_for: timedelta,
+        holder_alive: HolderAlive | None = None,
+    ) -> AttemptRecord | None:
+        """Take a ``receiving`` reservation whose lease is not live (for the sweeper); None if it is live,
+        gone or past intake."""
+        with self._session() as session:
+            row = session.scalars(sa.select(Dossier).where(Dossier.code == code).with_for_update()).one_or_none()
+            if row is None or row.state != DossierState.receiving.value:
+                return None
+            now = utcnow()
+            held = session.get(Attempt, row.lease_attempt) if row.lease_attempt else None
+            if _is_live(held, now, holder_alive) or (held is None and row.created_at > now - lease_for):
+                return None  # a reservation without a lease gets one lease's time to finish
+            if held is not None:
+                self._supersede(session, held, now, f"swept by attempt {attempt}")
+            row.lease_attempt = attempt
+            mine = self._add_attempt(session, attempt, "sweep", code, holder, actor, now + lease_for)
+            session.flush()
+            return AttemptRecord.model_validate(mine)
+
+    # -- the ledger of stored versions
+
+    def intend(self, attempt: str, items: Iterable[tuple[str, str | None]], *, dossier_code: str | None) -> None:
+        """Enter the keys ``attempt`` is about to write (with their artifact names) as ``pending``.
+
+        Refused (InProgressElsewhere) once the attempt no longer holds its work, so a superseded writer
+        stops before it writes.
+        """
+        with self._session() as session:
+            self._held(session, attempt)
+            now = utcnow()
+            for key, artifact in items:
+                session.add(StoredVersion(
+                    key=key, attempt=attempt, dossier_code=dossier_code, artifact=artifact,
+                    record_class=object_keys.record_class(key), status="pending", created_at=now, updated_at=now,
+                ))
+
+    def ledger(
+        self,
+        *,
+        dossier_code: str | None = None,
+        attempt: str | None = None,
+        statuses: Iterable[VersionStatus] | None = None,
+        unlocked: bool = False,
+    ) -> list[StoredVersionRecord]:
+        """Ledger entries, oldest first, filtered by dossier, attempt, status, or not yet locked."""
+        stmt = sa.select(StoredVersion).order_by(StoredVersion.id)
+        if dossier_code is not None:
+            stmt = stmt.where(StoredVersion.dossier_code == dossier_code)
+        if attempt is not None:
+            stmt = stmt.where(StoredVersion.attempt == attempt)
+        if statuses is not None:
+            stmt = stmt.where(StoredVersion.status.in_(list(statuses)))
+        if unlocked:
+            stmt = stmt.where(StoredVersion.retain_until.is_(None))
+        with self._session() as session:
+            return [StoredVersionRecord.model_validate(r) for r in session.scalars(stmt)]
+
+    def ledger_removed(self, ids: Iterable[int]) -> None:
+        """Mark ledger entries ``removed`` (their versions are gone from the store); final ones are never touched."""
+        ids = list(ids)
+        if not ids:
+            return
+        with self._session() as session:
+            session.execute(
+                sa.update(StoredVersion)
+                .where(StoredVersion.id.in_(ids), StoredVersion.status != "final")
+                .values(status="removed", updated_at=utcnow())
+            )
+
+    def ledger_locked(self, entry: int, *, mode: str, until: datetime, version_id: str | None = None) -> None:
+        """Record that a ledger entry's version is locked (and, for an entry made before versions, which one)."""
+        with self._session() as session:
+            row = session.get(StoredVersion, entry)
+            if row is None:
+                return
+            row.lock_mode, row.retain_until, row.updated_at = mode, until, utcnow()
+            if version_id is not None and row.version_id is None:
+                row.version_id = version_id
+
+    def adopt_version(self, code: str, name: str, *, version_id: str) -> None:
+        """Name the version an artifact recorded before versions is (fsck repair): artifact and ledger."""
+        with self._session() as session:
+            art = session.scalars(
+                sa.select(Artifact).where(Artifact.dossier_code == code, Artifact.name == name)
+            ).one_or_none()
+            if art is None or art.version_id is not None:
+                return
+            art.version_id = version_id
+            row = session.scalars(
+                sa.select(StoredVersion).where(
+                    StoredVersion.dossier_code == code, StoredVersion.key == art.object_key,
+                    StoredVersion.status == "final", StoredVersion.version_id.is_(None),
+                )
+            ).first()
+            if row is not None:
+                row.version_id = version_id
+                row.updated_at = utcnow()
+
+    def record_final(self, code: str | None, infos: Iterable[tuple[str | None, ObjectInfo]]) -> None:
+        """Enter versions as ``final`` in the ledger without naming them as artifacts (fsck adopting what the
+        registry names but the ledger lacks)."""
+        with self._session() as session:
+            now = utcnow()
+            for name, info in infos:
+                session.add(StoredVersion(
+                    key=info.key, version_id=info.version_id, attempt=info.attempt, dossier_code=code,
+                    artifact=name, record_class=object_keys.record_class(info.key), status="final",
+                    sha256=info.sha256, size=info.size, created_at=now, updated_at=now,
+                ))
+
+    # -- the audit log
+
+    def audit(self, action: str, *, actor: str, dossier_code: str | None = None, attempt: str | None = None,
+              note: str | None = None) -> None:
+        """Append to the audit log."""
+        with self._session() as session:
+            session.add(AuditEntry(at=utcnow(), actor=actor, action=action, dossier_code=dossier_code,
+                                   attempt=attempt, note=note))
+
+    def audit_log(self, *, dossier_code: str | None = None) -> list[AuditRecord]:
+        stmt = sa.select(AuditEntry).order_by(AuditEntry.id)
+        if dossier_code is not None:
+            stmt = stmt.where(AuditEntry.dossier_code == dossier_code)
+        with self._session() as session:
+            return [AuditRecord.model_validate(r) for r in session.scalars(stmt)]
 
     def finalize_intake(
         self,
@@ -595,10 +1155,12 @@ class Registry:
         receipt: dict[str, Any],
         actor: str,
         at: datetime | None = None,
+        attempt: str | None = None,
     ) -> DossierRecord:
-        """Close intake in one transaction: documents, artifacts, receipt, state and an event.
+        """Close intake in one transaction: documents, artifacts (final in the ledger), receipt, state, an event.
 
-        ``at`` (default: now) is when intake ended; given explicitly by imports and tests.
+        With ``attempt``, only while that attempt holds the reservation (InProgressElsewhere otherwise);
+        the lease ends with it. ``at`` (default: now) is when intake ended; given by imports and tests.
         """
         state = DossierState(state)
         if state not in INTAKE_STATES:
@@ -609,7 +1171,17 @@ class Registry:
                 raise InvalidState(
                     f"dossier {code} is {row.state!r}, not 'receiving'; intake already finalized"
                 )
+            if attempt is not None:
+                mine = self._held(session, attempt)
+                mine.state, mine.ended_at = "committed", utcnow()
+            elif row.lease_attempt is not None and _is_live(session.get(Attempt, row.lease_attempt), utcnow(), None):
+                raise InProgressElsewhere(
+                    f"dossier {code} is reserved by attempt {row.lease_attempt}",
+                    "Hồ sơ này đang được xử lý ở nơi khác.",
+                )
             now = at or utcnow()
+            row.lease_attempt = None
+            _record_versions(session, code, artifacts, utcnow())
             row.documents.clear()
             row.artifacts.clear()
             session.flush()  # delete old rows before inserting ones with the same unique names
@@ -635,14 +1207,23 @@ class Registry:
             row.updated_at = now
             return self._reload(session, code)
 
-    def discard(self, code: str) -> None:
-        """Delete a dossier still in ``receiving`` (a failed intake); InvalidState otherwise."""
+    def discard(self, code: str, *, attempt: str | None = None, actor: str = "hoso", note: str | None = None) -> None:
+        """Delete a dossier still in ``receiving`` (a failed intake); InvalidState otherwise.
+
+        With ``attempt``, only while that attempt holds the reservation (InProgressElsewhere otherwise). The
+        audit log keeps the discard, which outlives the dossier's own events.
+        """
         with self._session() as session:
             row = self._load(session, code, lock=True)
             if row.state != DossierState.receiving.value:
                 raise InvalidState(
                     f"dossier {code} is {row.state!r}; only 'receiving' dossiers can be discarded"
                 )
+            if attempt is not None:
+                mine = self._held(session, attempt)
+                mine.state, mine.ended_at = "rolled_back", utcnow()
+            session.add(AuditEntry(at=utcnow(), actor=actor, action="reservation_discarded", dossier_code=code,
+                                   attempt=attempt, note=note))
             session.delete(row)
 
     def transition(
@@ -684,6 +1265,7 @@ class Registry:
                     f"{sorted(s.value for s in allowed)}"
                 )
             now = at or utcnow()
+            artifacts = list(artifacts)
             new = _artifact_rows(artifacts, now)
             if new:
                 stale = [a for a in row.artifacts if a.name in new]
@@ -691,6 +1273,7 @@ class Registry:
                     row.artifacts.remove(a)
                 session.flush()
                 row.artifacts.extend(new.values())
+                _record_versions(session, code, artifacts, utcnow())
             row.events.append(
                 Event(
                     at=now,

@@ -1,12 +1,15 @@
-"""Object stores, local and S3 (a real SeaweedFS), through the same tests."""
+"""Object stores, local and S3 (a real SeaweedFS: a plain bucket, and one with versioning and object lock),
+through the same tests."""
 
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import stat
 import time
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -15,19 +18,38 @@ from support.servers import SeaweedServer, free_ports, start_seaweedfs
 
 from pipeline.core.errors import IntegrityError, StorageFailed
 from pipeline.core.settings import Settings
-from storage.objects import LocalObjectStore, ObjectMissing, ObjectStore, S3ObjectStore, open_store
+from storage.objects import (
+    LocalObjectStore,
+    Lock,
+    ObjectLocked,
+    ObjectMissing,
+    ObjectStore,
+    Protection,
+    S3ObjectStore,
+    open_store,
+)
 
 
 def _bucket() -> str:
     return f"t-{uuid.uuid4().hex[:16]}"
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", "s3", "s3-locked"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return LocalObjectStore(tmp_path / "objects")
     server: SeaweedServer = request.getfixturevalue("seaweedfs")
-    return S3ObjectStore(server.endpoint, server.access_key, server.secret_key, _bucket())
+    locked = request.param == "s3-locked"
+    return S3ObjectStore(server.endpoint, server.access_key, server.secret_key, _bucket(), create_locked=locked)
+
+
+@pytest.fixture(params=["local", "s3-locked"])
+def versioned(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
+    """A store that keeps versions and can lock them: the local one, and S3 with versioning + object lock."""
+    if request.param == "local":
+        return LocalObjectStore(tmp_path / "objects")
+    server: SeaweedServer = request.getfixturevalue("seaweedfs")
+    return S3ObjectStore(server.endpoint, server.access_key, server.secret_key, _bucket(), create_locked=True)
 
 
 def tamper(store: ObjectStore, key: str, data: bytes, request: pytest.FixtureRequest) -> None:
@@ -78,13 +100,21 @@ def test_default_content_type_survives(store: ObjectStore) -> None:
     assert st is not None and st.content_type == "application/octet-stream"
 
 
-def test_put_is_idempotent_and_overwrites(store: ObjectStore) -> None:
+def test_put_overwrites_and_a_versioned_store_keeps_the_previous_version(store: ObjectStore) -> None:
     first = store.put_bytes("a/x.json", b'{"v": 1}', "application/json")
     again = store.put_bytes("a/x.json", b'{"v": 1}', "application/json")
-    assert first == again
-    store.put_bytes("a/x.json", b'{"v": 2}', "application/json")
+    assert (first.sha256, first.size) == (again.sha256, again.size)
+    second = store.put_bytes("a/x.json", b'{"v": 2}', "application/json")
     assert store.get_bytes("a/x.json") == b'{"v": 2}'
     assert [o.key for o in store.list()] == ["a/x.json"]
+    if store.keeps_versions:
+        assert len({first.version_id, again.version_id, second.version_id}) == 3
+        assert store.get_bytes("a/x.json", first.version_id) == b'{"v": 1}'
+        listed = [v for v in store.versions("a/") if v.key == "a/x.json"]
+        assert [v.version_id for v in listed] == [second.version_id, again.version_id, first.version_id]
+        assert [v.is_latest for v in listed] == [True, False, False]
+    else:
+        assert second.version_id is None
 
 
 def test_list_by_prefix(store: ObjectStore) -> None:
@@ -175,7 +205,7 @@ def test_local_failed_put_leaves_nothing(tmp_path: Path) -> None:
     with pytest.raises(StorageFailed):
         store.put_bytes("HS/0001/input.pdf", b"data")
     assert [o.key for o in store.list()] == ["HS"]
-    assert list((store.root / ".tmp").iterdir()) == []
+    assert list((store.root / ".tmp").glob("*.part")) == []
     assert not (store.root / ".meta" / "HS" / "0001").exists()
 
 
@@ -260,3 +290,93 @@ def test_local_store_sweeps_temp_files_left_by_a_killed_writer(tmp_path: Path) -
     assert not stale.exists()
     assert live.exists()
     assert list(store.list()) == []
+
+
+# --- versions, locks, attempts ------------------------------------------------------------------
+
+
+def test_protection_says_what_the_server_enforces(store: ObjectStore, request: pytest.FixtureRequest) -> None:
+    expected = {"local": (False, False), "s3": (False, False), "s3-locked": (True, True)}
+    assert store.protection() == Protection(*expected[request.node.callspec.params["store"]])
+    assert store.keeps_versions == (request.node.callspec.params["store"] != "s3")
+    assert store.can_lock == store.keeps_versions
+
+
+def test_the_attempt_that_wrote_a_version_is_kept_with_it(store: ObjectStore, tmp_path: Path) -> None:
+    info = store.put_bytes("d/a.pdf", b"attempt A", attempt="att-A")
+    src = tmp_path / "b.bin"
+    src.write_bytes(b"attempt B")
+    other = store.put_file("d/b.pdf", src, "application/pdf", attempt="att-B")
+    assert (info.attempt, other.attempt) == ("att-A", "att-B")
+    assert store.stat("d/a.pdf", info.version_id).attempt == "att-A"  # type: ignore[union-attr]
+    assert store.stat("d/b.pdf").attempt == "att-B"  # type: ignore[union-attr]
+    assert store.stat("d/a.pdf").metadata == {}  # type: ignore[union-attr]  (hoso's own, not the caller's)
+    with pytest.raises(ValueError):
+        store.put_bytes("d/c.pdf", b"x", attempt="../../etc")
+
+
+def test_delete_hides_the_current_version_and_keeps_it(versioned: ObjectStore) -> None:
+    v1 = versioned.put_bytes("k/r.pdf", b"recorded")
+    versioned.delete("k/r.pdf")
+    assert versioned.stat("k/r.pdf") is None and list(versioned.list("k/")) == []
+    with pytest.raises(ObjectMissing):
+        versioned.get_bytes("k/r.pdf")
+    assert versioned.get_bytes("k/r.pdf", v1.version_id) == b"recorded"  # nothing was destroyed
+    marker, kept = [v for v in versioned.versions("k/") if v.key == "k/r.pdf"]
+    assert marker.is_delete_marker and marker.is_latest and kept.version_id == v1.version_id
+    versioned.delete_version("k/r.pdf", marker.version_id)  # removing the marker brings it back
+    assert versioned.get_bytes("k/r.pdf") == b"recorded"
+
+
+def test_delete_version_destroys_exactly_one_version(versioned: ObjectStore) -> None:
+    mine = versioned.put_bytes("k/x.pdf", b"the winner's", attempt="winner")
+    theirs = versioned.put_bytes("k/x.pdf", b"the loser's", attempt="loser")
+    versioned.delete_version("k/x.pdf", theirs.version_id)  # the loser's rollback
+    assert versioned.get_bytes("k/x.pdf") == b"the winner's"
+    info = versioned.stat("k/x.pdf")
+    assert info is not None and (info.version_id, info.attempt) == (mine.version_id, "winner")
+    versioned.delete_version("k/x.pdf", theirs.version_id)  # gone already: fine
+    versioned.delete_version("k/x.pdf", mine.version_id)
+    assert versioned.stat("k/x.pdf") is None and list(versioned.versions("k/")) == []
+
+
+@pytest.mark.parametrize("mode", ["GOVERNANCE", "COMPLIANCE"])
+def test_a_locked_version_cannot_be_destroyed_or_overwritten_away(versioned: ObjectStore, mode: str) -> None:
+    record = versioned.put_bytes("k/digitised.pdf", b"%PDF- the record")
+    until = datetime.now(UTC) + timedelta(days=1)
+    lock = versioned.lock("k/digitised.pdf", record.version_id, Lock(mode=mode, until=until))  # type: ignore[arg-type]
+    assert lock.mode == mode
+    stored = versioned.stat("k/digitised.pdf", record.version_id)
+    assert stored is not None and stored.lock is not None and stored.lock.until >= until - timedelta(seconds=1)
+    with pytest.raises(ObjectLocked):
+        versioned.delete_version("k/digitised.pdf", record.version_id)
+    forged = versioned.put_bytes("k/digitised.pdf", b"%PDF- a forgery")  # a new version on top, the old one stays
+    versioned.delete("k/digitised.pdf")
+    assert versioned.get_bytes("k/digitised.pdf", record.version_id) == b"%PDF- the record"
+    assert versioned.get_bytes("k/digitised.pdf", forged.version_id) == b"%PDF- a forgery"
+    # retention is extended, never shortened
+    shorter = versioned.lock("k/digitised.pdf", record.version_id, Lock(mode=mode, until=until - timedelta(hours=12)))  # type: ignore[arg-type]
+    assert shorter.until >= until - timedelta(seconds=1)
+    with pytest.raises(ObjectLocked):
+        versioned.delete_version("k/digitised.pdf", record.version_id)
+
+
+def test_local_store_is_private_to_its_user(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    store.put_bytes("dossiers/D-1/input/scan.pdf", b"personal data")
+    store.put_bytes("dossiers/D-1/input/scan.pdf", b"personal data, again")
+    store.delete("dossiers/D-1/input/scan.pdf")
+    for path in [store.root, *store.root.rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, (path, oct(mode))
+
+
+def test_local_versions_survive_a_reopen_and_a_legacy_object_gets_a_version(tmp_path: Path) -> None:
+    store = LocalObjectStore(tmp_path / "objects")
+    (store.root / "legacy.pdf").write_bytes(b"from before versions")
+    legacy = store.stat("legacy.pdf")
+    assert legacy is not None and legacy.version_id
+    new = store.put_bytes("legacy.pdf", b"new")
+    again = LocalObjectStore(tmp_path / "objects")
+    assert [v.version_id for v in again.versions("legacy")] == [new.version_id, legacy.version_id]
+    assert again.get_bytes("legacy.pdf") == b"new"

@@ -1,5 +1,5 @@
 """The ``hoso`` command: desk (ingest), the lifecycle's steps (step, issue-result, worklist), verify, status,
-archive (reprocess), users."""
+archive (reprocess, sweep, fsck, signing refresh), users, and the registry's schema (db)."""
 
 from __future__ import annotations
 
@@ -67,12 +67,25 @@ def _record_crash() -> Path:
 
     path = get_settings().data_dir / "logs" / "errors.log"
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("a", encoding="utf-8") as fh:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)  # tracebacks may quote personal data
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
             fh.write(f"--- {datetime.now(UTC).isoformat()} {' '.join(sys.argv)}\n{traceback.format_exc()}\n")
     except OSError:
         traceback.print_exc()
     return path
+
+
+def _stored(services: Services, code: str, artifact: str) -> bytes:
+    """The bytes of a dossier's artifact: the version the registry recorded, checked against its SHA-256."""
+    from pipeline.core.errors import IntegrityError
+    from storage.objects import sha256_bytes
+
+    art = services.registry.get(code).artifacts[artifact]
+    data = services.store.get_bytes(art.object_key, art.version_id)
+    if sha256_bytes(data) != art.sha256:
+        raise IntegrityError(f"{art.object_key} differs from the SHA-256 the registry recorded")
+    return data
 
 
 def _services() -> Services:
@@ -152,7 +165,7 @@ def ingest(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         stem = input_path.stem if input_path.is_file() else input_path.name
-        signed = outcome.signed_pdf or _guard(lambda: services.store.get_bytes(receipt.artifacts[keys.DIGITISED]))
+        signed = outcome.signed_pdf or _guard(lambda: _stored(services, receipt.dossier_code, keys.DIGITISED))
         _write_bytes(out / f"{stem}.pdf", signed)
         _write_json(out / f"{stem}.json", receipt.model_dump(mode="json"))
         if outcome.form is not None and outcome.form.citizen_pdf is not None:
@@ -681,6 +694,7 @@ def signing_refresh(
         services.store, services.registry, tsa_url=services.settings.tsa_url, trust_roots=services.trust_roots,
         trust_root_files=list(services.settings.trust_roots) or [services.pki.root_cert],
         within=timedelta(days=days), identities=services.signer_identities, dry_run=dry_run, on_item=show,
+        retention=services.settings.retention,
     ))
     failed = [i for i in items if i.action == "failed"]
     if as_json:
@@ -690,6 +704,103 @@ def signing_refresh(
         print(f"{len(items) - len(failed)} tệp {verb}, {len(failed)} lỗi (ngưỡng {days} ngày).")
     if failed:
         raise typer.Exit(int(ExitCode.failed))
+
+
+@app.command()
+def sweep(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Archive: resolve what crashed desks left — stale reservations, unrecorded objects, missing locks."""
+    from pipeline.usecases.upkeep import sweep_records
+
+    services = _services()
+    report = _guard(lambda: sweep_records(services.store, services.registry, services.settings))
+    if as_json:
+        print(json.dumps({"items": report.items, "errors": report.errors}, ensure_ascii=False, indent=2))
+    else:
+        for item in report.items:
+            print(f"  ✔ {item['action']} {item['dossier_code'] or ''}: {item['detail']}")
+        for error in report.errors:
+            print(f"  ✘ {error}")
+        print(f"Đã xử lý {len(report.items)} việc tồn đọng, {len(report.errors)} lỗi.")
+    if report.errors:
+        raise typer.Exit(int(ExitCode.storage_failed))
+
+
+@app.command()
+def fsck(
+    repair: Annotated[bool, typer.Option("--repair", help="Resolve what is safely resolvable (never a record)")] = (
+        False
+    ),
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+    signatures: Annotated[bool, typer.Option("--signatures/--no-signatures", help="Verify signed records")] = True,
+) -> None:
+    """Archive: check registry ↔ objects ↔ SHA-256 ↔ signatures ↔ locks; exit 1 if an inconsistency remains."""
+    from pipeline.usecases.fsck import fsck as run_fsck
+
+    services = _services()
+    report = _guard(lambda: run_fsck(services, repair=repair, signatures=signatures))
+    if as_json:
+        print(report.model_dump_json(indent=2))
+    else:
+        for f in report.findings:
+            mark = "✔" if f.repaired else "✘"
+            where = " ".join(x for x in (f.dossier_code, f.key) if x)
+            print(f"  {mark} {f.kind} {where}: {f.detail}")
+        for note in report.notes:
+            print(f"  · {note}")
+        checked = ", ".join(f"{n} {what}" for what, n in sorted(report.checked.items()))
+        print(f"fsck: {checked or 'nothing'}; {len(report.remaining)} điểm không nhất quán"
+              f"{f', {len(report.findings) - len(report.remaining)} đã sửa' if repair else ''}.")
+    if not report.ok:
+        raise typer.Exit(int(ExitCode.failed))
+
+
+db_app = typer.Typer(help="The registry database's schema (Alembic migrations).")
+app.add_typer(db_app, name="db")
+
+
+def _registry_unmigrated() -> Any:
+    from storage.registry import Registry
+
+    services = _services()
+    services.check_production()
+    return Registry(services.settings.resolved_database_url, timezone=services.settings.timezone, upgrade="never")
+
+
+@db_app.command("upgrade")
+def db_upgrade(revision: Annotated[str, typer.Argument(help="Target revision")] = "head") -> None:
+    """Migrate the registry to the newest schema (or REVISION); a registry from before migrations is stamped first."""
+    from storage import schema
+
+    def body() -> tuple[str | None, str | None]:
+        registry = _registry_unmigrated()
+        try:
+            return schema.upgrade(registry.engine, revision)
+        except Exception as err:
+            from pipeline.core.errors import StorageFailed
+
+            raise StorageFailed(f"migration failed: {type(err).__name__}: {err}",
+                                "Nâng cấp lược đồ cơ sở dữ liệu hồ sơ thất bại.") from err
+        finally:
+            registry.close()
+
+    before, after = _guard(body)
+    print(f"Lược đồ cơ sở dữ liệu hồ sơ: {before or '(chưa có)'} → {after}")
+
+
+@db_app.command("current")
+def db_current() -> None:
+    """Print the registry's schema revision and whether it is the newest this hoso knows."""
+    from storage import schema
+
+    def body() -> tuple[str, str | None]:
+        registry = _registry_unmigrated()
+        try:
+            return schema.state(registry.engine)
+        finally:
+            registry.close()
+
+    state, revision = _guard(body)
+    print(f"{revision or '(chưa có)'} ({state}; mới nhất: {schema.head()})")
 
 
 natdb_app = typer.Typer(help="Reference national databases (population DB + citizens' data stores).")
@@ -748,7 +859,7 @@ def demo(
         issue_result(code, out)
     else:  # a second demo run: the result was issued before; take it from storage
         print(f"== 3. Kết quả điện tử đã được trả trước đó (trạng thái: {record.state})")
-        _write_bytes(result_pdf, services.store.get_bytes(record.artifacts[keys.RESULT].object_key))
+        _write_bytes(result_pdf, _stored(services, code, keys.RESULT))
     print("== 4. Kiểm tra chữ ký kết quả điện tử")
     _run_quietly(lambda: verify(result_pdf, None, False, None))
     print("== 5. Tra cứu hồ sơ")

@@ -28,6 +28,7 @@ class ExitCode(IntEnum):
     configuration = 17
     input_not_regular = 18  # a symlink, FIFO, device, socket or subfolder where a file was expected
     input_bad_name = 19  # a file name with control characters, bytes that are not UTF-8, or too long
+    in_progress = 20  # another process holds the work (a live lease on the reservation): try again later
     forbidden = 21  # the user is unknown, inactive, not authenticated, or lacks the role for this action
     internal = 99
 
@@ -136,6 +137,13 @@ class DossierNotFound(HosoError):
 class InvalidState(HosoError):
     exit_code = ExitCode.invalid_state
     default_vi = "Hồ sơ không ở trạng thái cho phép thao tác này."
+
+
+class InProgressElsewhere(HosoError):
+    """Another process is working on this (it holds a live lease), or took the work over from this one."""
+
+    exit_code = ExitCode.in_progress
+    default_vi = "Hồ sơ này đang được xử lý ở nơi khác (quầy hoặc tiến trình khác); vui lòng thử lại sau."
 
 
 class InvalidRequest(HosoError):

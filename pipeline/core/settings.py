@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from datetime import datetime, timedelta
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipeline.core.errors import ConfigurationError
@@ -30,6 +32,53 @@ def read_secret_file(path: Path, what: str) -> str:
     return secret
 
 
+#: What a stored object is, for how long it is kept (``HOSO_RETENTION``); see storage/records.py.
+RecordClass = Literal["input", "digitised", "manifest", "result", "form"]
+
+
+class RetentionRule(BaseModel):
+    """Keep every version of a record class under object lock for ``years`` (+ ``days``) after it is recorded.
+
+    COMPLIANCE binds everyone, the storage administrator included; GOVERNANCE can be lifted by a holder
+    of the bypass permission. Retention can be extended, never shortened.
+    """
+
+    mode: Literal["GOVERNANCE", "COMPLIANCE"]
+    years: int = Field(0, ge=0, le=1000)
+    days: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _some_time(self) -> RetentionRule:
+        if not (self.years or self.days):
+            raise ValueError("a retention rule needs years or days")
+        return self
+
+    def until(self, start: datetime) -> datetime:
+        """When retention that starts at ``start`` ends (calendar years; 29 February becomes 28)."""
+        year = start.year + self.years
+        try:
+            moved = start.replace(year=year)
+        except ValueError:
+            moved = start.replace(year=year, day=28)
+        return moved + timedelta(days=self.days)
+
+
+DEFAULT_RETENTION: dict[str, dict[str, Any] | None] = {
+    "input": {"mode": "GOVERNANCE", "years": 10},
+    "digitised": {"mode": "COMPLIANCE", "years": 10},
+    "manifest": {"mode": "GOVERNANCE", "years": 10},
+    "result": {"mode": "COMPLIANCE", "years": 20},
+    "form": {"mode": "GOVERNANCE", "years": 10},
+}
+
+
+def _default_retention() -> dict[RecordClass, RetentionRule | None]:
+    rules: dict[Any, RetentionRule | None] = {
+        name: None if rule is None else RetentionRule.model_validate(rule) for name, rule in DEFAULT_RETENTION.items()
+    }
+    return rules
+
+
 class Settings(BaseSettings):
     """Everything hoso can be configured with; each field is ``HOSO_<NAME>`` in the environment."""
 
@@ -51,6 +100,19 @@ class Settings(BaseSettings):
     s3_bucket: str = "hoso"
     s3_secure: bool = False
     s3_region: str = "us-east-1"
+
+    # Records that last (storage/records.py)
+    retention: dict[RecordClass, RetentionRule | None] = Field(
+        default_factory=lambda: _default_retention(),
+        description="Object lock per record class once recorded, JSON merged over the defaults, e.g. "
+        '{"result": {"mode": "COMPLIANCE", "years": 50}, "input": null} (null: not locked)',
+    )
+    lease_seconds: float = Field(
+        120.0, gt=0, description="A desk's hold on a reservation lasts this long unless renewed (renewed as it writes)"
+    )
+    lease_wait_seconds: float = Field(
+        30.0, ge=0, description="How long a second desk with the same input waits for the first before it gives up"
+    )
 
     # Registry database
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/registry.db")
@@ -106,6 +168,16 @@ class Settings(BaseSettings):
         None, description="The service's clients (names, scopes, SHA-256 of tokens): pipeline/national/auth.py"
     )
 
+    @field_validator("retention", mode="before")
+    @classmethod
+    def _over_defaults(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        unknown = set(value) - set(DEFAULT_RETENTION)
+        if unknown:
+            raise ValueError(f"unknown record classes {sorted(unknown)}; known: {sorted(DEFAULT_RETENTION)}")
+        return DEFAULT_RETENTION | value
+
     @field_validator("public_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
@@ -141,10 +213,22 @@ class Settings(BaseSettings):
         return token or None
 
     def ensure_dirs(self) -> None:
-        """Create the data folder (and the local store) on demand."""
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """Create the data folder (and the local store) on demand, readable by this user alone (0700)."""
+        _private_dir(self.data_dir)
         if self.store == "local":
-            self.resolved_store_path.mkdir(parents=True, exist_ok=True)
+            _private_dir(self.resolved_store_path)
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` (and missing parents) with mode 0700; an existing folder is left as it is."""
+    missing = []
+    here = path
+    while not here.exists() and here.parent != here:
+        missing.append(here)
+        here = here.parent
+    for folder in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            folder.mkdir(mode=0o700)
 
 
 @lru_cache(maxsize=1)

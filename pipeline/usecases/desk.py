@@ -1,9 +1,10 @@
 """The desk: a citizen's scanned dossier in, a receipt or a request to supplement out.
 
-Reads top to bottom: procedure → identify the input → (already done?) → inspect → OCR → understand → national
-databases (verify the applicant, reuse stored documents) → validate → certify the digitised copy → record
-(objects first, then one registry transaction) → the desk's form (Mẫu 01/02/03) with the citizen's lookup
-secret, stored with the dossier → save the signed documents to the citizen's store.
+Reads top to bottom: procedure → identify the input → (already done, or in progress elsewhere?) → inspect →
+OCR → understand → national databases (verify the applicant, reuse stored documents) → validate → certify the
+digitised copy → record (a leased reservation, this attempt's objects, one registry transaction, then the
+locks) → the desk's form (Mẫu 01/02/03) with the citizen's lookup secret, stored with the dossier → save the
+signed documents to the citizen's store.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
 
@@ -23,7 +24,8 @@ from pyhanko.sign.fields import MDPPerm
 
 from ocr.engine import inspect_input, ocr_input
 from ocr.models import RecognizedPage
-from pipeline.core.errors import InputEmpty
+from pipeline.core.errors import HosoError, InProgressElsewhere, InputEmpty
+from pipeline.core.faults import checkpoint
 from pipeline.core.inputs import Input, identify_input
 from pipeline.core.models import ApplicantCheck, DocumentInfo, DossierState, PageInfo, Receipt, Validation
 from pipeline.domain.applicant import apply_applicant_check, consult_national_db, save_dossier_documents
@@ -40,8 +42,20 @@ from signing.levels import Level
 from signing.signers import sign_pdf, stamp_box_top_right
 from storage import keys
 from storage.objects import ObjectInfo
+from storage.records import (
+    AttemptWriter,
+    clear_reservation_objects,
+    holder_alive,
+    holder_id,
+    lock_recorded,
+    new_attempt_id,
+)
+from storage.registry import DossierRecord, IntakeClaim
 
 log = logging.getLogger(__name__)
+
+#: How often a desk looks again while another process holds the same input.
+WAIT_STEP_S = 0.5
 
 STATE_OF_STATUS = {
     "accepted": DossierState.received,
@@ -148,12 +162,13 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     procedure = services.catalog.procedure(request.procedure)
     source = identify_input(request.input_path)
 
-    existing = services.registry.find_by_input(source.sha256, procedure.key)
-    if existing is not None and existing.state != DossierState.receiving:
-        log.info("dossier %s already received from this input; nothing to do", existing.code)
-        receipt = Receipt.model_validate(existing.receipt_json)
+    done = _received_already(services, source.sha256, procedure.key)
+    if done is not None:
+        log.info("dossier %s already received from this input; nothing to do", done.code)
+        outcome = _already_received(services, done)
         # A run that crashed after recording the dossier left its form to do.
-        return IntakeOutcome(receipt, already_done=True, form=_desk_form(request, services, receipt, now))
+        outcome.form = _desk_form(request, services, outcome.receipt, now)
+        return outcome
 
     services.store  # noqa: B018  (open storage now: a misconfigured store must fail before minutes of OCR)
     services.keys.signer("officer")  # likewise the officer's key (a wrong token PIN fails here)
@@ -186,24 +201,68 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
                 signed = certify_digitised_copy(ocr.pdf_path.read_bytes(), services)
 
             with clock.stage("record"):
-                receipt = record_intake(
+                outcome = record_intake(
                     request, services, procedure, source, pages, documents, validation, signed, clock.timings,
                     now, applicant_check=check,
                 )
+            if outcome.already_done:  # another desk received it meanwhile
+                outcome.form = _desk_form(request, services, outcome.receipt, now)
+                return outcome
             with clock.stage("forms"):
-                form = _desk_form(request, services, receipt, now)
+                outcome.form = _desk_form(request, services, outcome.receipt, now)
             with clock.stage("save_to_citizen_store"):
-                save_dossier_documents(natdb, receipt, hashlib.sha256(signed).hexdigest())
+                save_dossier_documents(natdb, outcome.receipt, hashlib.sha256(signed).hexdigest())
         finally:
             natdb.close()
-    return IntakeOutcome(receipt, signed_pdf=signed, form=form)
+    outcome.signed_pdf = signed
+    return outcome
+
+
+def _received_already(services: Services, input_sha256: str, procedure: str) -> DossierRecord | None:
+    """The dossier this input already made, after waiting (up to ``HOSO_LEASE_WAIT_SECONDS``) for a desk
+    that holds it now; None when this desk should go on. InProgressElsewhere if the other is still at it."""
+    deadline = time.monotonic() + services.settings.lease_wait_seconds
+    while True:
+        where, record = services.registry.peek_intake(input_sha256, procedure, holder_alive)
+        if where == "done":
+            return record
+        if where != "busy" or record is None:
+            return None
+        if time.monotonic() >= deadline:
+            raise _busy(record)
+        time.sleep(WAIT_STEP_S)
+
+
+def _busy(record: DossierRecord) -> InProgressElsewhere:
+    return InProgressElsewhere(
+        f"input of dossier {record.code} is being received by another process (attempt {record.lease_attempt})",
+        f"Hồ sơ này đang được tiếp nhận ở quầy khác (mã {record.code}); vui lòng chờ và thử lại sau.",
+    )
+
+
+def _already_received(services: Services, record: DossierRecord) -> IntakeOutcome:
+    """A dossier received before: its receipt; any lock a crash left undone is applied now."""
+    _lock(services, record.code)
+    return IntakeOutcome(Receipt.model_validate(record.receipt_json), already_done=True)
+
+
+def _lock(services: Services, code: str) -> None:
+    """Lock what the registry recorded for dossier ``code`` and is not locked yet."""
+    try:
+        lock_recorded(services.store, services.registry, services.settings.retention, dossier_code=code)
+    except HosoError as err:  # recorded is recorded: the next run, the sweeper or fsck locks it later
+        log.warning("could not lock the objects of %s now: %s", code, err)
 
 
 def _desk_form(
     request: IntakeRequest, services: Services, receipt: Receipt, now: datetime | None
 ) -> FormIssued | None:
-    """After :func:`record_intake`: the desk's form for the dossier, once (see ``issue_intake_forms``)."""
-    return issue_intake_forms(services, receipt, request.desk or Actor.for_batch("ingest", request.actor), now=now)
+    """After :func:`record_intake`: the desk's form for the dossier, once (see ``issue_intake_forms``), locked
+    once recorded like the rest of the dossier."""
+    form = issue_intake_forms(services, receipt, request.desk or Actor.for_batch("ingest", request.actor), now=now)
+    if form is not None:
+        _lock(services, receipt.dossier_code)
+    return form
 
 
 def record_intake(
@@ -219,35 +278,42 @@ def record_intake(
     now: datetime | None = None,
     *,
     applicant_check: ApplicantCheck | None = None,
-) -> Receipt:
-    """Reserve a dossier code, write the objects, then record the dossier in one registry transaction.
+) -> IntakeOutcome:
+    """Reserve a dossier code under a lease, write this attempt's objects, record the dossier in one
+    registry transaction, then lock what was recorded.
 
-    A failure removes what this call wrote; a crash leaves a 'receiving' reservation that the next run
-    with the same input resumes under the same code (object keys derive from the code), so nothing is
-    ever stored twice.
+    Another desk holding the same input is waited for (then this one reports ``already_done``) or, past
+    ``HOSO_LEASE_WAIT_SECONDS``, InProgressElsewhere. A reservation left by a crashed or expired desk is
+    resumed under the same code once that desk's objects are removed. A failure removes exactly the
+    versions this attempt wrote — never another desk's — and discards the reservation.
     """
-    registry, store = services.registry, services.store
+    registry, store, settings = services.registry, services.store, services.settings
     received_at = now or datetime.now(UTC)
-    record = registry.reserve(
-        input_sha256=source.sha256,
-        input_name=source.name,
-        procedure=procedure.key,
-        procedure_code=procedure.national_code,
-        agency_code=services.settings.agency_code,
-        received_at=received_at,
-        due_at=due_date(received_at, procedure.processing_days, services.settings.timezone),
-        applicant_id=request.applicant_id,
-        actor=request.actor,
-    )
+    lease_for = timedelta(seconds=settings.lease_seconds)
+    attempt = new_attempt_id()
+    claim = _claim(services, request, procedure, source, received_at, attempt, lease_for)
+    if claim.status == "done":
+        return _already_received(services, claim.record)
+    record = claim.record
     code = record.code
-    written: list[tuple[str, ObjectInfo]] = []
+    assert claim.attempt is not None
+    checkpoint("record:after_reserve")
+    writer = AttemptWriter(store, registry, claim.attempt, lease_for)
     try:
-        for i, f in enumerate(source.files, start=1):
-            name = keys.input_artifact(i, len(source.files))
-            written.append((name, store.put_file(keys.input_key(code, f.name), f.path, f.content_type)))
-        written.append(
-            (keys.DIGITISED, store.put_bytes(keys.digitised_key(code), signed_pdf, "application/pdf"))
+        if claim.status == "resumed":
+            removed = clear_reservation_objects(store, registry, code, keep_attempt=attempt)
+            log.info("resumed reservation %s; removed %d object version(s) of earlier attempts", code, removed)
+        input_keys = [(keys.input_key(code, f.name), keys.input_artifact(i, len(source.files)))
+                      for i, f in enumerate(source.files, start=1)]
+        writer.intend(
+            [*input_keys, (keys.digitised_key(code), keys.DIGITISED), (keys.manifest_key(code), keys.MANIFEST)]
         )
+        written: list[tuple[str, ObjectInfo]] = []
+        for (key, name), f in zip(input_keys, source.files, strict=True):
+            written.append((name, writer.put_file(key, f.path, f.content_type, artifact=name)))
+        checkpoint("record:after_input")
+        written.append((keys.DIGITISED, writer.put_bytes(
+            keys.digitised_key(code), signed_pdf, "application/pdf", artifact=keys.DIGITISED)))
         receipt = Receipt(
             dossier_code=record.code,
             procedure=procedure.key,
@@ -269,9 +335,10 @@ def record_intake(
             input_sha256=source.sha256,
             timings=timings,
         )
-        manifest = {
+        manifest: dict[str, object] = {
             "receipt": receipt.model_dump(mode="json"),
             "objects": {name: info.model_dump(mode="json") for name, info in written},
+            "attempt": attempt,
         }
         if source.signature_fields:
             # A signed input is kept byte-identical as `input`; the OCR'd copy is derived from it.
@@ -284,38 +351,63 @@ def record_intake(
                     "signature_fields": source.signature_fields,
                 }
             }
-        written.append(
-            (
-                keys.MANIFEST,
-                store.put_bytes(
-                    keys.manifest_key(code),
-                    json.dumps(manifest, ensure_ascii=False, indent=2).encode(),
-                    "application/json",
-                ),
-            )
-        )
+        written.append((keys.MANIFEST, writer.put_bytes(
+            keys.manifest_key(code), json.dumps(manifest, ensure_ascii=False, indent=2).encode(), "application/json",
+            artifact=keys.MANIFEST)))
+        checkpoint("record:after_objects")
         registry.finalize_intake(
-            record.code,
+            code,
             state=STATE_OF_STATUS[validation.status],
             intake_status=validation.status,
             documents=documents,
             artifacts=written,
             receipt=receipt.model_dump(mode="json"),
             actor=request.actor,
+            attempt=attempt,
         )
-    except BaseException:
-        log.exception("recording dossier %s failed; removing what was written", record.code)
-        for _, obj in written:
-            try:
-                store.delete(obj.key)
-            except Exception:  # the original error matters more; a stale reservation is resumed later
-                log.warning("could not remove %s during rollback", obj.key)
-        try:
-            registry.discard(record.code)
-        except Exception:
-            log.warning("could not discard reservation %s during rollback", record.code)
+    except BaseException as err:
+        log.exception("recording dossier %s failed; removing what this attempt wrote", code)
+        writer.rollback(discard=code, reason=f"intake failed: {type(err).__name__}: {err}")
         raise
-    return receipt
+    checkpoint("record:after_finalize")
+    _lock(services, code)
+    checkpoint("record:after_lock")
+    return IntakeOutcome(receipt)
+
+
+def _claim(
+    services: Services,
+    request: IntakeRequest,
+    procedure: Procedure,
+    source: Input,
+    received_at: datetime,
+    attempt: str,
+    lease_for: timedelta,
+) -> IntakeClaim:
+    """The reservation for this input, held by ``attempt`` — or ``done`` — after waiting for a desk that holds it."""
+    deadline = time.monotonic() + services.settings.lease_wait_seconds
+    holder = holder_id()
+    while True:
+        claim = services.registry.claim_intake(
+            input_sha256=source.sha256,
+            input_name=source.name,
+            procedure=procedure.key,
+            procedure_code=procedure.national_code,
+            agency_code=services.settings.agency_code,
+            received_at=received_at,
+            due_at=due_date(received_at, procedure.processing_days, services.settings.timezone),
+            applicant_id=request.applicant_id,
+            actor=request.actor,
+            attempt=attempt,
+            holder=holder,
+            lease_for=lease_for,
+            holder_alive=holder_alive,
+        )
+        if claim.status != "busy":
+            return claim
+        if time.monotonic() >= deadline:
+            raise _busy(claim.record)
+        time.sleep(WAIT_STEP_S)
 
 
 def _applicant_id(documents: list[DocumentInfo]) -> str | None:

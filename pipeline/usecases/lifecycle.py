@@ -61,6 +61,7 @@ from pipeline.usecases.services import Services
 from storage import keys
 from storage.identity import Claim, Identity, TokenRecord, UserRecord, new_lookup_secret
 from storage.objects import ObjectInfo
+from storage.records import AttemptWriter
 from storage.registry import Dossier, DossierRecord
 
 log = logging.getLogger(__name__)
@@ -264,7 +265,7 @@ def _perform(
     held = claim or ident.claim(
         code, action, actor.username, ttl=CLAIM_TTL, check=lambda row: admissible(DossierRecord.model_validate(row))
     )
-    written: list[str] = []
+    writer: AttemptWriter | None = None
     try:
         record = registry.get(code)  # as it is now that this step holds it
         if not own:  # the caller's claim was checked for its own purpose, not this step's
@@ -273,9 +274,11 @@ def _perform(
         if not ident.holds(held):
             raise _lost(held)
         infos: list[tuple[str, ObjectInfo]] = []
-        for artifact, key, data, metadata in done.objects:
-            written.append(key)
-            infos.append((artifact, services.store.put_bytes(key, data, PDF, metadata=metadata)))
+        if done.objects:  # written as one attempt: new versions that a failure removes exactly (storage/records.py)
+            writer = AttemptWriter.open(services.store, registry, action, actor=actor.username, dossier_code=code)
+            writer.intend((key, artifact) for artifact, key, _, _ in done.objects)
+            for artifact, key, data, metadata in done.objects:
+                infos.append((artifact, writer.put_bytes(key, data, PDF, metadata, artifact=artifact)))
         sha = {info.key: info.sha256 for _, info in infos}
         for form in done.forms:
             form.sha256 = sha[form.object_key]
@@ -295,16 +298,17 @@ def _perform(
             code, target(record), actor=actor.username, action=action, note=note, role=role, detail=detail,
             artifacts=infos, allowed_from={record.state}, at=when, guard=guard,
         )
-    except BaseException:
-        if ident.holds(held):
-            for key in written:
-                try:
-                    services.store.delete(key)
-                except Exception:  # the original error matters more; an orphan object is overwritten later
-                    log.warning("could not remove %s after a failed %s", key, action)
-            if own:
-                ident.release(held)
+    except BaseException as err:
+        if writer is not None:  # only this attempt's unrecorded versions: safe whoever holds the claim now
+            writer.rollback(reason=f"{action} failed: {type(err).__name__}: {err}")
+        if own and ident.holds(held):
+            ident.release(held)
         raise
+    if writer is not None:
+        try:
+            writer.committed(services.settings.retention)  # recorded: now locked
+        except HosoError as err:  # the sweeper or fsck locks it later
+            log.warning("could not lock what %s recorded for %s: %s", action, code, err)
     return StepOutcome(after, action, role, done.forms, done.result)
 
 

@@ -5,9 +5,12 @@ that timestamp's TSA certificate expires (or its algorithms weaken). Before then
 timestamp over the file, with fresh validation data for the previous one, carries the proof forward.
 A B-LT file (validation data, no document timestamp) gets its first one.
 
-Stored objects are replaced only after the new bytes verify; the previous version is kept under
-``dossiers/<code>/history/<artifact>/<n>.pdf`` (:func:`storage.keys.history_key`) and the registry
-records an event.
+The renewed file is stored only after it verifies, as a new version of the same object: the
+previous version stays in the store (both backends keep versions, and it was locked when it was
+recorded) and is also copied to ``dossiers/<code>/history/<artifact>/<n>.pdf``
+(:func:`storage.keys.history_key`, registered as artifact ``history:<artifact>:<n>``). Both writes are
+one attempt: recorded together with an event in one registry transaction, then locked; a failure
+removes exactly what the attempt wrote.
 """
 
 from __future__ import annotations
@@ -27,14 +30,16 @@ from pyhanko.sign.validation.generic_cms import extract_tst_data_iter
 
 from pipeline.core.errors import ConfigurationError, HosoError, SigningFailed
 from pipeline.core.models import DossierState
+from pipeline.core.settings import Settings
 from signing.identities import SignerIdentities
 from signing.levels import add_document_timestamp, forget_validation_contexts, signing_validation_context
 from signing.verify import verify_pdf
 from storage import keys
 from storage.objects import ObjectStore
+from storage.records import AttemptWriter, Retention, SweepReport, sweep
 from storage.registry import Registry
 
-__all__ = ["REFRESHABLE_ARTIFACTS", "RefreshItem", "refresh_reason", "refresh_stored"]
+__all__ = ["REFRESHABLE_ARTIFACTS", "RefreshItem", "refresh_reason", "refresh_stored", "sweep_records"]
 
 log = logging.getLogger(__name__)
 
@@ -103,9 +108,11 @@ def refresh_stored(
     dry_run: bool = False,
     now: dt.datetime | None = None,
     on_item: Callable[[RefreshItem], None] | None = None,
+    retention: Retention | None = None,
 ) -> list[RefreshItem]:
     """Add a document timestamp to every stored result/digitised copy that needs one (see module doc);
-    the renewed file must verify as ``hoso verify`` would, with ``identities`` for the signers' roles."""
+    the renewed file must verify as ``hoso verify`` would, with ``identities`` for the signers' roles.
+    ``retention`` (``HOSO_RETENTION``) locks the new versions once recorded."""
     if not tsa_url and not dry_run:
         raise ConfigurationError(
             "hoso signing refresh needs a timestamp server (HOSO_TSA_URL)",
@@ -118,7 +125,7 @@ def refresh_stored(
             art = record.artifacts.get(name)
             if art is None:
                 continue
-            pdf = store.get_bytes(art.object_key)
+            pdf = store.get_bytes(art.object_key, art.version_id)
             reason = refresh_reason(pdf, within, now)
             if reason is None:
                 continue
@@ -128,7 +135,7 @@ def refresh_stored(
             )
             if not dry_run:
                 item = _refresh_one(store, registry, record.code, record.state, item, pdf, tsa_url or "",
-                                    trust_roots, trust_root_files, identities)
+                                    trust_roots, trust_root_files, identities, retention)
             items.append(item)
             if on_item is not None:
                 on_item(item)
@@ -146,7 +153,9 @@ def _refresh_one(
     trust_roots: Sequence[asn1_x509.Certificate],
     trust_root_files: Sequence[bytes | Path],
     identities: SignerIdentities | None,
+    retention: Retention | None,
 ) -> RefreshItem:
+    writer: AttemptWriter | None = None
     try:
         context = signing_validation_context([], trust_roots)
         renewed = add_document_timestamp(pdf, tsa_url, context)
@@ -154,14 +163,28 @@ def _refresh_one(
         if not report.ok:
             raise SigningFailed(f"the renewed file does not verify: {report.summary_en}")
         history = _history_key(store, item.dossier_code, item.artifact)
-        store.put_bytes(history, pdf, "application/pdf")
-        info = store.put_bytes(item.object_key, renewed, "application/pdf")
+        kept_as = keys.history_artifact(item.artifact, int(history.rsplit("/", 1)[1].removesuffix(".pdf")))
+        writer = AttemptWriter.open(store, registry, "refresh", actor="archive", dossier_code=code)
+        kept = writer.put_bytes(history, pdf, "application/pdf", artifact=kept_as)
+        info = writer.put_bytes(item.object_key, renewed, "application/pdf", artifact=item.artifact)
         registry.transition(
             code, DossierState(state), actor="archive", action="signatures_refreshed",
             note=f"{item.artifact}: {item.reason}; previous version {history}",
-            artifacts=[(item.artifact, info)], allowed_from={DossierState(state)},
+            artifacts=[(item.artifact, info), (kept_as, kept)], allowed_from={DossierState(state)},
         )
     except HosoError as exc:
         forget_validation_contexts()
+        if writer is not None:
+            writer.rollback(reason=f"signature refresh failed: {exc}")
         return item.model_copy(update={"action": "failed", "error": str(exc)})
+    try:
+        writer.committed(retention)
+    except HosoError as exc:  # recorded is recorded: the sweeper or fsck locks it later
+        log.warning("could not lock the renewed %s of %s: %s", item.artifact, code, exc)
     return item.model_copy(update={"history_key": history})
+
+
+def sweep_records(store: ObjectStore, registry: Registry, settings: Settings) -> SweepReport:
+    """Resolve what crashed or failed attempts left (``hoso sweep``, and the start of every ``hoso reprocess``):
+    stale reservations discarded with their objects, unrecorded versions removed, missing locks applied."""
+    return sweep(store, registry, settings.retention, lease_for=dt.timedelta(seconds=settings.lease_seconds))

