@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
@@ -99,11 +100,15 @@ def check_issued_result(services: Services, code: str, verification_code: str) -
     if artifact is None or expected is None or not hmac.compare_digest(given.encode(), expected.upper().encode()):
         return None
     pdf = services.store.get_bytes(artifact.object_key)
-    report = verify_pdf(pdf, [c.dump() for c in services.trust_roots], identities=services.signer_identities, profile="result")
+    report = verify_pdf(pdf, _roots(services), identities=services.signer_identities, profile="result")
     return ResultCheck(dossier_code=code, procedure_label=services.catalog.procedure(record.procedure).label,
                        issued_at=artifact.created_at, report=report)
 
 
 def check_uploaded_pdf(services: Services, pdf: bytes) -> VerificationReport:
     """Every signature of a PDF anyone uploads, against this agency's trust roots and signer identities."""
-    return verify_pdf(pdf, [c.dump() for c in services.trust_roots], identities=services.signer_identities, profile="auto")
+    return verify_pdf(pdf, _roots(services), identities=services.signer_identities, profile="auto")
+
+
+def _roots(services: Services) -> list[bytes | Path]:
+    return [c.dump() for c in services.trust_roots]

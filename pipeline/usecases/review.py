@@ -101,7 +101,8 @@ def dossier(services: Services, code: str, actor: Actor, *, with_text: bool = Tr
     return DossierView(
         record=record, procedure=procedure, state_label=lc.state_label(record.state), appointment=due,
         overdue=due < datetime.now(UTC) and record.state in lc.open_states, pages=len(receipt.pages) if receipt else 0,
-        documents=documents, missing=[[catalog.label(k) for k in slot] for slot in (receipt.missing if receipt else [])],
+        documents=documents,
+        missing=[[catalog.label(k) for k in slot] for slot in (receipt.missing if receipt else [])],
         inconsistencies=receipt.inconsistencies if receipt else [], steps=steps,
         can_correct=bool(actor.roles & CORRECTORS) and record.state in CORRECTABLE,
         doc_types={k: v.label for k, v in sorted(catalog.doc_types.items(), key=lambda kv: kv[1].label)},

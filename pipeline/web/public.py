@@ -9,10 +9,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import RedirectResponse, Response
 
 from pipeline.core.errors import Forbidden
+from pipeline.core.models import DossierState
 from pipeline.domain import handbook
 from pipeline.domain.lifecycle import load_lifecycle
 from pipeline.domain.results import parse_verify_payload
-from pipeline.core.models import DossierState
 from pipeline.usecases.portal import check_issued_result, check_uploaded_pdf, citizen_status
 from pipeline.web.forms import read_form, single_upload
 from pipeline.web.pages import render
@@ -67,7 +67,8 @@ def _lookup(request: Request, code: str | None, secret: str | None, prefix: str)
             raise Forbidden("malformed lookup")
         found = citizen_status(web.services, code, secret)
     except Forbidden:
-        return render(request, "lookup.html", status_code=404, prefix=prefix, kiosk=kiosk, code=code, found=None,
+        # The same page, byte for byte, for an unknown code and a wrong secret (the code is not echoed).
+        return render(request, "lookup.html", status_code=404, prefix=prefix, kiosk=kiosk, code="", found=None,
                       not_found=True)
     return render(request, "lookup.html", prefix=prefix, kiosk=kiosk, code=code, found=found)
 

@@ -18,8 +18,8 @@ from pipeline.core.models import Role
 from pipeline.domain.lifecycle import Actor, load_lifecycle
 from pipeline.domain.stats import compute_stats, table_rows
 from pipeline.usecases import review
-from pipeline.usecases.lifecycle import actor_for, due_soon, login, overdue, worklist
 from pipeline.usecases.desk import IntakeRequest, ingest
+from pipeline.usecases.lifecycle import actor_for, due_soon, login, overdue, worklist
 from pipeline.web import steps as step_forms
 from pipeline.web.charts import stats_chart
 from pipeline.web.forms import FormData, read_form
