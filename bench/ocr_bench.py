@@ -132,14 +132,15 @@ def run_hoso(pdfs: list[Path], out: Path, jobs: int) -> ToolRun:
 
 
 def _hoso_child(listing: Path, out: Path, jobs: int) -> None:
-    from ocr.engine import inspect_input, ocr_input
+    from ocr.engine import inspect_input, ocr_input, page_pool
     from ocr.models import OcrOptions
 
     options = OcrOptions(jobs=jobs)
-    for pdf in map(Path, json.loads(listing.read_text())):
-        result = ocr_input(inspect_input(pdf, options), out / f"hoso-{pdf.stem}.pdf", options)
-        pages = [{"rotation": p.rotation, "text": p.text, "kind": p.kind} for p in result.pages]
-        (out / f"hoso-{pdf.stem}.json").write_text(json.dumps(pages, ensure_ascii=False))
+    with page_pool(jobs) as pool:  # one pool for the run, as a hoso process keeps one
+        for pdf in map(Path, json.loads(listing.read_text())):
+            result = ocr_input(inspect_input(pdf, options), out / f"hoso-{pdf.stem}.pdf", options, executor=pool)
+            pages = [{"rotation": p.rotation, "text": p.text, "kind": p.kind} for p in result.pages]
+            (out / f"hoso-{pdf.stem}.json").write_text(json.dumps(pages, ensure_ascii=False))
 
 
 def page_images(pdf: Path, out: Path) -> list[Path]:

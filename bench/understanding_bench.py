@@ -15,6 +15,7 @@ and three classifiers (``--classifier``): ``rules``, ``model``, ``combined`` (th
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import random
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import Executor
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +87,14 @@ def gt_pages(gt: dict[str, Any], noise: float, seed: int) -> list[RecognizedPage
     ]
 
 
+@functools.cache
+def _page_pool(jobs: int) -> Executor:
+    """One pool of OCR workers for the whole run (it ends with the process)."""
+    from ocr.engine import page_pool
+
+    return page_pool(jobs)
+
+
 def ocr_pages(pdf: Path, cache: Path, jobs: int) -> list[RecognizedPage]:
     """hoso's OCR of ``pdf``, from the cache when this PDF (by SHA-256) was recognised before."""
     from ocr.engine import inspect_input, ocr_input  # imported late: the GT mode needs no OCR stack
@@ -96,7 +106,7 @@ def ocr_pages(pdf: Path, cache: Path, jobs: int) -> list[RecognizedPage]:
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         options = OcrOptions.model_validate({"jobs": jobs})
-        result = ocr_input(inspect_input(pdf, options), Path(tmp) / "out.pdf", options)
+        result = ocr_input(inspect_input(pdf, options), Path(tmp) / "out.pdf", options, executor=_page_pool(jobs))
     raw = [p.model_dump(mode="json") for p in result.pages]
     tmp_path = path.with_suffix(".tmp")
     tmp_path.write_text(json.dumps(raw, ensure_ascii=False), encoding="utf-8")

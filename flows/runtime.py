@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,6 +19,7 @@ def services() -> Services:
     with _lock:
         if _services is None:
             _services = Services()
+            atexit.register(_services.close)  # a worker's OCR processes end with it
         return _services
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,16 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from support.servers import NatdbServer, SeaweedServer, postgres_url, start_natdb, start_seaweedfs, weed_binary  # noqa: E402
+from support.servers import (  # noqa: E402
+    NatdbServer,
+    PrefectServer,
+    SeaweedServer,
+    launch_prefect_server,
+    postgres_url,
+    start_natdb,
+    start_seaweedfs,
+    weed_binary,
+)
 
 
 @pytest.fixture(scope="session")
@@ -21,6 +32,36 @@ def test_pki(tmp_path_factory: pytest.TempPathFactory):
 
     server = start_test_pki(tmp_path_factory.mktemp("testpki"))
     try:
+        yield server
+    finally:
+        server.stop()
+
+
+_early_prefect: PrefectServer | None = None
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """A Prefect server takes 10-20 s to start: launch it as soon as a selected test is known to need it,
+    so that it starts while the tests before that one run."""
+    global _early_prefect
+    if session.config.option.collectonly:
+        return
+    if any("prefect_server" in getattr(item, "fixturenames", ()) for item in session.items):
+        _early_prefect = launch_prefect_server(Path(tempfile.mkdtemp(prefix="hoso-test-prefect-")))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _early_prefect is not None:  # stopped by its fixture, unless the session ended before using it
+        _early_prefect.stop()
+        shutil.rmtree(_early_prefect.home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    """One Prefect server for the session: a flow run against it skips the 7-16 s ephemeral server start."""
+    server = _early_prefect or launch_prefect_server(tmp_path_factory.mktemp("prefect-home"))
+    try:
+        server.wait_healthy()
         yield server
     finally:
         server.stop()

@@ -1,63 +1,26 @@
-"""End to end through the ``hoso`` command, on real OCR, signing, storage and registry."""
+"""End to end through the ``hoso`` command: signing, storage and registry for real; OCR scripted
+(``support.fake_ocr``), and real Tesseract in the tests marked slow."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 import zlib
 from pathlib import Path
 
 import pikepdf
 import pytest
+from support.cli import SAMPLE, Hoso
+from support.servers import PrefectServer
 
 from pipeline.core.errors import ExitCode
 from pipeline.training.samples import render_sample_dossier
 from storage import keys
-from storage.objects import LocalObjectStore
-from storage.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"
 CONTRACT_KEYS = {"dossier_code", "procedure", "status", "received_at", "due_at", "pages", "documents", "missing",
                  "unexpected", "artifacts"}
-
-
-class Hoso:
-    """Runs the real command in a fresh process with its own data folder."""
-
-    def __init__(self, data_dir: Path, extra_env: dict[str, str] | None = None) -> None:
-        self.data_dir = data_dir
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSO_", "PREFECT_API_URL"))}
-        self.env |= {"HOSO_DATA_DIR": str(data_dir)} | (extra_env or {})
-
-    def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "pipeline.cli", *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.data_dir.parent,
-        )
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        """Start the command in its own process group, so that a kill takes all of it (workers, Prefect)."""
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", *args],
-            env=self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True, cwd=self.data_dir.parent,
-            start_new_session=True,
-        )
-
-    @property
-    def registry(self) -> Registry:
-        url = self.env.get("HOSO_DATABASE_URL") or f"sqlite:///{self.data_dir / 'registry.db'}"
-        return Registry(url)
-
-    def stored_keys(self) -> list[str]:
-        root = self.data_dir / "objects"
-        if not root.exists():
-            return []
-        return sorted(info.key for info in LocalObjectStore(root).list())
 
 
 @pytest.fixture
@@ -65,22 +28,43 @@ def hoso(tmp_path: Path) -> Hoso:
     return Hoso(tmp_path / "var")
 
 
-@pytest.fixture(scope="module")
-def received(tmp_path_factory: pytest.TempPathFactory) -> tuple[Hoso, Path, dict]:
-    """One real ingest of the bundled sample, shared by the tests that look at its outputs."""
-    base = tmp_path_factory.mktemp("desk")
-    runner = Hoso(base / "var")
-    out = base / "d"
+@pytest.fixture
+def hoso_on_prefect(tmp_path: Path, prefect_server: PrefectServer) -> Hoso:
+    """Flows run against the session's Prefect server (a batch here may take several runs)."""
+    return Hoso(tmp_path / "var", {"PREFECT_API_URL": prefect_server.api_url})
+
+
+def _ingest_sample(runner: Hoso, out: Path) -> tuple[Hoso, Path, dict]:
     proc = runner("ingest", str(SAMPLE), "--procedure", "business_household_registration", "--out", str(out),
                   "--json")
     assert proc.returncode == 0, proc.stderr
     return runner, out, json.loads(proc.stdout)
 
 
+@pytest.fixture(scope="module")
+def received(tmp_path_factory: pytest.TempPathFactory) -> tuple[Hoso, Path, dict]:
+    """One ingest of the bundled sample (scripted OCR in a worker pool), shared by the tests that look at its
+    outputs."""
+    base = tmp_path_factory.mktemp("desk")
+    return _ingest_sample(Hoso(base / "var", {"HOSO_OCR_JOBS": "2"}), base / "d")
+
+
 def test_ingest_writes_contract_json_and_signed_searchable_pdf(received: tuple[Hoso, Path, dict]) -> None:
+    _check_received_sample(*received)
+
+
+@pytest.mark.slow
+def test_tesseract_reads_the_sample_into_a_received_signed_searchable_dossier(tmp_path: Path) -> None:
+    """The real chain: the sample's scans through Tesseract, understood, accepted, signed and stored."""
+    runner, out, printed = _ingest_sample(Hoso(tmp_path / "var", ocr="tesseract"), tmp_path / "d")
+    _check_received_sample(runner, out, printed)
+    assert all(d["confidence"] > 0.5 for d in printed["documents"])
+    assert runner("verify", str(out / "sample_dossier.pdf")).returncode == 0
+
+
+def _check_received_sample(runner: Hoso, out: Path, printed: dict) -> None:
     import pymupdf  # as the acceptance asks
 
-    runner, out, printed = received
     written = json.loads((out / "sample_dossier.json").read_text(encoding="utf-8"))
     assert set(written) >= CONTRACT_KEYS
     assert written["dossier_code"] == printed["dossier_code"]
@@ -248,7 +232,8 @@ def _batch(folder: Path, seeds: list[int], bad: bool = True) -> Path:
     return folder
 
 
-def test_reprocess_accounts_for_every_input_and_skips_finished_work(hoso: Hoso, tmp_path: Path) -> None:
+def test_reprocess_accounts_for_every_input_and_skips_finished_work(hoso_on_prefect: Hoso, tmp_path: Path) -> None:
+    hoso = hoso_on_prefect
     folder = _batch(tmp_path / "batch", [11, 12])
     first = hoso("reprocess", str(folder), "--json", timeout=600)
     summary = json.loads(first.stdout)
@@ -263,8 +248,10 @@ def test_reprocess_accounts_for_every_input_and_skips_finished_work(hoso: Hoso, 
     assert sorted(i.outcome for i in items) == ["already_done", "already_done", "failed"]
 
 
-def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso: Hoso, tmp_path: Path) -> None:
+def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso_on_prefect: Hoso, tmp_path: Path) -> None:
+    hoso = hoso_on_prefect
     folder = _batch(tmp_path / "batch", [21, 22, 23, 24], bad=False)
+    hoso.env["HOSO_TEST_OCR_DELAY"] = "0.5"  # scripted OCR is quick: slowed down, it leaves time to interrupt
     run = hoso.popen("reprocess", str(folder), "--json")
     deadline = time.monotonic() + 400
     while time.monotonic() < deadline and run.poll() is None:
@@ -276,6 +263,7 @@ def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso: Hoso, tm
     run.wait(timeout=30)
     done_before = len(hoso.registry.list_dossiers())
     assert 1 <= done_before < 4
+    del hoso.env["HOSO_TEST_OCR_DELAY"]
     rerun = hoso("reprocess", str(folder), "--json", timeout=900)
     summary = json.loads(rerun.stdout)
     assert summary["failed"] == 0, summary
@@ -289,7 +277,33 @@ def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso: Hoso, tm
         assert sum(1 for k in hoso.stored_keys() if k.startswith(f"dossiers/{d.code}/input/")) == 1
 
 
-def test_a_batch_of_bad_inputs_records_each_failure_with_its_reason(hoso: Hoso, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_reprocess_with_tesseract_reads_each_dossier_as_its_own(tmp_path: Path) -> None:
+    """Real OCR in the batch flow's worker pool (Prefect's own ephemeral server): each rendered dossier is
+    received with its own citizen."""
+    hoso = Hoso(tmp_path / "var", ocr="tesseract")
+    folder = _batch(tmp_path / "batch", [11, 12], bad=False)
+    proc = hoso("reprocess", str(folder), "--json", timeout=600)
+    summary = json.loads(proc.stdout)
+    assert (proc.returncode, summary["processed"], summary["failed"]) == (0, 2, 0), proc.stderr
+    for seed in (11, 12):
+        truth = render_sample_dossier(tmp_path / f"again-{seed}.pdf", seed=seed)
+        ids = {d.fields["id_number"] for d in truth.documents}
+        record = hoso.registry.find_by_input(_sha256(folder / f"ARC-{seed:04d}.pdf"), "business_household_registration")
+        assert record is not None and record.state == "received"
+        receipt = record.receipt_json or {}
+        assert receipt["status"] == "accepted", receipt
+        assert ids <= {d["fields"].get("id_number") for d in receipt["documents"]}
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_batch_of_bad_inputs_records_each_failure_with_its_reason(hoso_on_prefect: Hoso, tmp_path: Path) -> None:
+    hoso = hoso_on_prefect
     bad = _bad_inputs(tmp_path / "bad")
     proc = hoso("reprocess", str(tmp_path / "bad"), "--procedure", "business_household_registration", "--json")
     summary = json.loads(proc.stdout)

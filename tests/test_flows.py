@@ -1,56 +1,94 @@
-"""With a Prefect API configured, the desk still runs in one process and the run is recorded there."""
+"""The Prefect flows against a Prefect server: the desk run recorded there, the clerk flow, the worker."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from support.servers import PrefectServer, start_prefect_server
-
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"
+from support.cli import SAMPLE, Hoso
+from support.servers import PrefectServer
 
 
-@pytest.fixture(scope="module")
-def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
-    server = start_prefect_server(tmp_path_factory.mktemp("prefect-home"))
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def _flow_runs(api_url: str) -> list[dict]:
+def _api(api_url: str, path: str) -> list[dict]:
+    """What a Prefect server's ``POST <path>`` (a ``/…/filter`` query) answers with no filter."""
     request = urllib.request.Request(
-        f"{api_url}/flow_runs/filter", data=b"{}", headers={"Content-Type": "application/json"}, method="POST"
+        f"{api_url}{path}", data=b"{}", headers={"Content-Type": "application/json"}, method="POST"
     )
     with urllib.request.urlopen(request, timeout=10) as resp:
         return json.loads(resp.read())
 
 
+@pytest.fixture(scope="module")
+def received_via_flow(
+    prefect_server: PrefectServer, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Hoso, Path, subprocess.CompletedProcess[str]]:
+    """``hoso ingest`` with a Prefect API configured (the desk then runs as the hoso-ingest flow)."""
+    base = tmp_path_factory.mktemp("flows")
+    scan = shutil.copy(SAMPLE, base / "scan.pdf")  # its path tells this run from others on the server
+    hoso = Hoso(base / "var", {
+        "PREFECT_API_URL": prefect_server.api_url, "PREFECT_HOME": str(base / "prefect-client"),
+    })
+    return hoso, scan, hoso("ingest", str(scan), "--procedure", "business_household_registration", "--json")
+
+
 def test_ingest_is_recorded_as_a_flow_run_when_an_api_is_configured(
-    prefect_server: PrefectServer, tmp_path: Path
+    prefect_server: PrefectServer, received_via_flow: tuple[Hoso, Path, subprocess.CompletedProcess[str]]
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSO_", "PREFECT_"))} | {
-        "HOSO_DATA_DIR": str(tmp_path / "var"),
-        "PREFECT_API_URL": prefect_server.api_url,
-        "PREFECT_HOME": str(tmp_path / "prefect-client"),
-    }
-    proc = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "ingest", str(SAMPLE), "--procedure",
-         "business_household_registration", "--json"],
-        env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path,
-    )
+    _, scan, proc = received_via_flow
     assert proc.returncode == 0, proc.stderr
     receipt = json.loads(proc.stdout)
     assert receipt["status"] == "accepted"
-    runs = _flow_runs(prefect_server.api_url)
+    runs = _api(prefect_server.api_url, "/flow_runs/filter")
+    runs = [r for r in runs if r["parameters"].get("input_path") == str(scan)]
     completed = [r for r in runs if r["state_type"] == "COMPLETED"]
     assert len(completed) == 1, runs
     assert completed[0]["parameters"]["procedure"] == "business_household_registration"
+
+
+def test_the_clerk_flow_issues_the_result_of_a_received_dossier(
+    prefect_server: PrefectServer, received_via_flow: tuple[Hoso, Path, subprocess.CompletedProcess[str]]
+) -> None:
+    hoso, _, proc = received_via_flow
+    code = json.loads(proc.stdout)["dossier_code"]
+    script = (
+        "import sys, flows\n"
+        "from flows.clerk import issue_result_flow\n"
+        "from flows.runtime import quick_flow_settings\n"
+        "with quick_flow_settings():\n"
+        "    print(issue_result_flow(sys.argv[1]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, code], env=hoso.env, capture_output=True, text=True,
+                          timeout=300, cwd=hoso.data_dir.parent)
+    assert proc.returncode == 0, proc.stderr
+    key = proc.stdout.strip().splitlines()[-1]
+    assert key in hoso.stored_keys() and key.startswith(f"dossiers/{code}/")
+    assert hoso.registry.get(code).state == "returned"
+    runs = _api(prefect_server.api_url, "/flow_runs/filter")
+    assert any(r["parameters"].get("dossier_code") == code and r["state_type"] == "COMPLETED" for r in runs)
+
+
+def test_the_worker_serves_the_desk_clerk_and_archive_flows(prefect_server: PrefectServer, tmp_path: Path) -> None:
+    api = prefect_server.api_url
+    env = Hoso(tmp_path / "var", {"PREFECT_API_URL": api}).env
+    worker = subprocess.Popen([sys.executable, "-m", "flows.serve"], env=env, cwd=tmp_path, start_new_session=True,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    wanted = {("hoso-ingest", "desk"), ("hoso-issue-result", "clerk"), ("hoso-reprocess", "archive")}
+    try:
+        deadline = time.monotonic() + 120
+        served: set[tuple[str, str]] = set()
+        while time.monotonic() < deadline and worker.poll() is None and not wanted <= served:
+            flows = {f["id"]: f["name"] for f in _api(api, "/flows/filter")}
+            served = {(flows.get(d["flow_id"], ""), d["name"]) for d in _api(api, "/deployments/filter")}
+            time.sleep(1)
+        assert wanted <= served, worker.stderr.read().decode()[-2000:] if worker.poll() is not None else served
+    finally:
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=30)

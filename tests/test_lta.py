@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import json
-import os
 import re
 import secrets
 import shutil
@@ -18,6 +17,7 @@ from pyhanko.keys import load_cert_from_pemder
 from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.sign.fields import MDPPerm
+from support.cli import Hoso
 
 from pipeline.domain.results import ResultContent, issue_signed_result
 from signing.identities import SignerIdentities
@@ -268,13 +268,11 @@ def test_signing_refresh_renews_stored_results_and_keeps_history(test_pki, tmp_p
     before = {lv: store.get_bytes(k) for lv, k in key.items()}
     assert b"/DocTimeStamp" not in before["B-LT"] and b"/DocTimeStamp" in before["B-LTA"]
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")} | {
-        "HOSO_DATA_DIR": str(data), "HOSO_TSA_URL": pki.tsa_url, "HOSO_TRUST_ROOTS": json.dumps([str(pki.root_cert)]),
-        "HOSO_SIGNER_CERTS": json.dumps({r: [str(pki.cert_pem(r))] for r in ("approver", "seal")})}
+    hoso = Hoso(data, {"HOSO_TSA_URL": pki.tsa_url, "HOSO_TRUST_ROOTS": json.dumps([str(pki.root_cert)]),
+                         "HOSO_SIGNER_CERTS": json.dumps({r: [str(pki.cert_pem(r))] for r in ("approver", "seal")})})
 
     def refresh(*args: str) -> list[dict]:
-        proc = subprocess.run([sys.executable, "-m", "pipeline.cli", "signing", "refresh", "--json", *args],
-                              env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+        proc = hoso("signing", "refresh", "--json", *args)
         assert proc.returncode == 0, proc.stderr
         return json.loads(proc.stdout)
 
@@ -338,12 +336,11 @@ def test_verify_command_at_a_given_time_shows_roles_and_time_sources(
     pki = test_pki.pki
     path = tmp_path / "ket-qua.pdf"
     path.write_bytes(lta_result)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")} | {
-        "HOSO_DATA_DIR": str(tmp_path / "v")}
-    base = [sys.executable, "-m", "pipeline.cli", "verify", str(path), "--trust", str(pki.root_cert),
+    hoso = Hoso(tmp_path / "v")
+    base = ["verify", str(path), "--trust", str(pki.root_cert),
             "--signer", f"approver={pki.cert_pem('approver')}", "--signer", f"seal={pki.cert_pem('seal')}"]
     later = (dt.datetime.now(dt.UTC) + dt.timedelta(days=3 * 365)).strftime("%Y-%m-%dT%H:%M:%S")
-    proc = subprocess.run([*base, "--json", "--at", later], env=env, capture_output=True, text=True, timeout=120)
+    proc = hoso(*base, "--json", "--at", later, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     data = json.loads(proc.stdout)
     assert data["validation_time"].startswith(later)
@@ -352,6 +349,6 @@ def test_verify_command_at_a_given_time_shows_roles_and_time_sources(
         ("timestamp_authority", "document_timestamp")]
     assert [s["revocation"] for s in data["signatures"][:2]] == ["good", "good"]
     # Before the signer's certificate was valid (2025-01-01), nothing can hold.
-    proc = subprocess.run([*base, "--at", "2024-06-01"], env=env, capture_output=True, text=True, timeout=120)
+    proc = hoso(*base, "--at", "2024-06-01", timeout=120)
     assert proc.returncode == 1
     assert "KHÔNG hợp lệ" in proc.stdout and "Vai trò" in proc.stdout and "2024-06-01T00:00:00" in proc.stdout

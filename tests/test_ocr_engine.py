@@ -14,6 +14,7 @@ import qrcode
 from PIL import Image, ImageDraw, ImageFont
 
 from ocr import inspect_input, ocr_input
+from ocr.engine import page_pool
 from ocr.models import OcrOptions, OcrResult
 from ocr.recognize import parse_tsv
 from pipeline.core.errors import InputEncrypted
@@ -152,7 +153,9 @@ def test_folder_in_parallel(tmp_path: Path, cache: Path) -> None:
     text_page(LINES[3:]).save(d / "p02.jpg", dpi=(DPI, DPI), quality=90)
     Image.new("L", (W, H), 255).save(d / "p03.png", dpi=(DPI, DPI))
     out = tmp_path / "out.pdf"
-    result = _ocr(d, out, {"jobs": 2, "cache_dir": cache})
+    with page_pool(2) as pool:
+        opts = OcrOptions.model_validate({"jobs": 2, "cache_dir": cache})
+        result = ocr_input(inspect_input(d, opts), out, opts, executor=pool)
     assert [p.kind for p in result.pages] == ["content", "content", "blank"]
     assert "Hạnh phúc" in result.pages[0].text and "Đông Anh" in result.pages[1].text
     with pikepdf.open(out) as pdf:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw, ImageFont
 
-from ocr.engine import strip_scores
 from ocr.preprocess import analyse_geometry, rotate_image
+from ocr.tesseract import strip_scores
 from ocr.triage import to_gray
 
 FONTS = {
@@ -115,10 +115,12 @@ def test_every_quarter_turn_comes_back_upright(font: str, turn: int, scale: floa
 
 @pytest.mark.parametrize("turn", [90, 180])
 def test_process_page_reads_a_turned_scaled_noisy_table_page_upright(turn: int, tmp_path: Path) -> None:
-    from ocr.engine import process_page
     from ocr.models import OcrOptions
+    from ocr.plugin import PageImage
+    from ocr.tesseract import TesseractEngine
 
     page = turned(form_page("noto-serif", table=True, noise=15.0), turn, 0.8)
-    result = process_page(page, 1, DPI, OcrOptions(jobs=1, cache_dir=tmp_path / "cache"), tmp_path / "p.pdf")
+    options = OcrOptions(jobs=1, cache_dir=tmp_path / "cache")
+    result = TesseractEngine().recognize_page(PageImage(1, page, DPI, tmp_path / "p.pdf"), options)
     assert result.rotation == turn
     assert "Hạnh phúc" in result.text and "Trần Văn Bình" in result.text

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pikepdf
 import pytest
+from support.cli import SCRIPTED_ENGINE
 
 from pipeline.core.inputs import identify_input, pdf_signature_fields
 from pipeline.core.settings import Settings
@@ -22,7 +23,7 @@ from signing.verify import verify_pdf
 @pytest.fixture(scope="module")
 def signed_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[Services, Path]:
     tmp = tmp_path_factory.mktemp("signed-input")
-    services = Services(Settings(data_dir=tmp / "var", natdb="off", ocr_jobs=1))
+    services = Services(Settings(data_dir=tmp / "var", natdb="off", ocr_jobs=1, ocr_engine=SCRIPTED_ENGINE))
     plain = tmp / "plain.pdf"
     render_sample_dossier(plain, seed=3)
     with pikepdf.open(plain) as pdf:  # a clean xref table, as a signing application would write

@@ -4,35 +4,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pikepdf
 import pytest
+from support.cli import SAMPLE, Hoso
 from support.servers import NatdbServer, free_ports
 
 from pipeline.national.db import HttpNationalDb, StoredDocument
 from storage.registry import Registry
 
-ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"
-TRUTH = json.loads((ROOT / "pipeline" / "data" / "sample_dossier.json").read_text(encoding="utf-8"))
+TRUTH = json.loads((SAMPLE.with_suffix(".json")).read_text(encoding="utf-8"))
 APPLICANT = TRUTH["documents"][1]["fields"]["id_number"]  # the sample's citizen, in the national-database seed
 CONTRACT_KEYS = {"dossier_code", "procedure", "status", "received_at", "due_at", "pages", "documents", "missing",
                  "unexpected", "artifacts"}
-
-
-def hoso(data_dir: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("HOSO_", "PREFECT_API_URL"))}
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args],
-        env=clean | {"HOSO_DATA_DIR": str(data_dir)} | env,
-        capture_output=True, text=True, timeout=300, cwd=data_dir.parent,
-    )
 
 
 @pytest.fixture(scope="module")
@@ -54,9 +41,10 @@ def two_dossiers(
     data, out = base / "var", base / "out"
     env = {"HOSO_NATDB": "http", "HOSO_NATDB_URL": natdb.url, "HOSO_NATDB_TIMEOUT": "10",
            "HOSO_NATDB_TOKEN": natdb.worker_token}
-    first = hoso(data, env, "ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
+    hoso = Hoso(data, env)
+    first = hoso("ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
     assert first.returncode == 0, first.stderr
-    second = hoso(data, env, "ingest", str(request_form_only), "-p", "business_household_registration",
+    second = hoso("ingest", str(request_form_only), "-p", "business_household_registration",
                   "--applicant-id", APPLICANT, "--out", str(out))
     assert second.returncode == 0, second.stderr
     receipt = json.loads((out / "de-nghi.json").read_text(encoding="utf-8"))
@@ -103,7 +91,7 @@ def test_second_dossier_fills_the_cccd_slot_by_reference(
 def test_stats_count_the_reuse(two_dossiers: tuple[Path, dict[str, str], dict, dict, str]) -> None:
     data, env, first, _, _ = two_dossiers
     day = datetime.fromisoformat(first["received_at"]).astimezone(ZoneInfo("Asia/Ho_Chi_Minh")).date().isoformat()
-    proc = hoso(data, env, "stats", "--from", day, "--to", day, "--json")
+    proc = Hoso(data, env)("stats", "--from", day, "--to", day, "--json")
     assert proc.returncode == 0, proc.stderr
     stats = json.loads(proc.stdout)
     assert (stats["received"], stats["digitised"], stats["reused"]) == (2, 2, 1)
@@ -127,8 +115,8 @@ def test_a_forged_newer_record_is_not_reused_the_sound_one_is(
     with pikepdf.open(request_form_only) as pdf:
         pdf.docinfo["/Title"] = "lan 3"
         pdf.save(third_input)
-    proc = hoso(data, env, "ingest", str(third_input), "-p", "business_household_registration",
-                "--applicant-id", APPLICANT, "--json")
+    proc = Hoso(data, env)("ingest", str(third_input), "-p", "business_household_registration",
+                           "--applicant-id", APPLICANT, "--json")
     assert proc.returncode == 0, proc.stderr
     receipt = json.loads(proc.stdout)
     (cccd,) = [d for d in receipt["documents"] if d["type"] == "cccd"]
@@ -142,7 +130,7 @@ def test_a_database_that_is_down_leaves_the_dossier_accepted_unverified(tmp_path
     (port,) = free_ports(1, with_grpc=False)  # nothing listens there
     env = {"HOSO_NATDB": "http", "HOSO_NATDB_URL": f"http://127.0.0.1:{port}", "HOSO_NATDB_TIMEOUT": "1",
            "HOSO_NATDB_RETRIES": "1"}
-    proc = hoso(tmp_path / "var", env, "ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
+    proc = Hoso(tmp_path / "var", env)("ingest", str(SAMPLE), "-p", "business_household_registration", "--json")
     assert proc.returncode == 0, proc.stderr
     receipt = json.loads(proc.stdout)
     assert (receipt["status"], receipt["missing"]) == ("accepted", [])

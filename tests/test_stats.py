@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
+from support.cli import Hoso
 
 from pipeline.core.models import DossierState
 from pipeline.domain.deadlines import due_date
@@ -148,15 +146,10 @@ def test_hoso_stats_prints_the_table(tmp_path: Path) -> None:
     code = desk.receive(f"{yesterday} 09:00", reused=True)
     desk.receive(f"{yesterday} 10:00")
     desk.move(code, DossierState.returned, f"{yesterday} 11:00", result=True)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")} | {"HOSO_DATA_DIR": str(data)}
-
-    def run(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-m", "pipeline.cli", "stats", *args], env=env,
-                              capture_output=True, text=True, timeout=120)
-
-    table = run("--from", yesterday, "--to", yesterday)
+    hoso = Hoso(data)
+    table = hoso("stats", "--from", yesterday, "--to", yesterday)
     assert table.returncode == 0, table.stderr
     assert "Tỷ lệ khai thác, sử dụng lại dữ liệu số hóa (4.3)" in table.stdout
     assert "50.0 %" in table.stdout and "1/2" in table.stdout
-    backwards = run("--from", yesterday, "--to", "2000-01-01")
+    backwards = hoso("stats", "--from", yesterday, "--to", "2000-01-01")
     assert backwards.returncode == 2 and "--to is before --from" in backwards.stderr

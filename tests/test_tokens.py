@@ -12,11 +12,9 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.serialization import pkcs12
 from pyhanko.pdf_utils.reader import PdfFileReader
+from support.cli import SAMPLE, Hoso
 
 from pipeline.core.errors import ExitCode
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_cli import SAMPLE, Hoso  # noqa: E402
 
 MODULE = Path("/usr/lib/softhsm/libsofthsm2.so")
 PIN = "739152846"  # distinctive, so that any leak is found by a plain substring search

@@ -13,6 +13,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+import click
 import typer
 
 from pipeline.core.errors import ExitCode, HosoError
@@ -73,6 +74,15 @@ def _record_crash() -> Path:
     return path
 
 
+def _services() -> Services:
+    """This command's Services, closed (OCR workers stopped) when the command ends, however it ends."""
+    services = Services()
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(services.close)
+    return services
+
+
 def _write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
@@ -115,7 +125,7 @@ def ingest(
     from pipeline.usecases.desk import IntakeOutcome, IntakeRequest
     from pipeline.usecases.desk import ingest as run_ingest
 
-    services = Services()
+    services = _services()
     use_prefect = via_prefect if via_prefect is not None else bool(os.environ.get("PREFECT_API_URL"))
     request = IntakeRequest(input_path, procedure, applicant_id)
 
@@ -159,7 +169,7 @@ def issue_result(
     """Clerk: render the e-result, sign it (approver) and seal it (agency); mark the dossier returned."""
     from pipeline.usecases.clerk import issue_result as run_issue
 
-    services = Services()
+    services = _services()
     issued = _guard(lambda: run_issue(dossier_code, services))
     print(f"Đã ký và trả kết quả điện tử: {issued.object_key} (mã tra cứu {issued.verification_code})")
     if out is not None:
@@ -227,7 +237,7 @@ def verify(
         identities = SignerIdentities.from_config(_signer_option(signer)) if signer else None
         roots: list[bytes | Path] = list(trust or [])
         if not roots or identities is None:
-            services = Services()
+            services = _services()
             roots = roots or list(services.settings.trust_roots) or [services.pki.root_cert]
             identities = identities if identities is not None else services.signer_identities
         when = None if at is None else at if at.tzinfo else at.replace(tzinfo=UTC)
@@ -252,7 +262,7 @@ def status(
     """Show a dossier's state, history and stored artifacts."""
     from pipeline.cli.console import console, status_panel
 
-    services = Services()
+    services = _services()
     record = _guard(lambda: services.registry.get(dossier_code))
     if as_json:
         print(record.model_dump_json(indent=2))
@@ -275,7 +285,7 @@ def reprocess(
 
     if not folder.is_dir():
         _fail(InputMissing(f"not a folder: {folder}", f"Không tìm thấy thư mục: {folder}"))
-    use_services(Services())
+    use_services(_services())
     from prefect.task_runners import ThreadPoolTaskRunner
 
     runner: Any = ThreadPoolTaskRunner(max_workers=concurrency)  # Prefect's generic runner typing is too narrow
@@ -310,7 +320,7 @@ def stats(
     if date_to < date_from:
         print("hoso: lỗi [usage]: ngày kết thúc trước ngày bắt đầu — --to is before --from", file=sys.stderr)
         raise typer.Exit(int(ExitCode.usage))
-    services = Services()
+    services = _services()
     result = _guard(
         lambda: compute_stats(
             services.registry, date_from.date(), date_to.date(), tz=services.settings.timezone
@@ -344,7 +354,7 @@ def signing_refresh(
 
     from pipeline.usecases.upkeep import RefreshItem, refresh_stored
 
-    services = Services()
+    services = _services()
     days = within_days or services.settings.refresh_before_days
 
     def show(item: RefreshItem) -> None:
@@ -433,7 +443,7 @@ def demo(
     code = receipt["dossier_code"]
     print("== 2. Kiểm tra chữ ký bản số hóa")
     _run_quietly(lambda: verify(out / "sample_dossier.pdf", None, False, None))
-    services = Services()
+    services = _services()
     record = services.registry.get(code)
     result_pdf = out / f"{code}-ket-qua.pdf"
     if record.state == "received":

@@ -64,6 +64,9 @@ class Settings(BaseSettings):
     )
 
     # OCR
+    ocr_engine: str = Field(
+        "tesseract", description="Page OCR engine: tesseract, or module:attribute of a plugin (ocr/plugin.py)"
+    )
     ocr_language: str = "vie"
     ocr_jobs: int = Field(0, ge=0, description="Page-parallel OCR processes; 0 = number of cores")
     max_image_pixels: int = Field(100_000_000, gt=0, description="Reject page images above this many pixels")

@@ -135,6 +135,7 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
 
     services.store  # noqa: B018  (open storage now: a misconfigured store must fail before minutes of OCR)
     services.keys.signer("officer")  # likewise the officer's key (a wrong token PIN fails here)
+    engine = services.ocr_engine  # and the OCR engine (a bad HOSO_OCR_ENGINE)
     options = services.ocr_options
     with clock.stage("inspect"):
         info = inspect_input(source, options)
@@ -143,7 +144,10 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
 
     with TemporaryDirectory(prefix="hoso-desk-") as tmp:
         with clock.stage("ocr"):
-            ocr = ocr_input(info, Path(tmp) / "searchable.pdf", options)
+            ocr = ocr_input(
+                info, Path(tmp) / "searchable.pdf", options,
+                engine=engine, executor=services.ocr_executor,
+            )
         with clock.stage("understand"):
             pages, documents = understand(ocr.pages, services.catalog)
         natdb = services.national_db()

@@ -1,4 +1,4 @@
-"""The long-lived parts one process needs (catalog, object store, registry, signing keys), opened once.
+"""The long-lived parts one process needs (catalog, object store, registry, signing keys, OCR), opened once.
 
 In production (``HOSO_MODE=production``) the development stand-ins are refused before anything is
 opened — see :func:`production_problems` and :meth:`Services.check_production`.
@@ -6,9 +6,13 @@ opened — see :func:`production_problems` and :meth:`Services.check_production`
 
 from __future__ import annotations
 
+import os
+import threading
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
+from types import TracebackType
 from typing import Any, NamedTuple
 
 from asn1crypto import x509 as asn1_x509
@@ -16,7 +20,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import pkcs12
 from cryptography.x509.oid import NameOID
 
+from ocr.engine import page_pool
 from ocr.models import OcrOptions
+from ocr.plugin import OcrEngine, load_engine
 from pipeline.core.errors import ConfigurationError
 from pipeline.core.settings import DEV_PKI_PASSPHRASE, Settings, get_settings
 from pipeline.domain.applicant import ReuseGuard
@@ -166,10 +172,12 @@ def _production_error(problems: list[str]) -> ConfigurationError:
 
 @dataclass
 class Services:
-    """Opened lazily so that a command pays only for what it uses."""
+    """Opened lazily so that a command pays only for what it uses; :meth:`close` (or ``with``) ends them."""
 
     settings: Settings = field(default_factory=get_settings)
     _production_checked: bool = field(default=False, init=False, repr=False)
+    _pool: ProcessPoolExecutor | None = field(default=None, init=False, repr=False)
+    _pool_lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.settings.ensure_dirs()
@@ -194,6 +202,14 @@ class Services:
         for role in ROLES:
             self.keys.signer(role)
         self.trust_roots  # noqa: B018
+
+    def __enter__(self) -> Services:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
 
     @cached_property
     def catalog(self) -> Catalog:
@@ -271,3 +287,36 @@ class Services:
         return OcrOptions(
             language=s.ocr_language, jobs=s.ocr_jobs, max_image_pixels=s.max_image_pixels, max_pages=s.max_pages
         )
+
+    @cached_property
+    def ocr_engine(self) -> OcrEngine:
+        """The page OCR engine HOSO_OCR_ENGINE names (a bad name is a ConfigurationError)."""
+        return load_engine(self.settings.ocr_engine)
+
+    @property
+    def ocr_executor(self) -> Executor | None:
+        """This process's page-OCR worker pool, made on first use; None when OCR runs one page at a time.
+
+        A pool broken by a dead worker is replaced, so one crashed page does not fail every later dossier.
+        """
+        jobs = self.settings.ocr_jobs or os.cpu_count() or 1
+        if jobs == 1:
+            return None
+        with self._pool_lock:
+            # ProcessPoolExecutor marks itself _broken and then refuses all work; it offers no public test.
+            if self._pool is not None and getattr(self._pool, "_broken", False):
+                self._pool.shutdown(wait=False, cancel_futures=True)
+                self._pool = None
+            if self._pool is None:
+                self._pool = page_pool(jobs)
+            return self._pool
+
+    def close(self) -> None:
+        """Stop the OCR workers and release the registry's connections (whatever was opened)."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        if "registry" in self.__dict__:
+            self.registry.close()
+

@@ -203,9 +203,26 @@ class PrefectServer:
     def stop(self, timeout: float = 20.0) -> None:
         stop_process(self.process, timeout)
 
+    def wait_healthy(self, timeout: float = 90.0) -> None:
+        """Return once the API answers; stop the server and raise if it exits or takes too long."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(self.home / 'server.log').read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.api_url}/health", timeout=2) as resp:
+                    if resp.status == 200:
+                        return
+            except (OSError, urllib.error.URLError):
+                pass
+            time.sleep(0.5)
+        self.stop()
+        raise RuntimeError("prefect server did not become healthy in time")
 
-def start_prefect_server(home: Path, *, startup_timeout: float = 90.0) -> PrefectServer:
-    """Start a Prefect server (SQLite in ``home``) on a free loopback port; return once it is healthy."""
+
+def launch_prefect_server(home: Path) -> PrefectServer:
+    """Start a Prefect server (SQLite in ``home``) on a free loopback port; do not wait for it
+    (:meth:`PrefectServer.wait_healthy`)."""
     prefect = Path(sys.executable).parent / "prefect"
     (port,) = free_ports(1, with_grpc=False)
     home.mkdir(parents=True, exist_ok=True)
@@ -215,25 +232,19 @@ def start_prefect_server(home: Path, *, startup_timeout: float = 90.0) -> Prefec
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     }
-    log = (home / "server.log").open("wb")
-    process = subprocess.Popen(
-        [str(prefect), "server", "start", "--host", LOOPBACK, "--port", str(port), "--analytics-off"],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-    )
-    server = PrefectServer(process, port, home)
-    deadline = time.monotonic() + startup_timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"{server.api_url}/health", timeout=2) as resp:
-                if resp.status == 200:
-                    return server
-        except (OSError, urllib.error.URLError):
-            pass
-        time.sleep(0.5)
-    server.stop()
-    raise RuntimeError("prefect server did not become healthy in time")
+    with (home / "server.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(prefect), "server", "start", "--host", LOOPBACK, "--port", str(port), "--analytics-off"],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    return PrefectServer(process, port, home)
+
+
+def start_prefect_server(home: Path, *, startup_timeout: float = 90.0) -> PrefectServer:
+    """Start a Prefect server (SQLite in ``home``) on a free loopback port; return once it is healthy."""
+    server = launch_prefect_server(home)
+    server.wait_healthy(startup_timeout)
+    return server
 
 
 #: Clients of the test national-database service: one with every scope (the worker), one per scope alone.
