@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 from support.pdfs import decode_qr
+from test_web import last_page
 from support.web import WebServer, start_web
 
 from pipeline.core.models import Role
@@ -181,7 +182,7 @@ def test_the_result_qr_opens_the_verify_page(browser: Any, server: WebServer, sh
     services = Services(Settings(data_dir=Path(env["HOSO_DATA_DIR"])))
     pdf = services.store.get_bytes(services.registry.get(Flow.code).artifacts[keys.RESULT].object_key)
     services.registry.close()
-    (link,) = [q for q in decode_qr(pdf, -1) if "/xac-thuc/" in q]
+    (link,) = [q for q in decode_qr(pdf, last_page(pdf)) if "/xac-thuc/" in q]
     assert link.startswith(f"{server.url}/xac-thuc/{Flow.code}?v=")
     page = new_page(browser, width=414, height=896)
     page.goto(link)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from importlib import resources
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -36,6 +36,9 @@ from pipeline.web.security import SESSION_COOKIE, RateLimiter, SessionStore, Sta
 
 log = logging.getLogger(__name__)
 
+#: Sign-in attempts per minute per client address (a centre's staff may share one address).
+SIGNINS_PER_MINUTE = 30
+
 
 @dataclass
 class WebState:
@@ -44,6 +47,7 @@ class WebState:
     services: Services
     sessions: SessionStore
     lookups: RateLimiter
+    signins: RateLimiter
     jobs: DeskJobs
     secure_cookies: bool = False
     extra: dict[str, object] = field(default_factory=dict)
@@ -96,6 +100,7 @@ def create_app(services: Services | None = None, *, lookup_rate: int | None = No
         services=services,
         sessions=SessionStore(settings.session_hours * 3600),
         lookups=RateLimiter(lookup_rate or settings.lookup_rate),
+        signins=RateLimiter(SIGNINS_PER_MINUTE),
         jobs=DeskJobs(services),
         secure_cookies=settings.public_url.startswith("https://"),
     )
@@ -120,6 +125,8 @@ def create_app(services: Services | None = None, *, lookup_rate: int | None = No
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, err: StarletteHTTPException) -> Response:
+        if err.status_code in (302, 303) and err.headers and "Location" in err.headers:  # sign in first
+            return RedirectResponse(err.headers["Location"], status_code=err.status_code)
         if wants_json(request):
             return JSONResponse({"error": "http", "message_en": str(err.detail)}, status_code=err.status_code,
                                 headers=err.headers)

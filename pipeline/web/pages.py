@@ -55,7 +55,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
         {
             "t": translator(lang),
             "lang": lang,
-            "toggle_url": _toggle_url(request, lang),
+            "toggle_url": context.pop("toggle_url", None) or _toggle_url(request, lang),
             "staff": staff,
             "csrf_field": CSRF_FIELD,
             "csrf_token": csrf,

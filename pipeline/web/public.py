@@ -15,7 +15,7 @@ from pipeline.domain.lifecycle import load_lifecycle
 from pipeline.domain.results import parse_verify_payload
 from pipeline.usecases.portal import check_issued_result, check_uploaded_pdf, citizen_status
 from pipeline.web.forms import read_form, single_upload
-from pipeline.web.pages import render
+from pipeline.web.pages import language, render
 from pipeline.web.security import CSRF_COOKIE, CSRF_FIELD, same_token
 
 router = APIRouter(include_in_schema=False)
@@ -68,8 +68,9 @@ def _lookup(request: Request, code: str | None, secret: str | None, prefix: str)
         found = citizen_status(web.services, code, secret)
     except Forbidden:
         # The same page, byte for byte, for an unknown code and a wrong secret (the code is not echoed).
+        other = "vi" if language(request) == "en" else "en"
         return render(request, "lookup.html", status_code=404, prefix=prefix, kiosk=kiosk, code="", found=None,
-                      not_found=True)
+                      not_found=True, toggle_url=f"{prefix}/tra-cuu?lang={other}")
     return render(request, "lookup.html", prefix=prefix, kiosk=kiosk, code=code, found=found)
 
 

@@ -24,14 +24,13 @@ from pipeline.web import steps as step_forms
 from pipeline.web.charts import stats_chart
 from pipeline.web.forms import FormData, read_form
 from pipeline.web.jobs import DeskJob
-from pipeline.web.pages import render
-from pipeline.web.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, RateLimiter, StaffSession, same_token
+from pipeline.web.pages import language, render
+from pipeline.web.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, StaffSession, same_token
 
 router = APIRouter(prefix="/nhan-vien", include_in_schema=False)
 
 ANY_STAFF = frozenset(Role)
 FORM_LIMIT = 64_000  # a form without files
-_logins = RateLimiter(10)  # sign-in attempts per minute per client address
 
 
 def _signin_redirect(request: Request) -> HTTPException:
@@ -90,7 +89,7 @@ async def signin(request: Request) -> Response:
     form = await read_form(request, FORM_LIMIT)
     if not same_token(form.get(CSRF_FIELD), request.cookies.get(CSRF_COOKIE)):
         raise Forbidden("sign-in CSRF token missing or wrong", "Phiên làm việc đã hết hạn; vui lòng tải lại trang.")
-    allowed, wait = _logins.allow(request.client.host if request.client else "unknown")
+    allowed, wait = web.signins.allow(request.client.host if request.client else "unknown")
     if not allowed:
         response = render(request, "rate_limited.html", status_code=429, seconds=wait, prefix="")
         response.headers["Retry-After"] = str(wait)
@@ -266,7 +265,7 @@ def statistics(request: Request, start: str | None = None, end: str | None = Non
         raise InvalidRequest("the period is reversed or longer than ten years",
                              "Khoảng thời gian không hợp lệ (ngày kết thúc trước ngày bắt đầu, hoặc quá 10 năm).")
     result = compute_stats(services.registry, first, last, tz=services.settings.timezone)
-    return render(request, "staff/stats.html", stats=result, rows=table_rows(result), chart=stats_chart(result),
+    return render(request, "staff/stats.html", stats=result, rows=table_rows(result), chart=stats_chart(result, language(request)),
                   start=first.isoformat(), end=last.isoformat())
 
 
