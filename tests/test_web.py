@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import pypdfium2 as pdfium
 import pytest
 from fastapi.testclient import TestClient
-from support.lifecycle import APPROVER, CLERK, DESK, SPECIALIST, dossier_in, receive, take
+from support.lifecycle import dossier_in, receive
 from support.pdfs import decode_qr
 
 from pipeline.core.models import DocumentInfo, DossierState, Receipt, Role
@@ -23,7 +23,7 @@ from pipeline.core.settings import Settings
 from pipeline.domain.lifecycle import load_lifecycle
 from pipeline.usecases.services import Services
 from pipeline.web.app import create_app
-from pipeline.web.security import CSRF_COOKIE, SESSION_COOKIE
+from pipeline.web.security import SESSION_COOKIE
 from storage import keys
 from storage.identity import Identity
 

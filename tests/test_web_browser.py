@@ -1,6 +1,7 @@
 """Each role's main path in a real browser (Debian's chromium driven by Playwright) against a real
 ``hoso serve`` process: desk upload → receipt; specialist → approver → clerk → returned; the citizen's
 lookup from the receipt's QR link; the verify page from the e-result's QR; the handbook search and the kiosk.
+The OCR is the scripted engine (tests/support/fake_ocr.py): the rest of the desk chain runs for real.
 
 Every page visited is written as a PNG to ``$HOSO_SCREENSHOTS`` (default: the test's temporary folder).
 """
@@ -15,8 +16,8 @@ from typing import Any
 
 import pytest
 from support.pdfs import decode_qr
-from test_web import last_page
 from support.web import WebServer, start_web
+from test_web import last_page
 
 from pipeline.core.models import Role
 from pipeline.core.settings import Settings
@@ -51,7 +52,8 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def env(data: Path) -> dict[str, str]:
     return {"HOSO_DATA_DIR": str(data / "var"), "HOSO_LEVEL_DIGITISED": "B-B", "HOSO_LEVEL_RESULT": "B-B",
-            "HOSO_OCR_JOBS": "2", "HOSO_MODE": "development"}
+            "HOSO_OCR_JOBS": "1", "HOSO_MODE": "development",
+            "HOSO_OCR_ENGINE": "support.fake_ocr:ScriptedEngine"}  # the sample dossier's text, no Tesseract
 
 
 @pytest.fixture(scope="module")
@@ -114,6 +116,7 @@ def test_desk_uploads_a_scan_and_gets_the_receipt(browser: Any, server: WebServe
     snap(page, shots, "03-desk-processing")
     page.wait_for_selector("#job-done:not([hidden])", timeout=240_000)
     snap(page, shots, "04-desk-receipt")
+    assert "Đã tiếp nhận" in page.inner_text("#receipt-status")
     Flow.code = page.inner_text("#dossier-link").strip()
     Flow.lookup_url = page.get_attribute("#lookup-url", "href") or ""
     assert Flow.code and Flow.lookup_url.startswith(f"{server.url}/tra-cuu/{Flow.code}?s=")
@@ -160,6 +163,7 @@ def test_desk_returns_the_result_by_post(browser: Any, server: WebServer, shots:
     snap(page, shots, "08-desk-returned")
     page.goto(f"{server.url}/nhan-vien/thong-ke")
     assert page.locator("#indicators svg").count() == 1
+    assert "Hồ sơ tiếp nhận: 1" in page.inner_text("#indicators")  # the default period ends today, local time
     snap(page, shots, "09-statistics")
 
 

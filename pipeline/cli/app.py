@@ -403,7 +403,7 @@ def serve(
 
     from pipeline.web.app import create_app
 
-    services = Services()
+    services = _services()
     _guard(services.preflight)  # bad configuration: one line and its exit code, before the port is bound
     # One process: sessions, rate limits and desk jobs live in its memory.
     uvicorn.run(create_app(services), host=host, port=port, log_level="info", proxy_headers=True,

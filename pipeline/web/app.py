@@ -87,6 +87,7 @@ def create_app(services: Services | None = None, *, lookup_rate: int | None = No
             yield
         finally:
             state.jobs.shutdown()
+            services.close()
 
     app = FastAPI(
         title="hoso — trung tâm phục vụ hành chính công",

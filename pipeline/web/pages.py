@@ -14,6 +14,7 @@ from fastapi.templating import Jinja2Templates
 
 from pipeline.web.i18n import LANG_COOKIE, Lang, translator
 from pipeline.web.security import CSRF_COOKIE, CSRF_FIELD
+from signing.pki import ROLE_TITLES
 
 TEMPLATES = Jinja2Templates(directory=str(resources.files("pipeline.web") / "templates"))
 TEMPLATES.env.autoescape = True
@@ -63,6 +64,7 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
             "kiosk": context.pop("kiosk", False),
             "max_mb": web.services.settings.verify_max_mb,
             "upload_mb": web.services.settings.upload_max_mb,
+            "role_titles": ROLE_TITLES,
             **context,
         },
         status_code=status_code,

@@ -3,10 +3,11 @@ statistics. Every route checks the session and the role server-side; every form 
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
@@ -19,7 +20,7 @@ from pipeline.domain.lifecycle import Actor, load_lifecycle
 from pipeline.domain.stats import compute_stats, table_rows
 from pipeline.usecases import review
 from pipeline.usecases.desk import IntakeRequest, ingest
-from pipeline.usecases.lifecycle import actor_for, due_soon, login, overdue, worklist
+from pipeline.usecases.lifecycle import STATE_OF_STATUS, actor_for, due_soon, login, overdue, worklist
 from pipeline.web import steps as step_forms
 from pipeline.web.charts import stats_chart
 from pipeline.web.forms import FormData, read_form
@@ -100,10 +101,10 @@ async def signin(request: Request) -> Response:
         return render(request, "staff/signin.html", status_code=401, next=_safe_next(form.get("next")),
                       error=err.message_vi, username=form.get("username"))
     sid, _ = web.sessions.create(actor.username, actor.display_name, actor.roles)
-    response = RedirectResponse(_safe_next(form.get("next")), status_code=303)
-    response.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", secure=web.secure_cookies,
+    redirect = RedirectResponse(_safe_next(form.get("next")), status_code=303)
+    redirect.set_cookie(SESSION_COOKIE, sid, httponly=True, samesite="strict", secure=web.secure_cookies,
                         max_age=int(web.sessions.lifetime_s), path="/")
-    return response
+    return redirect
 
 
 @router.post("/dang-xuat")
@@ -175,7 +176,14 @@ def _own_job(request: Request, job_id: str) -> Any:
 
 @router.get("/tiep-nhan/{job_id}")
 def desk_job(request: Request, job_id: str) -> Response:
-    return render(request, "staff/desk_job.html", job=_own_job(request, job_id))
+    job = _own_job(request, job_id)
+    catalog = request.app.state.web.services.catalog
+    receipt = job.receipt or {}
+    state = STATE_OF_STATUS.get(receipt.get("status", ""))
+    return render(request, "staff/desk_job.html", job=job,
+                  state_label=load_lifecycle().state_label(state) if state else "",
+                  due=datetime.fromisoformat(receipt["due_at"]) if receipt.get("due_at") else None,
+                  missing=[[catalog.label(k) for k in slot] for slot in receipt.get("missing", [])])
 
 
 @router.get("/tiep-nhan/{job_id}/trang-thai")
@@ -202,7 +210,9 @@ def desk_job_form(request: Request, job_id: str) -> Response:
 def dossier_page(request: Request, code: str, done: str | None = None) -> Response:
     _, actor = signed_in(request)
     view = review.dossier(request.app.state.web.services, code, actor)
-    return render(request, "staff/dossier.html", v=view, done=done, step_fields=step_forms.FIELDS)
+    steps = load_lifecycle().transitions
+    done_label = steps[done].label if done in steps else "Sửa thông tin giấy tờ" if done == "correct" else None
+    return render(request, "staff/dossier.html", v=view, done=done_label, step_fields=step_forms.FIELDS)
 
 
 @router.get("/ho-so/{code}/trang/{page}.png")
@@ -259,13 +269,13 @@ def _day(value: str | None, default: date) -> date:
 def statistics(request: Request, start: str | None = None, end: str | None = None) -> Response:
     signed_in(request, STATS_ROLES)
     services = request.app.state.web.services
-    today = datetime.now(UTC).date()
+    today = datetime.now(ZoneInfo(services.settings.timezone)).date()  # the centre's day, not UTC's
     first, last = _day(start, today - timedelta(days=30)), _day(end, today)
     if last < first or (last - first).days > 3660:
         raise InvalidRequest("the period is reversed or longer than ten years",
                              "Khoảng thời gian không hợp lệ (ngày kết thúc trước ngày bắt đầu, hoặc quá 10 năm).")
     result = compute_stats(services.registry, first, last, tz=services.settings.timezone)
-    return render(request, "staff/stats.html", stats=result, rows=table_rows(result), chart=stats_chart(result, language(request)),
-                  start=first.isoformat(), end=last.isoformat())
+    return render(request, "staff/stats.html", stats=result, rows=table_rows(result),
+                  chart=stats_chart(result, language(request)), start=first.isoformat(), end=last.isoformat())
 
 

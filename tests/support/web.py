@@ -39,7 +39,7 @@ def start_web(env: dict[str, str], folder: Path, *, timeout: float = 60.0) -> We
     (port,) = free_ports(1, with_grpc=False)
     url = f"http://127.0.0.1:{port}"
     log = folder / "serve.log"
-    full = {**os.environ, "PYTHONPATH": str(ROOT), "HOSO_PUBLIC_URL": url, **env}
+    full = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'tests'}", "HOSO_PUBLIC_URL": url, **env}
     process = subprocess.Popen(
         [sys.executable, "-m", "pipeline.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],
         cwd=folder, env=full, stdout=log.open("wb"), stderr=subprocess.STDOUT,

@@ -32,16 +32,7 @@
           text("job-failed", s.error ? s.error.message_vi : "Lỗi"); return;
         }
         if (s.status !== "done") { setTimeout(poll, 1000); return; }
-        var r = s.receipt;
-        show("job-running", false); show("job-done", true);
-        var link = document.getElementById("dossier-link");
-        link.href = "/nhan-vien/ho-so/" + s.dossier_code; link.textContent = s.dossier_code;
-        text("receipt-status", r.status); text("receipt-due", r.due_at);
-        text("receipt-documents", r.documents.length);
-        text("receipt-missing", r.missing.map(function (slot) { return slot.join(" hoặc "); }).join("; "));
-        var lookup = document.getElementById("lookup-url");
-        lookup.href = s.lookup_url || "#"; lookup.textContent = s.lookup_url || "";
-        job.dataset.status = "done";
+        window.location.reload();  // the receipt, rendered by the server
       })
       .catch(function () { setTimeout(poll, 2000); });
   }
