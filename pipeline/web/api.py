@@ -33,7 +33,7 @@ from signing.verify import VerificationReport
 from storage.registry import DossierRecord
 
 router = APIRouter(prefix="/api")
-bearer = HTTPBearer(auto_error=False, description="An API token: `hoso users token USER --role ROLE`")
+bearer = HTTPBearer(auto_error=False, description="An API token: `hoso users token USER --scope ROLE`")
 
 NOT_FOUND = {"error": "not_found", "message_vi": "Không có hồ sơ với mã và mã tra cứu này; vui lòng hỏi tại quầy.",
              "message_en": "No such dossier with this code and secret; ask at the desk."}
