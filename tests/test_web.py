@@ -15,17 +15,19 @@ from zoneinfo import ZoneInfo
 import pypdfium2 as pdfium
 import pytest
 from fastapi.testclient import TestClient
+from pipeline.domain.lifecycle import load_lifecycle
+from storage.identity import Identity
+from support.cli import Hoso
 from support.lifecycle import dossier_in, receive
 from support.pdfs import decode_qr
+from support.servers import free_ports
 
 from pipeline.core.models import DocumentInfo, DossierState, Receipt, Role
 from pipeline.core.settings import Settings
-from pipeline.domain.lifecycle import load_lifecycle
 from pipeline.usecases.services import Services
 from pipeline.web.app import create_app
 from pipeline.web.security import SESSION_COOKIE
 from storage import keys
-from storage.identity import Identity
 
 S = DossierState
 TZ = "Asia/Ho_Chi_Minh"
@@ -488,3 +490,10 @@ def test_a_desk_upload_that_is_not_a_scan_fails_clearly(app: Any, services: Serv
     other_desk = c.post("/nhan-vien/tiep-nhan", data={"csrf_token": csrf, "procedure": "no_such_procedure"},
                         files={"scan": ("scan.pdf", b"x", "application/pdf")})
     assert other_desk.status_code == 404
+
+
+def test_serve_refuses_production_settings_before_binding(tmp_path: Path) -> None:
+    (port,) = free_ports(1, with_grpc=False)
+    run = Hoso(tmp_path / "var", {"HOSO_MODE": "production"})("serve", "--port", str(port), timeout=60)
+    assert run.returncode == 17
+    assert run.stderr.startswith("hoso: lỗi [configuration]:") and len(run.stderr.strip().splitlines()) == 1
