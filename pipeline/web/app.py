@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 
 from fastapi import FastAPI, Request
@@ -50,7 +50,6 @@ class WebState:
     signins: RateLimiter
     jobs: DeskJobs
     secure_cookies: bool = False
-    extra: dict[str, object] = field(default_factory=dict)
 
     def current_staff(self, request: Request) -> StaffSession | None:
         return self.sessions.get(request.cookies.get(SESSION_COOKIE))

@@ -14,12 +14,13 @@ from urllib.parse import parse_qsl
 
 from fastapi import Request
 
-from pipeline.core.errors import HosoError, InputEmpty, InvalidRequest
+from pipeline.core.errors import ExitCode, HosoError, InputEmpty, InvalidRequest
 
 
 class BodyTooLarge(HosoError):
     """An upload over the configured size."""
 
+    exit_code = ExitCode.input_too_large
     default_vi = "Tệp tải lên quá lớn."
 
 
