@@ -19,9 +19,9 @@ from PIL import Image
 from support.cli import SAMPLE, SCRIPTED_ENGINE, Hoso
 from support.fake_ocr import DyingEngine, ScriptedEngine, pages_of_truth
 
-from ocr import ocr_input
+from ocr import inspect_input, ocr_input
 from ocr.engine import page_pool
-from ocr.models import OcrOptions
+from ocr.models import OcrOptions, OcrResult
 from ocr.plugin import OcrEngine, load_engine
 from ocr.tesseract import TesseractEngine
 from pipeline.core.errors import ConfigurationError, ExitCode, OcrFailed
@@ -30,6 +30,11 @@ from pipeline.usecases.services import Services
 
 W, H, DPI = 1240, 1754, 150
 TRUTH = json.loads(SAMPLE.with_suffix(".json").read_text(encoding="utf-8"))
+
+
+def ocr(src: Path, out: Path, options: OcrOptions, **kwargs: Any) -> OcrResult:
+    """Inspect, then OCR (what the desk does)."""
+    return ocr_input(inspect_input(src, options), out, options, **kwargs)
 
 
 def norm(s: str) -> str:
@@ -98,7 +103,7 @@ def test_hoso_with_a_bad_engine_exits_17_before_any_work(tmp_path: Path) -> None
 
 def test_scripted_engine_reads_the_sample_into_a_searchable_pdf(tmp_path: Path) -> None:
     out = tmp_path / "out.pdf"
-    result = ocr_input(SAMPLE, out, OcrOptions(jobs=1), engine=scripted_sample())
+    result = ocr(SAMPLE, out, OcrOptions(jobs=1), engine=scripted_sample())
     assert [(p.index, p.kind) for p in result.pages] == [(1, "content"), (2, "content")]
     for page, doc in zip(result.pages, TRUTH["documents"], strict=True):
         assert norm(page.text) == norm(doc["text"])
@@ -147,7 +152,7 @@ class CountingExecutor(ThreadPoolExecutor):
 def test_pages_come_back_in_order_from_a_pool_with_triage_kinds(scans: Path, tmp_path: Path) -> None:
     script = ("trang một " * 5, "trang hai " * 5, "không đọc", "không đọc", "trang năm " * 5)
     with page_pool(2) as pool:
-        result = ocr_input(scans, tmp_path / "out.pdf", OcrOptions(jobs=2), engine=ScriptedEngine(script),
+        result = ocr(scans, tmp_path / "out.pdf", OcrOptions(jobs=2), engine=ScriptedEngine(script),
                            executor=pool)
     assert [p.kind for p in result.pages] == ["content", "content", "separator", "blank", "content"]
     assert result.pages[2].separator_payload == "SEP|T-1|01"
@@ -163,10 +168,10 @@ def test_pages_come_back_in_order_from_a_pool_with_triage_kinds(scans: Path, tmp
 def test_one_page_or_one_job_runs_in_this_process(scans: Path, tmp_path: Path) -> None:
     engine = scripted_sample()
     with CountingExecutor() as executor:
-        ocr_input(scans / "p1.png", tmp_path / "a.pdf", OcrOptions(jobs=2), engine=engine, executor=executor)
-        ocr_input(scans, tmp_path / "b.pdf", OcrOptions(jobs=1), engine=engine, executor=executor)
+        ocr(scans / "p1.png", tmp_path / "a.pdf", OcrOptions(jobs=2), engine=engine, executor=executor)
+        ocr(scans, tmp_path / "b.pdf", OcrOptions(jobs=1), engine=engine, executor=executor)
         assert executor.submitted == 0
-        ocr_input(scans, tmp_path / "c.pdf", OcrOptions(jobs=2), engine=engine, executor=executor)
+        ocr(scans, tmp_path / "c.pdf", OcrOptions(jobs=2), engine=engine, executor=executor)
         assert executor.submitted == 5
 
 
@@ -177,10 +182,10 @@ def test_services_own_the_pool_and_replace_a_broken_one(scans: Path, tmp_path: P
     pool = services.ocr_executor
     assert pool is not None and services.ocr_executor is pool
     with pytest.raises(OcrFailed, match="worker process died"):
-        ocr_input(scans, tmp_path / "a.pdf", services.ocr_options, engine=DyingEngine(page=2), executor=pool)
+        ocr(scans, tmp_path / "a.pdf", services.ocr_options, engine=DyingEngine(page=2), executor=pool)
     fresh = services.ocr_executor
     assert fresh is not pool
-    result = ocr_input(scans, tmp_path / "b.pdf", services.ocr_options, engine=services.ocr_engine, executor=fresh)
+    result = ocr(scans, tmp_path / "b.pdf", services.ocr_options, engine=services.ocr_engine, executor=fresh)
     assert [p.index for p in result.pages] == [1, 2, 3, 4, 5]
     services.close()
     assert services._pool is None
