@@ -497,3 +497,30 @@ def test_serve_refuses_production_settings_before_binding(tmp_path: Path) -> Non
     run = Hoso(tmp_path / "var", {"HOSO_MODE": "production"})("serve", "--port", str(port), timeout=60)
     assert run.returncode == 17
     assert run.stderr.startswith("hoso: lỗi [configuration]:") and len(run.stderr.strip().splitlines()) == 1
+
+
+def test_desk_ingest_through_the_api_gives_the_receipt_and_the_lookup_link(tmp_path: Path) -> None:
+    """The desk chain in the background (scripted OCR: the sample's text, everything else real)."""
+    s = Services(Settings(data_dir=tmp_path / "var", public_url=PUBLIC, level_digitised="B-B", level_result="B-B",
+                          ocr_engine="support.fake_ocr:ScriptedEngine", ocr_jobs=1))
+    Identity(s.registry).add_user("lan", "Lan", [Role.desk], PASSWORD)
+    desk, _ = Identity(s.registry).issue_token("lan", Role.desk)
+    headers = {"Authorization": f"Bearer {desk}"}
+    sample = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample_dossier.pdf"
+    with TestClient(create_app(s), base_url="https://testserver") as c:
+        r = c.post("/api/ingest", params={"procedure": "business_household_registration"},
+                   content=sample.read_bytes(), headers=headers)
+        assert r.status_code == 202, r.text
+        job: dict[str, Any] = r.json()
+        deadline = datetime.now(UTC) + timedelta(seconds=120)
+        while job["status"] not in ("done", "failed") and datetime.now(UTC) < deadline:
+            job = c.get(f"/api/jobs/{job['id']}", headers=headers).json()
+        assert job["status"] == "done", job
+        code = job["dossier_code"]
+        assert job["receipt"]["status"] == "accepted" and job["receipt"]["dossier_code"] == code
+        assert job["lookup_url"].startswith(f"{PUBLIC}/tra-cuu/{code}?s=")
+        url = urlsplit(job["lookup_url"])
+        assert "Đã tiếp nhận" in c.get(f"{url.path}?{url.query}").text
+        event = next(e for e in s.registry.get(code).events if e.action == "intake_forms")
+        assert (event.actor, event.role) == ("lan", Role.desk)
+    s.close()
