@@ -4,9 +4,12 @@
                                                   or ``input-0001``… for a folder of pages)
     dossiers/<code>/digitised.pdf                 the certified searchable copy (``digitised``)
     dossiers/<code>/manifest.json                 receipt + objects written at intake (``manifest``)
+    dossiers/<code>/result-approved.pdf           the e-result signed by the approver, before the seal
+                                                  (``result_approved``)
     dossiers/<code>/result.pdf                    the signed and sealed e-result (``result``)
     dossiers/<code>/history/<artifact>/<n>.pdf    earlier versions of a renewed signed PDF, n = 1, 2, …
     dossiers/<code>/forms/<NN>-<slug>-<n>.pdf     the stored copy of the n-th one-stop form NN (Mẫu 01–06)
+                                                  (``form-<NN>-<n>``)
 
 Keys derive from the dossier code alone, so a resumed intake writes to the same keys and never stores
 a dossier twice. Stored keys are recorded in the registry: never move existing objects.
@@ -20,6 +23,8 @@ INPUT = "input"
 DIGITISED = "digitised"
 MANIFEST = "manifest"
 RESULT = "result"
+RESULT_APPROVED = "result_approved"
+FORM = "form"
 
 
 def dossier_prefix(code: str) -> str:
@@ -52,6 +57,10 @@ def result_key(code: str) -> str:
     return f"{dossier_prefix(code)}result.pdf"
 
 
+def approved_result_key(code: str) -> str:
+    return f"{dossier_prefix(code)}result-approved.pdf"
+
+
 def history_prefix(code: str, artifact: str) -> str:
     """The folder of earlier versions of ``artifact`` (with its trailing ``/``)."""
     return f"{dossier_prefix(code)}history/{artifact}/"
@@ -71,3 +80,10 @@ def form_key(code: str, number: str, slug: str, n: int = 1) -> str:
     if not number.isdigit() or not slug or "/" in slug:
         raise ValueError(f"not a form number and slug: {number!r}, {slug!r}")
     return f"{dossier_prefix(code)}forms/{number}-{slug}-{n}.pdf"
+
+
+def form_artifact(number: str, n: int = 1) -> str:
+    """Registry name of the stored copy of a dossier's ``n``-th form ``number``, e.g. ``form-01-1``."""
+    if n < 1 or not number.isdigit():
+        raise ValueError(f"not a form number and sequence: {number!r}, {n}")
+    return f"{FORM}-{number}-{n}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -22,7 +22,7 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, rela
 from sqlalchemy.pool import StaticPool
 
 from pipeline.core.errors import DossierNotFound, InvalidState, StorageFailed
-from pipeline.core.models import DocumentInfo, DossierState
+from pipeline.core.models import DocumentInfo, DossierState, Role
 
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
@@ -30,7 +30,8 @@ if TYPE_CHECKING:
 
 BatchOutcome = Literal["processed", "already_done", "failed"]
 
-#: Transitions allowed when ``transition`` is called without ``allowed_from``.
+#: Transitions allowed when ``transition`` is called without ``allowed_from``. The lifecycle's steps
+#: (pipeline/data/lifecycle.yaml) always pass ``allowed_from``.
 DEFAULT_TRANSITIONS: dict[DossierState, frozenset[DossierState]] = {
     DossierState.receiving: frozenset(
         {DossierState.received, DossierState.needs_supplement, DossierState.rejected}
@@ -152,6 +153,8 @@ class Event(Base):
     to_state: Mapped[str] = mapped_column(sa.String(32))
     action: Mapped[str] = mapped_column(sa.String(64))
     note: Mapped[str | None] = mapped_column(sa.Text)
+    role: Mapped[str | None] = mapped_column(sa.String(32))  # the role the actor acted in (lifecycle steps)
+    detail: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON)  # what the step recorded (forms, payment…)
 
     dossier: Mapped[Dossier] = relationship(back_populates="events")
 
@@ -252,6 +255,8 @@ class EventRecord(_FromRow):
     to_state: DossierState
     action: str
     note: str | None = None
+    role: Role | None = None
+    detail: dict[str, Any] | None = None
 
 
 class BatchItemRecord(_FromRow):
@@ -328,6 +333,8 @@ class Registry:
         self._create_tables(parsed)
 
     def _create_tables(self, url: sa.URL) -> None:
+        import storage.identity  # noqa: F401  (users, tokens, lookup secrets and claims live on Base too)
+
         for attempt in (1, 2):
             try:
                 Base.metadata.create_all(self.engine)
@@ -413,6 +420,17 @@ class Registry:
             raise DossierNotFound(f"no dossier with code {code!r}")
         return row
 
+    def transaction(self) -> contextlib.AbstractContextManager[Session]:
+        """One transaction (database failures become StorageFailed), for the engine modules that keep their
+        own tables beside the registry's (storage/identity.py)."""
+        return self._session()
+
+    @contextlib.contextmanager
+    def locked(self, code: str) -> Iterator[tuple[Session, Dossier]]:
+        """:meth:`transaction` holding dossier ``code``'s row locked for update; DossierNotFound if missing."""
+        with self._session() as session:
+            yield session, self._load(session, code, lock=True)
+
     @staticmethod
     def _reload(session: Session, code: str) -> DossierRecord:
         session.flush()
@@ -442,13 +460,20 @@ class Registry:
         state: DossierState | None = None,
         since: datetime | None = None,
         until: datetime | None = None,
+        states: Iterable[DossierState] | None = None,
+        due_by: datetime | None = None,
     ) -> list[DossierRecord]:
-        """Dossiers by ``received_at`` (``since`` inclusive, ``until`` exclusive), oldest first."""
+        """Dossiers by ``received_at`` (``since`` inclusive, ``until`` exclusive), oldest first; ``state`` or
+        any of ``states``; due (``due_at``) at or before ``due_by``."""
         stmt = sa.select(Dossier).options(
             selectinload(Dossier.documents), selectinload(Dossier.artifacts), selectinload(Dossier.events)
         )
         if state is not None:
             stmt = stmt.where(Dossier.state == DossierState(state).value)
+        if states is not None:
+            stmt = stmt.where(Dossier.state.in_([DossierState(s).value for s in states]))
+        if due_by is not None:
+            stmt = stmt.where(Dossier.due_at <= due_by)
         if since is not None:
             stmt = stmt.where(Dossier.received_at >= since)
         if until is not None:
@@ -668,14 +693,22 @@ class Registry:
         artifacts: Iterable[tuple[str, ObjectInfo]] = (),
         allowed_from: set[DossierState] | None = None,
         at: datetime | None = None,
+        role: Role | None = None,
+        detail: dict[str, Any] | None = None,
+        guard: Callable[[Session, Dossier], None] | None = None,
     ) -> DossierRecord:
         """Move a dossier to ``to_state`` (adding/replacing artifacts by name) and log an event.
 
         Without ``allowed_from`` the :data:`DEFAULT_TRANSITIONS` table decides. ``at`` defaults to now.
+        ``role`` and ``detail`` (JSON-ready) go into the event; ``guard`` runs in the transaction, with the
+        dossier's row locked, before anything changes: it raises to refuse (storage/identity.py checks and
+        ends a step's claim there).
         """
         to_state = DossierState(to_state)
         with self._session() as session:
             row = self._load(session, code, lock=True)
+            if guard is not None:
+                guard(session, row)
             current = DossierState(row.state)
             allowed = (
                 {DossierState(s) for s in allowed_from}
@@ -703,6 +736,8 @@ class Registry:
                     to_state=to_state.value,
                     action=action,
                     note=note,
+                    role=None if role is None else Role(role).value,
+                    detail=None if detail is None else to_jsonable_python(detail),
                 )
             )
             row.state = to_state.value

@@ -18,6 +18,7 @@ from support.servers import PrefectServer
 from pipeline.core.errors import ExitCode
 from pipeline.training.samples import render_sample_dossier
 from storage import keys
+from storage.objects import LocalObjectStore
 
 CONTRACT_KEYS = {"dossier_code", "procedure", "status", "received_at", "due_at", "pages", "documents", "missing",
                  "unexpected", "artifacts"}
@@ -97,6 +98,29 @@ def test_stored_objects_follow_the_key_layout(received: tuple[Hoso, Path, dict])
     assert record.artifacts[keys.INPUT].content_type == "application/pdf"  # told by the bytes
 
 
+def test_the_citizen_gets_a_lookup_link_and_the_receipt_form_is_stored(received: tuple[Hoso, Path, dict]) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from support.pdfs import stream_bytes
+
+    runner, out, printed = received
+    code = printed["dossier_code"]
+    assert printed["lookup_url"].startswith(f"http://127.0.0.1:8000/tra-cuu/{code}?s=")
+    (secret,) = parse_qs(urlsplit(printed["lookup_url"]).query)["s"]
+    written = (out / "sample_dossier.json").read_text(encoding="utf-8")
+    assert "lookup_url" not in json.loads(written) and secret not in written  # only the printed answer has it
+    record = runner.registry.get(code)
+    assert record.artifacts["form-01-1"].object_key == keys.form_key(code, "01", "tiep-nhan", 1)
+    citizen = (out / "sample_dossier-mau-01-1-cong-dan.pdf").read_bytes()
+    assert secret.encode() in stream_bytes(citizen)
+    store = LocalObjectStore(runner.data_dir / "objects")
+    for key in runner.stored_keys():
+        data = store.get_bytes(key)
+        assert secret.encode() not in (stream_bytes(data) if key.endswith(".pdf") else data), key
+    (event,) = [e for e in record.events if e.action == "intake_forms"]
+    assert (event.actor, event.role, event.detail["batch"]) == ("desk-officer", "desk", "ingest")
+
+
 def test_verify_accepts_the_signed_copy_and_detects_one_changed_byte(
     received: tuple[Hoso, Path, dict], tmp_path: Path
 ) -> None:
@@ -137,7 +161,7 @@ def test_second_ingest_of_the_same_input_does_no_work(received: tuple[Hoso, Path
     proc = runner("ingest", str(SAMPLE), "--procedure", "business_household_registration", "--json")
     assert proc.returncode == 0, proc.stderr
     again = json.loads(proc.stdout)
-    assert again["already_done"] is True
+    assert again["already_done"] is True and again["lookup_url"] is None  # the secret was handed out once
     assert again["dossier_code"] == first["dossier_code"]
     assert len(runner.registry.list_dossiers()) == 1
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,8 @@ import pikepdf
 import pypdfium2 as pdfium
 import pytest
 import yaml
-import zxingcpp
 from pydantic import ValidationError
+from support.pdfs import decode_qr, flat_text, stream_bytes
 
 from pipeline.core.errors import ConfigurationError, InvalidState
 from pipeline.core.models import DocumentInfo, PageInfo, Receipt
@@ -258,41 +257,8 @@ def signed(keys: SigningKeys) -> dict[str, bytes]:
     return {kind: sign_form(make_form(kind), keys, public_url=PUBLIC, copy=copy_of(kind)) for kind in KINDS}  # type: ignore[arg-type]
 
 
-def flat_text(pdf: bytes) -> str:
-    """All pages' text, NFC, whitespace collapsed (lines wrap differently than the source strings)."""
-    doc = pdfium.PdfDocument(pdf)
-    try:
-        text = " ".join(page.get_textpage().get_text_range() for page in doc)
-    finally:
-        doc.close()
-    return " ".join(unicodedata.normalize("NFC", text).split())
-
-
 def ids(pki: DevPki) -> SignerIdentities:
     return SignerIdentities.from_config(pki.identity_files())
-
-
-def decode_qr(pdf: bytes, page_index: int = 0) -> list[str]:
-    doc = pdfium.PdfDocument(pdf)
-    try:
-        image = doc[page_index].render(scale=300 / 72).to_pil()
-    finally:
-        doc.close()
-    return [r.text for r in zxingcpp.read_barcodes(image) if r.format == zxingcpp.BarcodeFormat.QRCode]
-
-
-def stream_bytes(pdf: bytes) -> bytes:
-    """Every object of the file, streams decompressed: what anyone holding the file can read."""
-    out = [pdf]
-    with pikepdf.open(io.BytesIO(pdf)) as doc:
-        for obj in doc.objects:
-            if isinstance(obj, pikepdf.Stream):
-                try:
-                    out.append(obj.read_bytes())
-                except pikepdf.PdfError:
-                    out.append(obj.read_raw_bytes())
-        out.append(str(doc.open_metadata()).encode())
-    return b"\n".join(out)
 
 
 @pytest.mark.parametrize("kind", KINDS)

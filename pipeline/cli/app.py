@@ -1,4 +1,5 @@
-"""The ``hoso`` command: desk (ingest), clerk (issue-result, verify, status) and archive (reprocess)."""
+"""The ``hoso`` command: desk (ingest), the lifecycle's steps (step, issue-result, worklist), verify, status,
+archive (reprocess), users."""
 
 from __future__ import annotations
 
@@ -112,22 +113,25 @@ def ingest(
     input_path: Annotated[Path, typer.Argument(metavar="INPUT", help="PDF, image, or folder of page images")],
     procedure: Annotated[str, typer.Option("--procedure", "-p", help="Procedure key or national code")],
     applicant_id: Annotated[str | None, typer.Option("--applicant-id", help="Applicant's 12-digit ID")] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="Also write <stem>.pdf and <stem>.json here")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Also write <stem>.pdf, <stem>.json and the citizen's form here")
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the receipt as JSON")] = False,
     via_prefect: Annotated[
         bool | None,
         typer.Option("--prefect/--direct", help="Run as a Prefect flow (default: only if PREFECT_API_URL is set)"),
     ] = None,
+    user: Annotated[str | None, typer.Option("--user", help="The desk user receiving the dossier")] = None,
 ) -> None:
-    """Desk: digitise, check and receive one dossier; print the receipt."""
+    """Desk: digitise, check and receive one dossier; print the receipt (and the citizen's lookup link)."""
     from pipeline.cli.console import console, receipt_panel
     from pipeline.core.models import Receipt
-    from pipeline.usecases.desk import IntakeOutcome, IntakeRequest
+    from pipeline.usecases.desk import IntakeOutcome, intake_request
     from pipeline.usecases.desk import ingest as run_ingest
 
     services = _services()
     use_prefect = via_prefect if via_prefect is not None else bool(os.environ.get("PREFECT_API_URL"))
-    request = IntakeRequest(input_path, procedure, applicant_id)
+    request = _guard(lambda: intake_request(services, input_path, procedure, applicant_id, user))
 
     def body() -> IntakeOutcome:
         if not use_prefect:
@@ -137,7 +141,7 @@ def ingest(
 
         use_services(services)
         with quick_flow_settings():
-            data = ingest_flow(str(input_path), procedure, applicant_id)
+            data = ingest_flow(str(input_path), procedure, applicant_id, user)
         already = bool(data.pop("already_done", False))
         return IntakeOutcome(Receipt.model_validate(data), already_done=already)
 
@@ -151,26 +155,44 @@ def ingest(
         signed = outcome.signed_pdf or _guard(lambda: services.store.get_bytes(receipt.artifacts[keys.DIGITISED]))
         _write_bytes(out / f"{stem}.pdf", signed)
         _write_json(out / f"{stem}.json", receipt.model_dump(mode="json"))
+        if outcome.form is not None and outcome.form.citizen_pdf is not None:
+            _write_bytes(out / _citizen_copy_name(stem, outcome.form.artifact), outcome.form.citizen_pdf)
     if as_json:
-        printed = receipt.model_dump(mode="json") | {"already_done": outcome.already_done}
+        printed = receipt.model_dump(mode="json") | {"already_done": outcome.already_done,
+                                                      "lookup_url": outcome.lookup_url}
         print(json.dumps(printed, ensure_ascii=False, indent=2))
     else:
         con = console()
         con.print(receipt_panel(receipt, services.catalog, services.settings.timezone))
+        if outcome.lookup_url:
+            con.print(f"Tra cứu hồ sơ (bản của công dân): {outcome.lookup_url}", soft_wrap=True)
         if outcome.already_done:
             con.print("Hồ sơ này đã được tiếp nhận trước đó; không xử lý lại.")
+
+
+def _citizen_copy_name(stem: str, artifact: str) -> str:
+    """``form-01-1`` → ``<stem>-mau-01-1-cong-dan.pdf``: the citizen's copy, with its lookup secret."""
+    return f"{stem}-mau-{artifact.removeprefix('form-')}-cong-dan.pdf"
+
+
+PaymentMethod = typer.Option("--payment-method", help="bank_transfer or gateway (cashless only)")
 
 
 @app.command("issue-result")
 def issue_result(
     dossier_code: Annotated[str, typer.Argument(metavar="DOSSIER_CODE")],
     out: Annotated[Path | None, typer.Option("--out", help="Also write the e-result PDF here")] = None,
+    payment_ref: Annotated[
+        str | None, typer.Option("--payment-ref", help="Bank transfer / gateway reference of the fee, where due")
+    ] = None,
+    payment_method: Annotated[str, PaymentMethod] = "bank_transfer",
 ) -> None:
-    """Clerk: render the e-result, sign it (approver) and seal it (agency); mark the dossier returned."""
+    """Batch: every remaining step to a returned e-result (approver's signature, agency seal), recorded as such."""
     from pipeline.usecases.clerk import issue_result as run_issue
 
     services = _services()
-    issued = _guard(lambda: run_issue(dossier_code, services))
+    payment = None if payment_ref is None else _payment(payment_ref, payment_method)
+    issued = _guard(lambda: run_issue(dossier_code, services, payment=payment))
     print(f"Đã ký và trả kết quả điện tử: {issued.object_key} (mã tra cứu {issued.verification_code})")
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -335,6 +357,298 @@ def stats(
     for row in table_rows(result):
         table.add_row(*row)
     console().print(table)
+
+
+def _payment(reference: str, method: str) -> Any:
+    """A Payment from the command line, or one clear usage error."""
+    from pydantic import ValidationError
+
+    from pipeline.core.errors import InvalidRequest
+    from pipeline.domain.lifecycle import Payment
+
+    try:
+        return Payment.model_validate({"method": method, "reference": reference})
+    except ValidationError as err:
+        _fail(InvalidRequest(
+            f"invalid payment: {err.errors()[0]['msg']}",
+            "Mã thanh toán không hợp lệ (4–64 ký tự chữ, số, . _ / : -; phương thức bank_transfer hoặc gateway).",
+        ))
+
+
+#: The steps ``hoso step`` takes: the lifecycle's, but those the desk chain takes at intake.
+STEP_HELP = (
+    "forward, appraise, approve, seal, pay, return, request-supplement, supplemented, refuse, extend, stop, "
+    "withdraw (pipeline/data/lifecycle.yaml)"
+)
+
+
+@app.command()
+def step(
+    action: Annotated[str, typer.Argument(metavar="ACTION", help=STEP_HELP)],
+    dossier_code: Annotated[str, typer.Argument(metavar="DOSSIER_CODE")],
+    user: Annotated[str, typer.Option("--user", help="The user taking the step (needs the step's role)")],
+    note: Annotated[
+        str | None, typer.Option("--note", help="Opinion / reason (appraise, refuse, stop, withdraw, extend…)")
+    ] = None,
+    missing: Annotated[
+        list[str] | None, typer.Option("--missing", help="request-supplement: a missing document type (a|b: either)")
+    ] = None,
+    channel: Annotated[str, typer.Option("--channel", help="return: counter, post or online")] = "counter",
+    tracking: Annotated[str | None, typer.Option("--tracking", help="return by post: the tracking number")] = None,
+    payment_ref: Annotated[
+        str | None, typer.Option("--payment-ref", help="pay / return: the payment reference")
+    ] = None,
+    payment_method: Annotated[str, PaymentMethod] = "bank_transfer",
+    days: Annotated[
+        int | None, typer.Option("--days", min=1, help="extend: working days of the new appointment")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the citizen's copies / the e-result here")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Take one lifecycle step on a dossier as a named user; it is refused unless the role and state allow it."""
+    from pydantic import ValidationError
+
+    from pipeline.core.errors import InvalidRequest
+    from pipeline.domain.lifecycle import Delivery, load_lifecycle
+    from pipeline.usecases import clerk
+    from pipeline.usecases import lifecycle as lc
+    from pipeline.usecases.lifecycle import StepOutcome
+
+    services = Services()
+    name = action.replace("-", "_")
+    known = load_lifecycle().transitions
+    if name not in known or name == "receive":
+        _fail(InvalidRequest(f"unknown step {action!r}; steps: {STEP_HELP}", f"Không có bước xử lý {action!r}."))
+
+    def body() -> StepOutcome:
+        actor = lc.actor_for(services, user)
+        code = dossier_code
+        if name == "forward":
+            return lc.forward(services, code, actor, note=note)
+        if name == "appraise":
+            return lc.appraise(services, code, actor, opinion=note or "")
+        if name == "approve":
+            return clerk.approve(services, code, actor)
+        if name == "seal":
+            return clerk.seal(services, code, actor)
+        if name == "pay":
+            if payment_ref is None:
+                raise InvalidRequest("pay needs --payment-ref", "Cần mã thanh toán (--payment-ref).")
+            return lc.record_payment(services, code, actor, _payment(payment_ref, payment_method))
+        if name == "return":
+            try:
+                delivery = Delivery.model_validate({"channel": channel, "tracking_number": tracking})
+            except ValidationError as err:
+                raise InvalidRequest(
+                    f"invalid delivery: {err.errors()[0]['msg']}",
+                    "Cách trả kết quả không hợp lệ: counter, online, hoặc post kèm mã bưu gửi (--tracking).",
+                ) from err
+            payment = None if payment_ref is None else _payment(payment_ref, payment_method)
+            return lc.return_result(services, code, actor, delivery=delivery, payment=payment)
+        if name == "request_supplement":
+            slots = [[t for t in item.split("|") if t] for item in (missing or [])]
+            return lc.request_supplement(services, code, actor, reasons=[note] if note else [], missing=slots)
+        if name == "supplemented":
+            return lc.receive_supplement(services, code, actor, note=note)
+        if name == "refuse":
+            return lc.refuse(services, code, actor, reasons=[note] if note else [])
+        if name == "extend":
+            if days is None:
+                raise InvalidRequest("extend needs --days", "Cần số ngày làm việc gia hạn (--days).")
+            return lc.extend(services, code, actor, working_days=days, reason=note or "")
+        if name == "stop":
+            return lc.stop(services, code, actor, reason=note or "")
+        return lc.withdraw(services, code, actor, reason=note or "")
+
+    outcome = _guard(body)
+    record = outcome.record
+    labels = load_lifecycle()
+    before = record.events[-1].from_state
+    written: list[str] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        for form in outcome.forms:
+            if form.citizen_pdf is not None:
+                target = out / _citizen_copy_name(dossier_code, form.artifact)
+                _write_bytes(target, form.citizen_pdf)
+                written.append(str(target))
+        if outcome.result is not None:
+            target = out / f"{dossier_code}-ket-qua.pdf"
+            _write_bytes(target, outcome.result.pdf)
+            written.append(str(target))
+    if as_json:
+        print(json.dumps({
+            "dossier_code": record.code, "action": outcome.action, "role": outcome.role.value,
+            "from_state": before, "state": record.state.value,
+            "forms": [{"kind": f.kind, "artifact": f.artifact, "object_key": f.object_key, "sha256": f.sha256,
+                       "lookup_url": f.lookup_url} for f in outcome.forms],
+            "result": None if outcome.result is None else {
+                "object_key": outcome.result.object_key, "verification_code": outcome.result.verification_code},
+            "written": written,
+        }, ensure_ascii=False, indent=2))
+        return
+    t = labels.transition(outcome.action)
+    moved = "" if before is None or before == record.state else f": {labels.state_label(before)} → "
+    print(f"Đã thực hiện bước \"{t.label}\" trên hồ sơ {record.code}{moved or ': '}{labels.state_label(record.state)}")
+    for form in outcome.forms:
+        print(f"  Lưu {form.object_key}" + (f" — tra cứu: {form.lookup_url}" if form.lookup_url else ""))
+    if outcome.result is not None:
+        print(f"  Kết quả điện tử: {outcome.result.object_key} (mã tra cứu {outcome.result.verification_code})")
+    for path in written:
+        print(f"  Tệp: {path}")
+
+
+@app.command()
+def worklist(
+    role: Annotated[str | None, typer.Option("--role", help="Dossiers awaiting this role")] = None,
+    due_soon: Annotated[bool, typer.Option("--due-soon", help="Due within one working day (not yet overdue)")] = False,
+    overdue: Annotated[bool, typer.Option("--overdue", help="Past their appointment")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Work lists: the dossiers awaiting a role, due within one working day, or overdue."""
+    from rich.table import Table
+
+    from pipeline.cli.console import console
+    from pipeline.core.errors import InvalidRequest
+    from pipeline.core.models import Role
+    from pipeline.usecases import lifecycle as lc
+    from pipeline.usecases.lifecycle import WorkItem
+
+    if sum([role is not None, due_soon, overdue]) != 1:
+        _fail(InvalidRequest("give exactly one of --role, --due-soon, --overdue",
+                             "Chọn đúng một danh sách: --role, --due-soon hoặc --overdue."))
+    services = Services()
+
+    def body() -> list[WorkItem]:
+        if role is not None:
+            if role not in Role.__members__:
+                raise InvalidRequest(f"unknown role {role!r}", f"Không có vai trò {role!r}.")
+            return lc.worklist(services, Role(role))
+        return lc.due_soon(services) if due_soon else lc.overdue(services)
+
+    items = _guard(body)
+    if as_json:
+        print(json.dumps([i.model_dump(mode="json") for i in items], ensure_ascii=False, indent=2))
+        return
+    title = f"Hồ sơ chờ vai trò {role}" if role else ("Hồ sơ đến hạn trong một ngày làm việc" if due_soon
+                                                      else "Hồ sơ quá hạn")
+    table = Table(title=f"{title}: {len(items)}")
+    table.add_column("Mã hồ sơ", no_wrap=True)
+    for col in ("Thủ tục", "Trạng thái", "Nhận lúc", "Hẹn trả", "Quá hạn"):
+        table.add_column(col)
+    from zoneinfo import ZoneInfo
+
+    zone = ZoneInfo(services.settings.timezone)
+    for i in items:
+        table.add_row(i.code, i.procedure, i.state_label, f"{i.received_at.astimezone(zone):%H:%M %d/%m/%Y}",
+                      f"{i.appointment.astimezone(zone):%H:%M %d/%m/%Y}", "✘" if i.overdue else "")
+    console().print(table)
+
+
+users_app = typer.Typer(help="Named users with roles (desk, specialist, approver, clerk, admin) and API tokens.")
+app.add_typer(users_app, name="users")
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        return sys.stdin.readline().rstrip("\r\n")
+    return str(typer.prompt("Mật khẩu / password", hide_input=True, confirmation_prompt=True))
+
+
+def _roles(values: list[str]) -> list[Any]:
+    from pipeline.core.errors import InvalidRequest
+    from pipeline.core.models import Role
+
+    bad = [v for v in values if v not in Role.__members__]
+    if bad or not values:
+        _fail(InvalidRequest(f"roles must be among {', '.join(Role)}; got {bad or 'none'}",
+                             f"Vai trò phải thuộc: {', '.join(Role)}."))
+    return [Role(v) for v in values]
+
+
+@users_app.command("add")
+def users_add(
+    username: Annotated[str, typer.Argument(metavar="USERNAME")],
+    name: Annotated[str, typer.Option("--name", help="Display name, printed on the forms the user signs")],
+    role: Annotated[list[str], typer.Option("--role", help="desk, specialist, approver, clerk, admin (repeat)")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin")] = False,
+) -> None:
+    """Add a user (asks for the password)."""
+    from pipeline.usecases.lifecycle import identity
+
+    roles = _roles(role)
+    password = _read_password(password_stdin)
+    user = _guard(lambda: identity(Services()).add_user(username, name, roles, password))
+    print(f"Đã thêm người dùng {user.username} ({user.display_name}): {', '.join(user.roles)}")
+
+
+@users_app.command("list")
+def users_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the users (never their passwords)."""
+    from pipeline.usecases.lifecycle import identity
+
+    users = _guard(lambda: identity(Services()).users())
+    if as_json:
+        print(json.dumps([u.model_dump(mode="json") for u in users], ensure_ascii=False, indent=2))
+        return
+    for u in users:
+        print(f"{u.username}\t{u.display_name}\t{','.join(u.roles)}\t{'hoạt động' if u.active else 'đã khóa'}")
+
+
+@users_app.command("passwd")
+def users_passwd(
+    username: Annotated[str, typer.Argument(metavar="USERNAME")],
+    password_stdin: Annotated[bool, typer.Option("--password-stdin", help="Read the password from stdin")] = False,
+) -> None:
+    """Set a user's password."""
+    from pipeline.usecases.lifecycle import identity
+
+    password = _read_password(password_stdin)
+    _guard(lambda: identity(Services()).set_password(username, password))
+    print(f"Đã đổi mật khẩu của {username}.")
+
+
+@users_app.command("disable")
+def users_disable(username: Annotated[str, typer.Argument(metavar="USERNAME")]) -> None:
+    """Lock a user out (their tokens stop working too)."""
+    from pipeline.usecases.lifecycle import identity
+
+    _guard(lambda: identity(Services()).set_active(username, False))
+    print(f"Đã khóa người dùng {username}.")
+
+
+@users_app.command("enable")
+def users_enable(username: Annotated[str, typer.Argument(metavar="USERNAME")]) -> None:
+    """Let a locked user in again."""
+    from pipeline.usecases.lifecycle import identity
+
+    _guard(lambda: identity(Services()).set_active(username, True))
+    print(f"Đã mở khóa người dùng {username}.")
+
+
+@users_app.command("token")
+def users_token(
+    username: Annotated[str, typer.Argument(metavar="USERNAME")],
+    scope: Annotated[str, typer.Option("--scope", help="The one role the token acts in (the user must hold it)")],
+    label: Annotated[str | None, typer.Option("--label", help="What the token is for")] = None,
+    days: Annotated[int | None, typer.Option("--days", min=1, help="Expires after N days (default: never)")] = None,
+    revoke: Annotated[int | None, typer.Option("--revoke", metavar="ID", help="Revoke token ID instead")] = None,
+) -> None:
+    """Issue an API token (printed once; only its hash is kept), or revoke one."""
+    from datetime import UTC, timedelta
+
+    from pipeline.usecases.lifecycle import identity
+
+    ident = identity(Services())
+    if revoke is not None:
+        record = _guard(lambda: ident.revoke_token(revoke))
+        print(f"Đã thu hồi mã truy cập {record.id} của {record.username}.")
+        return
+    (role,) = _roles([scope])
+    expires = None if days is None else datetime.now(UTC) + timedelta(days=days)
+    token, record = _guard(lambda: ident.issue_token(username, role, label=label, expires_at=expires))
+    print(f"Mã truy cập {record.id} của {username} (vai trò {record.scope}) — chỉ hiện một lần:", file=sys.stderr)
+    print(token)
 
 
 signing_app = typer.Typer(help="Signatures over time: archive upkeep of stored signed PDFs.")

@@ -124,7 +124,8 @@ def status_panel(record: DossierRecord, tz: str) -> Panel:
     for col in ("Thời gian", "Người thực hiện", "Thao tác", "Từ", "Sang", "Ghi chú"):
         history.add_column(col)
     for ev in record.events:
-        history.add_row(_local(ev.at, tz), ev.actor, ev.action, ev.from_state or "-", ev.to_state, ev.note or "")
+        who = f"{ev.actor} ({ev.role})" if ev.role else ev.actor
+        history.add_row(_local(ev.at, tz), who, ev.action, ev.from_state or "-", ev.to_state, ev.note or "")
     artifacts = Table(title="Tệp lưu trữ")
     for col in ("Tên", "Khóa đối tượng", "SHA-256", "Kích thước"):
         artifacts.add_column(col)

@@ -27,6 +27,8 @@ class ExitCode(IntEnum):
     integrity_error = 16
     configuration = 17
     input_not_regular = 18  # a symlink, FIFO, device, socket or subfolder where a file was expected
+    input_bad_name = 19  # a file name with control characters, bytes that are not UTF-8, or too long
+    forbidden = 21  # the user is unknown, inactive, not authenticated, or lacks the role for this action
     internal = 99
 
 
@@ -83,6 +85,14 @@ class InputNotRegular(InputError):
     default_vi = "Đầu vào không phải là tệp thông thường; vui lòng nộp tệp PDF/ảnh hoặc thư mục ảnh trang."
 
 
+class InputBadName(InputError):
+    exit_code = ExitCode.input_bad_name
+    default_vi = (
+        "Tên tệp chứa ký tự không hợp lệ hoặc quá dài; vui lòng đổi tên tệp (chữ, số, dấu cách, '-', '_', '.') "
+        "rồi nộp lại."
+    )
+
+
 class InputTooLarge(InputError):
     exit_code = ExitCode.input_too_large
     default_vi = "Ảnh trang quá lớn; vui lòng quét lại ở độ phân giải 200–600 dpi."
@@ -90,7 +100,7 @@ class InputTooLarge(InputError):
 
 class InputInvalidPage(InputError):
     exit_code = ExitCode.input_invalid_page
-    default_vi = "Tệp có trang không hợp lệ (kích thước bằng 0); vui lòng quét lại."
+    default_vi = "Tệp có trang không hợp lệ (kích thước bằng 0 hoặc quá nhỏ); vui lòng quét lại."
 
 
 class UnknownProcedure(HosoError):
@@ -126,6 +136,26 @@ class DossierNotFound(HosoError):
 class InvalidState(HosoError):
     exit_code = ExitCode.invalid_state
     default_vi = "Hồ sơ không ở trạng thái cho phép thao tác này."
+
+
+class InvalidRequest(HosoError):
+    """A request that lacks what it needs or gives something malformed (a reason, a tracking number…)."""
+
+    exit_code = ExitCode.usage
+    default_vi = "Yêu cầu thiếu hoặc sai thông tin."
+
+
+class DossierBusy(InvalidState):
+    """Another step on the dossier is in progress (its claim is held by someone else)."""
+
+    default_vi = "Hồ sơ đang được xử lý ở một bước khác; vui lòng thử lại sau."
+
+
+class Forbidden(HosoError):
+    """The user may not do this: unknown or inactive, wrong credentials, or without the role it needs."""
+
+    exit_code = ExitCode.forbidden
+    default_vi = "Người dùng không có quyền thực hiện thao tác này."
 
 
 class ConfigurationError(HosoError):

@@ -2,8 +2,10 @@
 
 :func:`identify_input` is the one place that looks at an input path. It refuses what is not a plain file
 or a folder of plain files — symlinks, FIFOs, devices, sockets, subfolders — from ``lstat`` alone, before
-a byte is read (reading ``/dev/zero`` or a FIFO would never end). Formats are told by magic bytes, never
-by the file name. Digests and signature fields are read on first use, then kept.
+a byte is read (reading ``/dev/zero`` or a FIFO would never end). It refuses file names that cannot
+become an object key, a log line or a registry row (:func:`name_problem`), and inputs larger than
+:data:`MAX_INPUT_BYTES`, before their digest is read. Formats are told by magic bytes, never by the file
+name. Digests and signature fields are read on first use, then kept.
 
 The input's SHA-256 identifies it in the registry: a file's is that of its bytes; a folder's is that of
 one line per page file, ``name NUL sha256-hex LF``, in name order. Never change it: re-runs of inputs
@@ -15,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,7 +25,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import BinaryIO, Literal
 
-from pipeline.core.errors import InputCorrupt, InputMissing, InputNotRegular
+from pipeline.core.errors import InputBadName, InputCorrupt, InputMissing, InputNotRegular, InputTooLarge
 
 FileFormat = Literal["pdf", "png", "jpeg", "tiff"]
 
@@ -42,6 +45,87 @@ _MAGIC: list[tuple[bytes, FileFormat]] = [
 ]
 HEAD_BYTES = 1024  # the PDF header may come after junk within the first 1024 bytes (ISO 32000-1, 7.5.2)
 _CHUNK = 1 << 20
+
+# A file name becomes an object key (dossiers/<code>/input/<name>), a local-store file with a suffix,
+# ``--out`` files and a registry row: 200 UTF-8 bytes leave room for the store's own suffixes under
+# the 255-byte limit of common file systems.
+MAX_NAME_BYTES = 200
+# A 2000-page scan at 300 dpi is well under 2 GiB; reading the digest of a larger (or sparse) file, or
+# letting qpdf scan it for objects, would take minutes before anything could refuse it.
+MAX_INPUT_BYTES = 4 << 30
+MAX_FOLDER_ENTRIES = 100_000  # a folder of pages; max_pages refuses far fewer, but only once listed
+
+
+def _odd_char(ch: str) -> bool:
+    """Whether ``ch`` cannot stand in a file name that is shown, logged and used as a key: control
+    characters, format characters (bidi overrides that make ``gpj.exe`` read as ``exe.jpg``,
+    zero-width spaces), line separators, lone surrogates (bytes that were not UTF-8), a backslash."""
+    return unicodedata.category(ch) in ("Cc", "Cf", "Cs", "Zl", "Zp") or ch == "\\"
+
+
+def display_name(name: str, limit: int = 120) -> str:
+    """``name`` as one safe line for logs, JSON and registry rows.
+
+    Bytes that are not UTF-8 (decoded by Python as lone surrogates) show as ``\\xNN``, control and
+    invisible characters as ``\\uNNNN``, a backslash doubled; a long name keeps its start and its end.
+    """
+    out = []
+    for ch in name:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(f"\\x{code - 0xDC00:02x}")
+        elif ch == "\\":
+            out.append("\\\\")  # so that an escape shown is never a name's own text
+        elif _odd_char(ch):
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(ch)
+    shown = "".join(out)
+    return shown if len(shown) <= limit else f"{shown[: limit - 41]}…{shown[-40:]}"
+
+
+def name_problem(name: str) -> tuple[str, str] | None:
+    """Why a file name is refused, as (English, Vietnamese), or None when it is accepted.
+
+    Accepted: any UTF-8 name of at most :data:`MAX_NAME_BYTES` bytes without control or invisible
+    characters and without a backslash — Vietnamese in NFC or NFD, spaces, a leading ``-``, ``..``
+    inside a name (a name never holds ``/``, so it stays one segment of an object key).
+    """
+    shown = display_name(name)
+    if any(0xDC80 <= ord(ch) <= 0xDCFF for ch in name):
+        return (
+            f"file name '{shown}' holds bytes that are not UTF-8",
+            f"Tên tệp '{shown}' có ký tự không đọc được (không phải UTF-8, có thể do bảng mã cũ); "
+            "vui lòng đổi tên tệp rồi nộp lại.",
+        )
+    odd = next((ch for ch in name if _odd_char(ch)), None)
+    if odd is not None:
+        what = "a backslash" if odd == "\\" else f"the control or invisible character U+{ord(odd):04X}"
+        return (
+            f"file name '{shown}' holds {what}",
+            f"Tên tệp '{shown}' chứa ký tự điều khiển, ký tự ẩn hoặc dấu '\\'; vui lòng đổi tên tệp rồi nộp lại.",
+        )
+    size = len(name.encode("utf-8"))
+    if size > MAX_NAME_BYTES:
+        return (
+            f"file name '{shown}' is {size} bytes long, more than {MAX_NAME_BYTES}",
+            f"Tên tệp '{shown}' quá dài ({size} byte, tối đa {MAX_NAME_BYTES}); vui lòng đặt tên ngắn hơn.",
+        )
+    if not name.strip():
+        return (f"file name '{shown}' is blank", "Tên tệp để trống; vui lòng đặt tên cho tệp.")
+    return None
+
+
+def check_name(path: Path) -> None:
+    """Raise InputBadName unless ``path``'s last segment is an acceptable name (:func:`name_problem`).
+
+    ``.``, ``..`` and ``/`` (an input given as such) name no file of their own and are not checked.
+    """
+    if path.name in ("", ".", ".."):
+        return
+    problem = name_problem(path.name)
+    if problem is not None:
+        raise InputBadName(f"{display_name(str(path), 240)}: {problem[0]}; refused before reading", problem[1])
 
 
 def sniff(head: bytes) -> FileFormat | None:
@@ -71,21 +155,38 @@ def _kind_of(mode: int) -> str | None:
     return "not a regular file"
 
 
+def _shown(path: Path) -> tuple[str, str]:
+    """(full path, last segment) of ``path``, safe to print."""
+    return display_name(str(path), 240), display_name(path.name)
+
+
 def _not_regular(path: Path, what: str) -> InputNotRegular:
+    full, name = _shown(path)
     return InputNotRegular(
-        f"{path}: {what}, not a regular file; refused before reading",
-        f"'{path.name}' không phải là tệp thông thường (liên kết, thiết bị hoặc đường ống); "
+        f"{full}: {what}, not a regular file; refused before reading",
+        f"'{name}' không phải là tệp thông thường (liên kết, thiết bị hoặc đường ống); "
         "vui lòng nộp tệp PDF/ảnh hoặc thư mục ảnh trang.",
+    )
+
+
+def _too_big(path: Path, size: int) -> InputTooLarge:
+    full, name = _shown(path)
+    return InputTooLarge(
+        f"{full}: {size} bytes, more than the {MAX_INPUT_BYTES} an input may have",
+        f"'{name}' quá lớn ({size / 2**30:.1f} GiB, tối đa {MAX_INPUT_BYTES / 2**30:.0f} GiB); "
+        "vui lòng chia hồ sơ hoặc quét lại ở 200–300 dpi.",
     )
 
 
 def _lstat(path: Path) -> os.stat_result:
     try:
         return os.lstat(path)
-    except FileNotFoundError as exc:
-        raise InputMissing(f"input not found: {path}", f"Không tìm thấy tệp hoặc thư mục: {path.name}") from exc
-    except OSError as exc:
-        raise InputCorrupt(f"{path}: cannot be read: {exc}", f"Không đọc được '{path.name}'.") from exc
+    except (FileNotFoundError, NotADirectoryError) as exc:
+        full, name = _shown(path)
+        raise InputMissing(f"input not found: {full}", f"Không tìm thấy tệp hoặc thư mục: {name}") from exc
+    except OSError as exc:  # ENAMETOOLONG, ELOOP in a parent, EACCES...
+        full, name = _shown(path)
+        raise InputCorrupt(f"{full}: cannot be read: {exc.strerror}", f"Không đọc được '{name}'.") from exc
 
 
 @contextmanager
@@ -98,11 +199,13 @@ def open_regular(path: Path) -> Iterator[BinaryIO]:
     try:
         fd = os.open(path, flags)
     except FileNotFoundError as exc:
-        raise InputMissing(f"input not found: {path}", f"Không tìm thấy tệp: {path.name}") from exc
+        full, name = _shown(path)
+        raise InputMissing(f"input not found: {full}", f"Không tìm thấy tệp: {name}") from exc
     except OSError as exc:  # ELOOP: a symlink was swapped in
         if os.path.islink(path):
             raise _not_regular(path, "a symbolic link") from exc
-        raise InputCorrupt(f"{path}: cannot be opened: {exc}", f"Không mở được tệp '{path.name}'.") from exc
+        full, name = _shown(path)
+        raise InputCorrupt(f"{full}: cannot be opened: {exc.strerror}", f"Không mở được tệp '{name}'.") from exc
     try:
         what = _kind_of(os.fstat(fd).st_mode)
         if what is not None:
@@ -141,7 +244,8 @@ class InputFile:
                 for chunk in iter(lambda: fh.read(_CHUNK), b""):
                     digest.update(chunk)
         except OSError as exc:
-            raise InputCorrupt(f"{self.path}: read failed: {exc}", f"Không đọc được tệp '{self.name}'.") from exc
+            full, name = _shown(self.path)
+            raise InputCorrupt(f"{full}: read failed: {exc.strerror}", f"Không đọc được tệp '{name}'.") from exc
         return digest.hexdigest()
 
 
@@ -183,46 +287,71 @@ def _identify_file(path: Path, st: os.stat_result) -> InputFile:
     what = _kind_of(st.st_mode)
     if what is not None:
         raise _not_regular(path, what)
+    if st.st_size > MAX_INPUT_BYTES:
+        raise _too_big(path, st.st_size)
     try:
         with open_regular(path) as fh:
             head = fh.read(HEAD_BYTES)
     except OSError as exc:
-        raise InputCorrupt(f"{path}: read failed: {exc}", f"Không đọc được tệp '{path.name}'.") from exc
+        full, name = _shown(path)
+        raise InputCorrupt(f"{full}: read failed: {exc.strerror}", f"Không đọc được tệp '{name}'.") from exc
     return InputFile(path, sniff(head), st.st_size)
 
 
-def folder_entries(folder: Path) -> list[Path]:
-    """A folder's entries that count, in name order: everything but hidden names (``.DS_Store``…)."""
+def folder_entries(folder: Path, limit: int | None = None) -> list[Path]:
+    """A folder's entries that count, in name order: everything but hidden names (``.DS_Store``…).
+
+    More than ``limit`` of them is InputTooLarge (the names are not all read into memory first).
+    """
+    names: list[str] = []
     try:
         with os.scandir(folder) as entries:
-            names = sorted(e.name for e in entries if not e.name.startswith("."))
+            for e in entries:
+                if e.name.startswith("."):
+                    continue
+                names.append(e.name)
+                if limit is not None and len(names) > limit:
+                    full, shown = _shown(folder)
+                    raise InputTooLarge(
+                        f"{full}: a folder of pages holds more than {limit} entries",
+                        f"Thư mục '{shown}' có hơn {limit} tệp; vui lòng chia hồ sơ.",
+                    )
     except OSError as exc:
+        full, shown = _shown(folder)
         raise InputCorrupt(
-            f"{folder}: cannot list the folder: {exc}", f"Không đọc được thư mục '{folder.name}'."
+            f"{full}: cannot list the folder: {exc.strerror}", f"Không đọc được thư mục '{shown}'."
         ) from exc
-    return [folder / n for n in names]
+    return [folder / n for n in sorted(names)]
 
 
 def identify_input(path: Path) -> Input:
-    """Identify an input path (see the module docstring); InputMissing / InputNotRegular when it is not one.
+    """Identify an input path (see the module docstring), or raise InputMissing, InputBadName,
+    InputNotRegular or InputTooLarge.
 
-    A folder's pages are its non-hidden entries in name order; each must be a plain file (a subfolder,
-    symlink or FIFO among them refuses the folder rather than being skipped). An empty file or folder,
-    or an unknown format, is identified as it is: refusing those is the loader's job.
+    A folder's pages are its non-hidden entries in name order; each must be a plain file with an
+    acceptable name (a subfolder, symlink, FIFO or odd name among them refuses the folder rather than
+    being skipped). An empty file or folder, or an unknown format, is identified as it is: refusing
+    those is the loader's job.
     """
     path = Path(path)
     st = _lstat(path)
+    check_name(path)
     if not stat.S_ISDIR(st.st_mode):
         return Input(path, False, (_identify_file(path, st),))
     files = []
-    for entry in folder_entries(path):
+    for entry in folder_entries(path, MAX_FOLDER_ENTRIES):
         entry_st = _lstat(entry)
+        check_name(entry)
         if stat.S_ISDIR(entry_st.st_mode):
+            full, name = _shown(entry)
             raise InputNotRegular(
-                f"{entry}: a folder of pages holds a subfolder",
-                f"Thư mục '{path.name}' chứa thư mục con '{entry.name}'; chỉ được chứa ảnh trang.",
+                f"{full}: a folder of pages holds a subfolder",
+                f"Thư mục '{display_name(path.name)}' chứa thư mục con '{name}'; chỉ được chứa ảnh trang.",
             )
         files.append(_identify_file(entry, entry_st))
+    total = sum(f.size for f in files)
+    if total > MAX_INPUT_BYTES:
+        raise _too_big(path, total)
     return Input(path, True, tuple(files))
 
 

@@ -15,13 +15,30 @@ CheckOutcome = Literal["verified", "mismatch", "not_found", "unverified"]
 
 
 class DossierState(StrEnum):
-    """The registry's state machine (domain.md §2.1)."""
+    """The states of a dossier (domain.md §2.1); labels, transitions and roles are data
+    (``pipeline/data/lifecycle.yaml``, loaded by :mod:`pipeline.domain.lifecycle`)."""
 
     receiving = "receiving"  # code reserved, objects being written; not yet a dossier anyone sees
     received = "received"  # accepted at the desk, receipt issued
     needs_supplement = "needs_supplement"  # phiếu yêu cầu bổ sung issued
     rejected = "rejected"  # phiếu từ chối tiếp nhận issued
+    appraisal = "appraisal"  # with the specialist (chuyển xử lý / thẩm định)
+    approval = "approval"  # appraised, awaiting the leader's approval
+    sealing = "sealing"  # approved and signed by the leader, awaiting the agency seal
+    result_ready = "result_ready"  # sealed: đã xử lý xong
     returned = "returned"  # e-result signed, sealed and returned
+    stopped = "stopped"  # thông báo dừng giải quyết (Mẫu 05)
+    withdrawn = "withdrawn"  # the citizen withdrew the dossier
+
+
+class Role(StrEnum):
+    """What a named user may do (pipeline/data/lifecycle.yaml says which role may take which step)."""
+
+    desk = "desk"  # bộ phận một cửa: receives, hands over forms, returns results
+    specialist = "specialist"  # chuyên viên: appraises
+    approver = "approver"  # lãnh đạo: approves and signs the e-result, Mẫu 04–05
+    clerk = "clerk"  # văn thư: applies the agency seal
+    admin = "admin"  # manages users
 
 
 class PageInfo(BaseModel):

@@ -43,6 +43,8 @@ __all__ = [
     "qr_payload",
     "render_result_pdf",
     "result_signature_boxes",
+    "seal_result",
+    "sign_as_approver",
 ]
 
 FONT_DIR = Path("/usr/share/fonts/truetype/noto")
@@ -312,28 +314,49 @@ def issue_signed_result(
     trust_roots: list | None = None,
     seal_image: Path | None = None,
 ) -> bytes:
-    """Render the e-result, have the approver sign it and the agency seal it last (two PAdES signatures).
+    """Render the e-result, have the approver sign it and the agency seal it last (two PAdES signatures):
+    :func:`sign_as_approver`, then :func:`seal_result`. An unreadable ``seal_image`` fails
+    (:class:`pipeline.core.errors.SigningFailed`) before anything is signed.
+    """
+    if seal_image is not None:
+        load_stamp_image(seal_image)
+    signed = sign_as_approver(
+        content, keys, approver_name=approver_name, agency_name=agency_name, timestamp_url=timestamp_url,
+        level=level, trust_roots=trust_roots,
+    )
+    return seal_result(
+        signed, keys, dossier_code=content.dossier_code, agency_name=agency_name, place=content.place,
+        timestamp_url=timestamp_url, level=level, trust_roots=trust_roots, seal_image=seal_image,
+    )
+
+
+def sign_as_approver(
+    content: ResultContent,
+    keys: KeySource,
+    *,
+    approver_name: str,
+    agency_name: str,
+    timestamp_url: str | None = None,
+    level: Level = Level.B_LTA,
+    trust_roots: list | None = None,
+) -> bytes:
+    """Render the e-result and sign it as the approver: the first of its two signatures.
 
     Both signature fields exist before the approver's certification signature (DocMDP: form filling,
     i.e. only the prepared fields may be signed later). The approver signs at most at B-LT, so that
     the approver's validation data is embedded before the seal's signature and the final document
     timestamp (``level`` B-LTA) cover it; ``level`` is lowered when the TSA or certificates cannot
-    support it (see :mod:`signing.levels`). ``seal_image`` (a PNG of the agency's seal) is drawn in the
-    seal's visible stamp; an unreadable one fails (:class:`pipeline.core.errors.SigningFailed`) before
-    anything is signed.
+    support it (see :mod:`signing.levels`).
     """
-    if seal_image is not None:
-        load_stamp_image(seal_image)
     pdf, last_page = _render(content)
     boxes = result_signature_boxes()
     pdf = prepare_fields(pdf, [(name, last_page, box) for name, box in boxes.items()])
-    location = content.place or agency_name
-    pdf = sign_pdf(
+    return sign_pdf(
         pdf,
         keys.signer("approver"),
         field_name=APPROVER_FIELD,
         reason=f"Phê duyệt kết quả hồ sơ {content.dossier_code}",
-        location=location,
+        location=content.place or agency_name,
         signer_name=approver_name,
         role_label=ROLE_TITLES["approver"],
         timestamp_url=timestamp_url,
@@ -342,12 +365,28 @@ def issue_signed_result(
         certify=MDPPerm.FILL_FORMS,
         trust_roots=trust_roots,
     )
+
+
+def seal_result(
+    approved: bytes,
+    keys: KeySource,
+    *,
+    dossier_code: str,
+    agency_name: str,
+    place: str | None = None,
+    timestamp_url: str | None = None,
+    level: Level = Level.B_LTA,
+    trust_roots: list | None = None,
+    seal_image: Path | None = None,
+) -> bytes:
+    """The agency's seal on an e-result the approver signed (:func:`sign_as_approver`), at ``level``;
+    ``seal_image`` (a PNG of the seal) is drawn in its visible stamp."""
     return sign_pdf(
-        pdf,
+        approved,
         keys.signer("seal"),
         field_name=SEAL_FIELD,
-        reason=f"Đóng dấu xác nhận kết quả hồ sơ {content.dossier_code}",
-        location=location,
+        reason=f"Đóng dấu xác nhận kết quả hồ sơ {dossier_code}",
+        location=place or agency_name,
         signer_name=agency_name,
         role_label=ROLE_TITLES["seal"],
         timestamp_url=timestamp_url,

@@ -5,18 +5,21 @@ local time, every intake outcome (accepted, needs supplement, rejected), not res
 
 - **digitisation rate** (4.2, first half): dossiers with a signed digitised copy (artifact ``digitised``)
   / dossiers received.
-- **e-result rate** (4.1): dossiers returned with an electronic result (artifact ``result``) / dossiers
-  returned (completed).
+- **e-result rate** (4.1): dossiers completed with an electronic result (artifact ``result``) / dossiers
+  completed (đã xử lý xong, ``result_ready``, or returned).
 - **reuse rate** (4.3): dossiers with at least one component reused from the citizen's electronic data
   store (a receipt document with ``source = "reused"``) / dossiers received.
-- **early / on time / late** (2.1): a dossier *ends* at the first of: result issued (``returned``),
-  refused (``rejected``); a dossier whose only outcome is a request to supplement ends at that request;
-  one still open ends at the end of the period (or now, if sooner). The citizen's supplement time
-  (``needs_supplement`` → next state) is not counted. Then: **late** when the end is after the due time
-  (``due_at``) or when more than one supplement was requested; **early** when it ends on a calendar day
-  before the due day; **on time** otherwise — including dossiers still open and not yet due ("đang xử lý
-  trong hạn"). 766 counts early and on time together (``on_time_or_early_rate``); the three rates sum
-  to 1 over the dossiers received.
+- **early / on time / late** (2.1): a dossier *ends* at the first of: result ready (``result_ready``),
+  returned, stopped, refused (``rejected``), withdrawn; a dossier whose only outcome is a request to
+  supplement ends at that request; one still open ends at the end of the period (or now, if sooner).
+  The citizen's supplement time (``needs_supplement`` → next state) is not counted. Then: **late** when
+  the end is after the due time (``due_at``) or when more than one supplement was requested; **early**
+  when it ends on a calendar day before the due day; **on time** otherwise — including dossiers still
+  open and not yet due ("đang xử lý trong hạn"). 766 counts early and on time together
+  (``on_time_or_early_rate``); the three rates sum to 1 over the dossiers received.
+
+Only events that change the state count as reaching one: the audit trail also records steps that leave
+the dossier where it is (forms issued, a payment, an apology), which are neither ends nor requests.
 
 A rate whose denominator is zero is ``None`` (shown as "—").
 """
@@ -34,7 +37,11 @@ from storage import keys
 from storage.registry import DossierRecord, Registry
 
 Timeliness = Literal["early", "on_time", "late"]
-ENDING_STATES = frozenset({DossierState.returned, DossierState.rejected})
+ENDING_STATES = frozenset({
+    DossierState.result_ready, DossierState.returned, DossierState.stopped, DossierState.rejected,
+    DossierState.withdrawn,
+})
+COMPLETED_STATES = frozenset({DossierState.result_ready, DossierState.returned})
 
 
 class ProvinceStats(BaseModel):
@@ -62,13 +69,18 @@ def _rate(part: int, whole: int) -> float | None:
     return round(part / whole, 4) if whole else None
 
 
+def _reached(record: DossierRecord, states: frozenset[DossierState]) -> list[datetime]:
+    """When the dossier entered one of ``states`` (state changes only), oldest first."""
+    return sorted(e.at for e in record.events if e.to_state in states and e.from_state != e.to_state)
+
+
 def dossier_end(record: DossierRecord, period_end: datetime) -> tuple[datetime, bool]:
     """When the dossier ended for 766 purposes, and whether it is still open (then: ``period_end``)."""
-    endings = [e.at for e in record.events if e.to_state in ENDING_STATES]
+    endings = _reached(record, ENDING_STATES)
     if endings:
-        return min(endings), False
+        return endings[0], False
     if record.state == DossierState.needs_supplement:
-        return min(e.at for e in record.events if e.to_state == DossierState.needs_supplement), False
+        return _reached(record, frozenset({DossierState.needs_supplement}))[0], False
     return max(period_end, record.received_at), True
 
 
@@ -77,7 +89,7 @@ def supplement_time(record: DossierRecord, end: datetime) -> timedelta:
     waited = timedelta()
     events = sorted(record.events, key=lambda e: e.at)
     for i, ev in enumerate(events):
-        if ev.to_state != DossierState.needs_supplement or ev.at >= end:
+        if ev.to_state != DossierState.needs_supplement or ev.from_state == ev.to_state or ev.at >= end:
             continue
         resumed = next((later.at for later in events[i + 1 :] if later.to_state != ev.to_state), None)
         if resumed is not None:
@@ -88,7 +100,7 @@ def supplement_time(record: DossierRecord, end: datetime) -> timedelta:
 def timeliness(record: DossierRecord, period_end: datetime, tz: str) -> tuple[Timeliness, bool]:
     """Early, on time or late (see the module docstring), and whether the dossier is still open."""
     end, still_open = dossier_end(record, period_end)
-    requests = sum(1 for e in record.events if e.to_state == DossierState.needs_supplement)
+    requests = len(_reached(record, frozenset({DossierState.needs_supplement})))
     effective = end - supplement_time(record, end)
     if requests > 1 or effective > record.due_at:
         return "late", still_open
@@ -116,7 +128,7 @@ def compute_stats(
     records = [
         r for r in registry.list_dossiers(since=since, until=until) if r.state != DossierState.receiving
     ]
-    returned = [r for r in records if r.state == DossierState.returned]
+    completed = [r for r in records if r.state in COMPLETED_STATES]
     counts: dict[str, int] = {"early": 0, "on_time": 0, "late": 0}
     still_open = 0
     for r in records:
@@ -125,14 +137,14 @@ def compute_stats(
         still_open += pending
     received = len(records)
     digitised = sum(1 for r in records if keys.DIGITISED in r.artifacts)
-    e_results = sum(1 for r in returned if keys.RESULT in r.artifacts)
+    e_results = sum(1 for r in completed if keys.RESULT in r.artifacts)
     reused = sum(1 for r in records if _reused(r))
     return ProvinceStats(
         start=start,
         end=end,
         received=received,
         digitised=digitised,
-        completed=len(returned),
+        completed=len(completed),
         e_results=e_results,
         reused=reused,
         early=counts["early"],
@@ -140,7 +152,7 @@ def compute_stats(
         late=counts["late"],
         open=still_open,
         digitisation_rate=_rate(digitised, received),
-        e_result_rate=_rate(e_results, len(returned)),
+        e_result_rate=_rate(e_results, len(completed)),
         reuse_rate=_rate(reused, received),
         early_rate=_rate(counts["early"], received),
         on_time_rate=_rate(counts["on_time"], received),

@@ -10,20 +10,21 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
-from pipeline.core.errors import HosoError, InputError
-from pipeline.core.inputs import folder_entries, identify_input, open_regular
+from pipeline.core.errors import HosoError, InputCorrupt, InputError, InputTooLarge
+from pipeline.core.inputs import display_name, folder_entries, identify_input, open_regular
 from pipeline.usecases.desk import IntakeRequest, ingest
 from pipeline.usecases.services import Services
 
 log = logging.getLogger(__name__)
 
 MANIFEST = "manifest.csv"
+MAX_MANIFEST_BYTES = 16 << 20  # a line per dossier: far more dossiers than one folder holds
 Outcome = Literal["processed", "already_done", "failed"]
 
 
 @dataclass(frozen=True)
 class BatchInput:
-    name: str
+    name: str  # the entry's name as it can be shown and recorded (pipeline.core.inputs.display_name)
     path: Path
     procedure: str | None
     refused: str | None = None  # why this entry is not a dossier (it becomes a failed item)
@@ -43,24 +44,22 @@ def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInpu
     """Every entry of FOLDER as a batch input: a PDF/image file or a folder of page images is a dossier.
 
     Entries are told by content (:func:`pipeline.core.inputs.identify_input`), not by name. One that is
-    not a dossier — a file of unknown format, a symlink (never followed), a FIFO or device — comes back
+    not a dossier — a file of unknown format, a symlink (never followed, so nothing outside FOLDER is
+    read), a FIFO or device, a name with control characters or bytes that are not UTF-8 — comes back
     with ``refused`` set, to be recorded as failed; only ``manifest.csv`` and hidden names are passed
-    over. The procedure comes from ``--procedure`` or else from ``manifest.csv`` (``file,procedure``).
+    over. Names are kept as shown by :func:`pipeline.core.inputs.display_name`, safe for logs and the
+    registry. The procedure comes from ``--procedure`` or else from ``manifest.csv`` (``file,procedure``,
+    UTF-8).
     """
     if not folder.is_dir():
         raise NotADirectoryError(folder)
-    manifest: dict[str, str] = {}
-    manifest_path = folder / MANIFEST
-    if os.path.lexists(manifest_path):  # a symlink or FIFO there is refused, not followed
-        with open_regular(manifest_path) as raw, io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh:
-            for row in csv.DictReader(fh):
-                if row.get("file") and row.get("procedure"):
-                    manifest[row["file"].strip()] = row["procedure"].strip()
+    manifest = _read_manifest(folder / MANIFEST)
     inputs = []
     for child in folder_entries(folder):
         if child.name == MANIFEST:
             continue
-        item = BatchInput(child.name, child, procedure or manifest.get(child.name))
+        shown = display_name(child.name)
+        item = BatchInput(shown, child, procedure or manifest.get(child.name))
         try:
             source = identify_input(child)
         except InputError as err:
@@ -68,9 +67,32 @@ def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInpu
         else:
             # An empty file goes on to the desk, which refuses it as empty.
             if not source.is_folder and source.files[0].size and source.files[0].format is None:
-                item = replace(item, refused=f"input_unsupported: {child.name}: not a PDF, PNG, JPEG or TIFF file")
+                item = replace(item, refused=f"input_unsupported: {shown}: not a PDF, PNG, JPEG or TIFF file")
         inputs.append(item)
     return inputs
+
+
+def _read_manifest(path: Path) -> dict[str, str]:
+    """``manifest.csv`` as {file: procedure}; InputCorrupt when it is not a UTF-8 CSV file."""
+    if not os.path.lexists(path):  # a symlink or FIFO there is refused, not followed
+        return {}
+    manifest: dict[str, str] = {}
+    with open_regular(path) as raw:
+        if os.fstat(raw.fileno()).st_size > MAX_MANIFEST_BYTES:
+            raise InputTooLarge(
+                f"{path}: more than {MAX_MANIFEST_BYTES >> 20} MB", f"Tệp {MANIFEST} quá lớn; vui lòng kiểm tra lại."
+            )
+        try:
+            with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh:
+                for row in csv.DictReader(fh):
+                    if row.get("file") and row.get("procedure"):
+                        manifest[row["file"].strip()] = row["procedure"].strip()
+        except (UnicodeDecodeError, csv.Error) as exc:
+            raise InputCorrupt(
+                f"{path}: not a UTF-8 CSV file ({exc})",
+                f"Tệp {MANIFEST} không đọc được (cần CSV mã UTF-8, hai cột file,procedure); vui lòng lưu lại tệp.",
+            ) from exc
+    return manifest
 
 
 def process_one(item: BatchInput, services: Services, *, actor: str = "archive") -> BatchItemResult:
@@ -89,9 +111,8 @@ def process_one(item: BatchInput, services: Services, *, actor: str = "archive")
         return BatchItemResult(item.name, "failed", reason=f"{err.reason}: {err}", seconds=time.perf_counter() - start)
     except Exception as err:  # a bug must not stop the batch; it is recorded with its type
         log.exception("%s failed unexpectedly", item.name)
-        return BatchItemResult(
-            item.name, "failed", reason=f"internal: {type(err).__name__}: {err}", seconds=time.perf_counter() - start
-        )
+        reason = display_name(f"internal: {type(err).__name__}: {err}", 2000)
+        return BatchItemResult(item.name, "failed", reason=reason, seconds=time.perf_counter() - start)
     receipt = outcome.receipt
     return BatchItemResult(
         item.name,

@@ -2,7 +2,8 @@
 
 Reads top to bottom: procedure → identify the input → (already done?) → inspect → OCR → understand → national
 databases (verify the applicant, reuse stored documents) → validate → certify the digitised copy → record
-(objects first, then one registry transaction) → save the signed documents to the citizen's store.
+(objects first, then one registry transaction) → the desk's form (Mẫu 01/02/03) with the citizen's lookup
+secret, stored with the dossier → save the signed documents to the citizen's store.
 """
 
 from __future__ import annotations
@@ -30,8 +31,10 @@ from pipeline.domain.catalog import Catalog, Procedure
 from pipeline.domain.classify import classify
 from pipeline.domain.deadlines import due_date
 from pipeline.domain.extract import extract_fields
+from pipeline.domain.lifecycle import Actor
 from pipeline.domain.segment import segment
 from pipeline.domain.validate import validate
+from pipeline.usecases.lifecycle import FormIssued, actor_for, issue_intake_forms
 from pipeline.usecases.services import Services
 from signing.levels import Level
 from signing.signers import sign_pdf, stamp_box_top_right
@@ -53,6 +56,17 @@ class IntakeRequest:
     procedure: str
     applicant_id: str | None = None
     actor: str = "desk-officer"
+    desk: Actor | None = None  # the named desk user (default: the unattended command, as ``actor``)
+
+
+def intake_request(
+    services: Services, input_path: Path, procedure: str, applicant_id: str | None = None, user: str | None = None
+) -> IntakeRequest:
+    """The request of an intake by the active desk ``user`` (Forbidden otherwise), or by the command itself."""
+    if user is None:
+        return IntakeRequest(input_path, procedure, applicant_id)
+    desk = actor_for(services, user)
+    return IntakeRequest(input_path, procedure, applicant_id, actor=desk.username, desk=desk)
 
 
 @dataclass
@@ -60,6 +74,12 @@ class IntakeOutcome:
     receipt: Receipt
     already_done: bool = False
     signed_pdf: bytes | None = field(default=None, repr=False)
+    form: FormIssued | None = None  # the desk's form, with the citizen's copy: only from the run that issued it
+
+    @property
+    def lookup_url(self) -> str | None:
+        """The citizen's lookup link (with its secret), when this run issued the desk's form."""
+        return self.form.lookup_url if self.form else None
 
 
 class _Stopwatch:
@@ -131,7 +151,9 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     existing = services.registry.find_by_input(source.sha256, procedure.key)
     if existing is not None and existing.state != DossierState.receiving:
         log.info("dossier %s already received from this input; nothing to do", existing.code)
-        return IntakeOutcome(Receipt.model_validate(existing.receipt_json), already_done=True)
+        receipt = Receipt.model_validate(existing.receipt_json)
+        # A run that crashed after recording the dossier left its form to do.
+        return IntakeOutcome(receipt, already_done=True, form=_desk_form(request, services, receipt, now))
 
     services.store  # noqa: B018  (open storage now: a misconfigured store must fail before minutes of OCR)
     services.keys.signer("officer")  # likewise the officer's key (a wrong token PIN fails here)
@@ -168,11 +190,20 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
                     request, services, procedure, source, pages, documents, validation, signed, clock.timings,
                     now, applicant_check=check,
                 )
+            with clock.stage("forms"):
+                form = _desk_form(request, services, receipt, now)
             with clock.stage("save_to_citizen_store"):
                 save_dossier_documents(natdb, receipt, hashlib.sha256(signed).hexdigest())
         finally:
             natdb.close()
-    return IntakeOutcome(receipt, signed_pdf=signed)
+    return IntakeOutcome(receipt, signed_pdf=signed, form=form)
+
+
+def _desk_form(
+    request: IntakeRequest, services: Services, receipt: Receipt, now: datetime | None
+) -> FormIssued | None:
+    """After :func:`record_intake`: the desk's form for the dossier, once (see ``issue_intake_forms``)."""
+    return issue_intake_forms(services, receipt, request.desk or Actor.for_batch("ingest", request.actor), now=now)
 
 
 def record_intake(
