@@ -15,8 +15,6 @@ from zoneinfo import ZoneInfo
 import pypdfium2 as pdfium
 import pytest
 from fastapi.testclient import TestClient
-from pipeline.domain.lifecycle import load_lifecycle
-from storage.identity import Identity
 from support.cli import Hoso
 from support.lifecycle import dossier_in, receive
 from support.pdfs import decode_qr
@@ -24,10 +22,13 @@ from support.servers import free_ports
 
 from pipeline.core.models import DocumentInfo, DossierState, Receipt, Role
 from pipeline.core.settings import Settings
+from pipeline.domain.lifecycle import load_lifecycle
+from pipeline.domain.results import parse_verify_payload
 from pipeline.usecases.services import Services
 from pipeline.web.app import create_app
 from pipeline.web.security import SESSION_COOKIE
 from storage import keys
+from storage.identity import Identity
 
 S = DossierState
 TZ = "Asia/Ho_Chi_Minh"
@@ -524,3 +525,16 @@ def test_desk_ingest_through_the_api_gives_the_receipt_and_the_lookup_link(tmp_p
         event = next(e for e in s.registry.get(code).events if e.action == "intake_forms")
         assert (event.actor, event.role) == ("lan", Role.desk)
     s.close()
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    (f"{PUBLIC}/xac-thuc/000.00.00.H00-250305-0042?v=7KQ2M9XD", ("000.00.00.H00-250305-0042", "7KQ2M9XD")),
+    ("http://127.0.0.1:8000/xac-thuc/DAI-0001?lang=en&v=abcd12", ("DAI-0001", "ABCD12")),
+    ("HOSO-VERIFY:DAI-0001:7KQ2-M9XD", ("DAI-0001", "7KQ2-M9XD")),  # results issued before the link
+    ("  HOSO-VERIFY:DAI-0001:7KQ2-M9XD\n", ("DAI-0001", "7KQ2-M9XD")),
+    ("HOSO-VERIFY:DAI 0001:7KQ2", None),
+    ("https://evil.example/xac-thuc/DAI-0001", None),
+    ("javascript:alert(1)", None),
+])
+def test_result_qr_payloads(text: str, expected: tuple[str, str] | None) -> None:
+    assert parse_verify_payload(text) == expected
