@@ -12,6 +12,7 @@ APT_PACKAGES=(
   poppler-utils qpdf ghostscript
   softhsm2 opensc
   fonts-noto-core fonts-liberation
+  chromium
 )
 VENV=.venv
 

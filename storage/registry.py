@@ -1207,6 +1207,43 @@ class Registry:
             row.updated_at = now
             return self._reload(session, code)
 
+    def correct_documents(
+        self,
+        code: str,
+        receipt: dict[str, Any],
+        documents: list[DocumentInfo],
+        *,
+        actor: str,
+        role: Role,
+        note: str,
+        detail: dict[str, Any],
+        allowed_from: set[DossierState],
+        at: datetime | None = None,
+    ) -> DossierRecord:
+        """Replace the dossier's documents and receipt after a correction by hand, with an event (``correct``)
+        that keeps the state; InvalidState unless the dossier is in one of ``allowed_from``."""
+        with self._session() as session:
+            row = self._load(session, code, lock=True)
+            current = DossierState(row.state)
+            if current not in allowed_from:
+                raise InvalidState(f"dossier {code} is {current.value!r}; documents can be corrected only in "
+                                   f"{sorted(s.value for s in allowed_from)}")
+            now = at or utcnow()
+            row.documents.clear()
+            session.flush()
+            for position, doc in enumerate(documents, start=1):
+                row.documents.append(Document(
+                    position=position, doc_type=doc.type, pages=list(doc.pages), confidence=doc.confidence,
+                    fields=dict(doc.fields), field_confidence=dict(doc.field_confidence),
+                ))
+            row.receipt_json = receipt
+            row.events.append(Event(
+                at=now, actor=actor, from_state=current.value, to_state=current.value, action="correct", note=note,
+                role=Role(role).value, detail=to_jsonable_python(detail),
+            ))
+            row.updated_at = now
+            return self._reload(session, code)
+
     def discard(self, code: str, *, attempt: str | None = None, actor: str = "hoso", note: str | None = None) -> None:
         """Delete a dossier still in ``receiving`` (a failed intake); InvalidState otherwise.
 

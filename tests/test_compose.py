@@ -176,13 +176,13 @@ def test_the_national_database_service_is_private_and_authenticated() -> None:
         assert COMPOSE["networks"][network].get("internal") is True, f"natdb on the non-internal {network}"
     # who else is on its networks: the worker, and the database it needs
     neighbours = {name for name, s in SERVICES.items() if set(s.get("networks", ["default"])) & set(natdb["networks"])}
-    assert neighbours == {"natdb", "worker", "postgres"}
+    assert neighbours == {"natdb", "worker", "web", "postgres"}
     env = _environment("natdb")
     assert env["HOSO_MODE"] == "production"
     assert env["HOSO_NATDB_CLIENTS_FILE"] in _mounted_secrets("natdb")
 
 
-@pytest.mark.parametrize("service", ["worker", "natdb"])
+@pytest.mark.parametrize("service", ["worker", "natdb", "web"])
 def test_every_secret_path_is_mounted_from_a_required_folder(service: str) -> None:
     mounted = _mounted_secrets(service)
     env = _environment(service)
@@ -228,3 +228,23 @@ def test_worker_settings_pass_the_production_checks_once_its_secrets_exist(tmp_p
     settings = _settings(env | {"HOSO_DATA_DIR": str(tmp_path / "var")})
     assert production_problems(settings) == []
     assert settings.resolved_natdb_token() == token
+
+
+def test_web_serves_the_workers_settings_on_loopback_with_a_health_check() -> None:
+    """``hoso serve`` runs on the worker's settings, keys and national-database client (it runs the desk
+    too), answers its healthcheck at /healthz on the port it binds, published on loopback only."""
+    web = SERVICES["web"]
+    command = web["command"]
+    assert command[:4] == ["python", "-m", "pipeline.cli", "serve"]
+    assert (ROOT / "pipeline" / "cli" / "__main__.py").is_file() and (ROOT / "pipeline" / "web" / "app.py").is_file()
+    port = command[command.index("--port") + 1]
+    assert web["ports"] == [f"127.0.0.1:{port}:{port}"]
+    test = " ".join(web["healthcheck"]["test"])
+    assert f"http://127.0.0.1:{port}/healthz" in test
+    assert web["restart"] == "unless-stopped"
+    hoso = {k: v for k, v in _environment("web").items() if k.startswith("HOSO_")}
+    assert hoso == {k: v for k, v in _environment("worker").items() if k.startswith("HOSO_")}
+    assert _settings(hoso).mode == "production"
+    assert _mounted_secrets("web") == _mounted_secrets("worker")
+    for dep in ("postgres", "minio", "minio-init", "natdb"):
+        assert dep in web["depends_on"]

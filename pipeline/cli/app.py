@@ -819,6 +819,23 @@ def natdb_serve(
 
 
 @app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Bind address")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port")] = 8000,
+) -> None:
+    """Serve the one-stop centre: citizen pages, staff pages and the REST API (/api/, /openapi.json)."""
+    import uvicorn
+
+    from pipeline.web.app import create_app
+
+    services = _services()
+    _guard(services.preflight)  # bad configuration: one line and its exit code, before the port is bound
+    # One process: sessions, rate limits and desk jobs live in its memory.
+    uvicorn.run(create_app(services), host=host, port=port, log_level="info", proxy_headers=True,
+                server_header=False)
+
+
+@app.command()
 def train(
     out: Annotated[Path | None, typer.Option("--out", help="Model file (default: the bundled one)")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the synthetic training documents")] = 0,

@@ -167,6 +167,12 @@ class Settings(BaseSettings):
     natdb_clients_file: Path | None = Field(
         None, description="The service's clients (names, scopes, SHA-256 of tokens): pipeline/national/auth.py"
     )
+    lookup_rate: int = Field(
+        20, ge=1, description="`hoso serve`: citizen lookups and result checks per minute per client address"
+    )
+    upload_max_mb: int = Field(50, ge=1, le=2000, description="`hoso serve`: largest scan the desk page accepts")
+    verify_max_mb: int = Field(20, ge=1, le=500, description="`hoso serve`: largest PDF the public verify page checks")
+    session_hours: float = Field(10.0, gt=0, le=24 * 7, description="`hoso serve`: a staff sign-in lasts this long")
 
     @field_validator("retention", mode="before")
     @classmethod

@@ -3,15 +3,19 @@
 Layout follows the usual administrative form: agency on the top left, the national motto on the top
 right, place and date, the title, the dossier code, procedure and applicant, the body, and at the
 bottom two empty boxes where the approver's and the seal's visible signatures go, plus a QR code
-that carries ``HOSO-VERIFY:<dossier_code>:<verification_code>``.
+that links to the public verify page, ``<HOSO_PUBLIC_URL>/xac-thuc/<dossier_code>?v=<verification_code>``
+(results issued before carry ``HOSO-VERIFY:<dossier_code>:<verification_code>``; both are understood by
+:func:`parse_verify_payload`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import io
+import re
 from functools import lru_cache
 from pathlib import Path
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import pikepdf
@@ -71,6 +75,29 @@ class ResultContent(BaseModel):
     verification_code: str = Field(min_length=1)
     body_lines: list[str] = Field(default_factory=list)
     place: str | None = None  # e.g. "Hà Nội"; the date line starts with it when given
+    public_url: str | None = None  # HOSO_PUBLIC_URL: the QR links to the verify page under it
+
+
+VERIFY_PREFIX = "HOSO-VERIFY:"
+VERIFY_PATH = "/xac-thuc/"
+_VERIFY_URL = re.compile(
+    r"^https?://[^/?#\s]+(?:/[^?#\s]*)?/xac-thuc/([0-9A-Za-z.\-]{1,64})\?(?:[^#\s]*&)?v=([0-9A-Za-z\-]{4,40})"
+    r"(?:[&#]\S*)?$"
+)
+_VERIFY_OLD = re.compile(r"^HOSO-VERIFY:([0-9A-Za-z.\-]{1,64}):([0-9A-Za-z\-]{4,40})$")
+
+
+def verify_url(public_url: str, dossier_code: str, verification_code: str) -> str:
+    """The verify page of one e-result (what its QR code carries)."""
+    return f"{public_url.rstrip('/')}{VERIFY_PATH}{quote(dossier_code)}?v={quote(verification_code)}"
+
+
+def parse_verify_payload(text: str) -> tuple[str, str] | None:
+    """(dossier code, verification code) from a scanned result QR: the verify-page link, or the
+    ``HOSO-VERIFY:<code>:<vcode>`` text of results issued before it; None for anything else."""
+    text = text.strip()
+    match = _VERIFY_URL.match(text) or _VERIFY_OLD.match(text)
+    return (match.group(1), match.group(2).upper()) if match else None
 
 
 def result_signature_boxes() -> dict[str, tuple[float, float, float, float]]:
@@ -83,8 +110,11 @@ def result_signature_boxes() -> dict[str, tuple[float, float, float, float]]:
 
 
 def qr_payload(content: ResultContent) -> str:
-    """Text carried by the result's QR code."""
-    return f"HOSO-VERIFY:{content.dossier_code}:{content.verification_code}"
+    """Text carried by the result's QR code: the verify page's link (without a public URL, the older
+    ``HOSO-VERIFY:`` text)."""
+    if content.public_url:
+        return verify_url(content.public_url, content.dossier_code, content.verification_code)
+    return f"{VERIFY_PREFIX}{content.dossier_code}:{content.verification_code}"
 
 
 @lru_cache(maxsize=1)

@@ -55,6 +55,7 @@ def _content(services: Services, record: DossierRecord, verification_code: str, 
         agency_name=services.settings.agency_name,
         issued_at=when,
         verification_code=verification_code,
+        public_url=services.settings.public_url,
         body_lines=[
             f"Hồ sơ {record.code} đã được giải quyết theo thủ tục \"{procedure.label}\".",
             "Kết quả điện tử này có giá trị pháp lý như bản giấy (Nghị định 45/2020/NĐ-CP).",
