@@ -6,7 +6,8 @@ Checked, in order:
    gone), and ended attempts that left unrecorded versions behind.
 2. Every artifact of every dossier: its version is in the store, its SHA-256 and size are the
    registry's (and the bytes read back match), it is the current version of its key, the ledger has it,
-   and a signed one (digitised copy, e-result, forms; not the earlier versions a refresh kept) verifies.
+   and a signed one (digitised copy, e-result, forms; not the evidence a later record carries forward:
+   versions a refresh kept, the approver-signed copy under the seal) verifies.
 3. Every recorded version in the ledger is still stored and locked as its record class says.
 4. Every version stored under ``dossiers/`` is recorded, or the pending write of a live attempt;
    anything else is an orphan.
@@ -46,6 +47,8 @@ log = logging.getLogger(__name__)
 #: An unrecorded version without a known, ended attempt is left alone this long (a writer may still record it).
 ORPHAN_GRACE = timedelta(hours=1)
 SIGNED_CLASSES = frozenset({"digitised", "result", "form"})
+#: Artifacts kept as evidence whose signatures live on in a later record (not verified on their own).
+EVIDENCE = ("history:", "result_approved")
 
 FindingKind = Literal[
     "stale_reservation",
@@ -199,9 +202,10 @@ class _Check:
         if sha256_bytes(data) != art.sha256:
             self.add("sha256_mismatch", f"artifact {art.name!r} reads back with another SHA-256", **where)
             return
-        # An earlier version kept by a signature refresh is evidence, not a record that must verify on its own
-        # today: it was renewed because its proof was ageing, and the renewed file carries it.
-        signed = keys.record_class(art.object_key) in SIGNED_CLASSES and not art.name.startswith("history:")
+        # An earlier version kept by a signature refresh, and the approver-signed copy the seal was added to,
+        # are evidence, not records that must verify on their own today: the renewed (sealed) file carries
+        # their signatures forward, and only it is kept valid (hoso signing refresh).
+        signed = keys.record_class(art.object_key) in SIGNED_CLASSES and not art.name.startswith(EVIDENCE)
         if self.signatures and signed and data.startswith(b"%PDF"):
             self._signature(art, data, where)
 
