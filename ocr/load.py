@@ -259,6 +259,7 @@ def _iter_image_file(f: InputFile, fmt: FileFormat, options: OcrOptions, start: 
                 page = _fit(im)
                 if page is im:  # the next frame (or closing the file) reuses ``im``: hand out a copy
                     page = im.copy()
+                page.info = {}  # not the file's encoding (a fax TIFF's group4 cannot write a grey page)
             except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
                 raise corrupt(where, f"cannot decode frame {k + 1}: {exc}") from exc
             kept = page.size == (w, h)

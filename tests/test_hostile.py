@@ -283,6 +283,19 @@ def test_large_pages_are_decoded_reduced(tmp_path: Path) -> None:
     assert rendered.image.convert("L").getpixel((rendered.image.width // 2, round(1050 * rendered.dpi / 600))) < 60
 
 
+@pytest.mark.timeout(300)
+def test_large_fax_pages_go_through_ocr_reduced(tmp_path: Path) -> None:
+    """1-bit Group 4 pages over the work size are decoded whole, reduced in grey, handed to the workers."""
+    page = Image.new("1", (6200, 8770), 1)  # A4 at 750 dpi: 54 Mpx
+    page.paste(0, (600, 800, 5000, 900))
+    page.save(tmp_path / "fax.tif", "TIFF", save_all=True, append_images=[page], compression="group4",
+              dpi=(750, 750))
+    hoso = Hoso(tmp_path / "var", {"HOSO_NATDB": "off", "HOSO_OCR_JOBS": "2"})
+    proc = hoso("ingest", str(tmp_path / "fax.tif"), "--procedure", PROCEDURE, "--json", timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert [p["index"] for p in json.loads(proc.stdout)["pages"]] == [1, 2]
+
+
 def test_stream_caps_are_exact(tmp_path: Path) -> None:
     """Content just under the stream cap passes; just over is refused, by counting, not inflating whole."""
     pdf = pikepdf.new()
