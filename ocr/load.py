@@ -235,10 +235,19 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
 def _fit(page: Image.Image) -> Image.Image:
     """A decoded page in mode 1, L or RGB, reduced (box filter) to at most WORK_PIXELS."""
     page = _normalise_mode(page)
-    if page.width * page.height > WORK_PIXELS:
-        factor = math.ceil(math.sqrt(page.width * page.height / WORK_PIXELS))
-        page = (page.convert("L") if page.mode == "1" else page).reduce(factor)
-    return page
+    if page.width * page.height <= WORK_PIXELS:
+        return page
+    factor = math.ceil(math.sqrt(page.width * page.height / WORK_PIXELS))
+    if page.mode != "1":
+        return page.reduce(factor)
+    # A bilevel page is reduced in grey (thin strokes stay visible), band by band: a grey copy of a
+    # 100 Mpx page would take another 100 MB.
+    out = Image.new("L", (math.ceil(page.width / factor), math.ceil(page.height / factor)))
+    step = factor * 256
+    for top in range(0, page.height, step):
+        band = page.crop((0, top, page.width, min(page.height, top + step))).convert("L").reduce(factor)
+        out.paste(band, (0, top // factor))
+    return out
 
 
 def _iter_image_file(f: InputFile, fmt: FileFormat, options: OcrOptions, start: int) -> Iterator[LoadedPage]:
