@@ -11,6 +11,7 @@ smaller, other images reduced once decoded), so OCR memory stays bounded whateve
 from __future__ import annotations
 
 import math
+import mmap
 import re
 import struct
 import warnings
@@ -34,6 +35,7 @@ from ocr.bounds import (
     corrupt,
     invalid_page,
     jpeg_frames,
+    pdf_syntax,
     png_info,
     tiff_frames,
     too_large,
@@ -348,6 +350,8 @@ def _rotation(page: pikepdf.Page, where: str) -> int:
 
 def _check_pdf(f: InputFile, options: OcrOptions) -> int:
     where = display_name(f.name)
+    with open_regular(f.path) as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        pdf_syntax(raw, where)  # before qpdf builds a single object from the file
     with _open_pdf(f.path) as pdf:
         # Warnings at this point mean qpdf reconstructed the file (later ones are about single objects).
         repaired = bool(pdf.get_warnings())

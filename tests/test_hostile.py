@@ -20,7 +20,7 @@ import pikepdf
 import pytest
 from PIL import Image
 from support.cli import Hoso
-from support.hostile import Case, cases, double_bomb, write_corpus, zeros_bomb
+from support.hostile import Case, cases, double_bomb, prefixed_bomb, write_corpus, zeros_bomb
 from support.servers import PrefectServer
 
 from ocr.bounds import MAX_STREAM_BYTES
@@ -66,6 +66,9 @@ def test_the_bombs_are_real() -> None:
         total += len(d.decompress(data, 1 << 20))
         data = d.unconsumed_tail
     assert d.eof and total >= 64 << 20
+    d = zlib.decompressobj()
+    head = d.decompress(prefixed_bomb(b"1 0 2 35", 8 << 20), 4096)
+    assert head.startswith(b"1 0 2 35\x00") and set(head[8:]) == {0}
     inner = zlib.decompress(double_bomb(1 << 30))
     assert len(inner) < 2 << 20 and inner == zeros_bomb(1 << 30)
     assert len(zeros_bomb(1 << 30)) < 1.1e6

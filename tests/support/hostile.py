@@ -85,6 +85,20 @@ def zeros_bomb(size: int) -> bytes:
     return b"\x78\xda" + head + bytes([run]) * k + tail + struct.pack(">I", adler)
 
 
+def prefixed_bomb(prefix: bytes, size: int) -> bytes:
+    """A zlib stream that inflates to ``prefix``, then about ``size`` zero bytes: ``prefix`` in blocks of
+    its own (ended by a full flush), then the zeros' blocks, which only ever copy the byte before."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    head, tail, run = _zeros_deflate_parts()
+    k = max(0, -(-(size - (1 << 20)) // 1032))
+    zeros = (1 << 20) + 1032 * k
+    check = zlib.adler32(prefix)
+    a, b = check & 0xFFFF, check >> 16
+    adler = (((b + zeros * a) % 65521) << 16) | a  # Adler-32 after n more zero bytes: b grows by n * a
+    return b"\x78\xda" + first + head + bytes([run]) * k + tail + struct.pack(">I", adler)
+
+
 def double_bomb(size: int) -> bytes:
     """Flate inside Flate: the outer stream inflates to a bomb of ``size`` (16 GiB needs ~16 MB inside)."""
     return zlib.compress(zeros_bomb(size), 9)
@@ -228,6 +242,55 @@ def forms_cycle() -> bytes:
         5: form(b"/G Do", b"<< /XObject << /G 6 0 R >> >>"),
         6: form(b"/F Do", b"<< /XObject << /F 5 0 R >> >>"),
     })
+
+
+def xref_stream_pdf(objects: dict[int, bytes], in_stream: dict[int, bytes], stream_data: bytes,
+                    stream_entries: bytes = b"/Filter /FlateDecode") -> bytes:
+    """A PDF 1.5 file: ``objects`` in the body, ``in_stream`` inside object stream 10 (its data
+    ``stream_data``, already encoded; None: written plainly), a cross-reference stream (object 11)."""
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets: dict[int, int] = {}
+    for n in sorted(objects):
+        offsets[n] = len(out)
+        out += b"%d 0 obj\n" % n + objects[n] + b"\nendobj\n"
+    numbers = sorted(in_stream)
+    offsets[10] = len(out)
+    out += b"10 0 obj\n" + stream(b"/Type /ObjStm /N %d /First 64 " % len(numbers) + stream_entries, stream_data)
+    out += b"\nendobj\n"
+    offsets[11] = len(out)
+    rows = b""
+    for n in range(12):
+        if n in offsets:
+            rows += struct.pack(">BIH", 1, offsets[n], 0)
+        elif n in in_stream:
+            rows += struct.pack(">BIH", 2, 10, numbers.index(n))
+        else:
+            rows += struct.pack(">BIH", 0, 0, 0xFFFF)
+    out += b"11 0 obj\n" + stream(b"/Type /XRef /Size 12 /W [1 4 2] /Root 1 0 R", rows) + b"\nendobj\n"
+    out += b"startxref\n%d\n%%%%EOF\n" % offsets[11]
+    return bytes(out)
+
+
+def object_stream_bomb(size: int = GiB) -> bytes:
+    """The catalog and page tree inside an object stream that then inflates to 1 GiB of zeros: qpdf
+    inflates the whole stream to read the catalog, as soon as the file is opened."""
+    inside = {1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"}
+    body = b" ".join(inside.values())
+    header = b"1 0 2 %d" % (len(inside[1]) + 1)
+    prefix = header.ljust(64) + body + b" "
+    return xref_stream_pdf({
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>",
+        4: stream(b"", INK),
+    }, inside, prefixed_bomb(prefix, size))
+
+
+def xref_stream_bomb() -> bytes:
+    """A cross-reference stream, which every reader inflates on opening, inflating to 1 GiB."""
+    data = pdf({1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>"})
+    body = data[: data.index(b"xref\n")]
+    return body + b"4 0 obj\n" + stream(b"/Type /XRef /Size 5 /W [1 4 2] /Root 1 0 R /Filter /FlateDecode",
+                                        zeros_bomb(GiB)) + b"\nendobj\nstartxref\n%d\n%%%%EOF\n" % len(body)
 
 
 def encrypted_pdf() -> bytes:
@@ -517,6 +580,12 @@ def cases(outside: Path | None = None) -> list[Case]:
                                                 b"/Filter /FlateDecode", bomb)}))),
         Case(b"pdf-sparse-5GiB.pdf", E.input_too_large, "a PDF header then 5 GiB of holes",
              sparse(5 * GiB, b"%PDF-1.4\n")),
+        Case(b"pdf-object-stream-bomb.pdf", E.input_too_large, "the catalog in an object stream inflating to 1 GiB",
+             write(object_stream_bomb)),
+        Case(b"pdf-xref-stream-bomb.pdf", E.input_too_large, "a cross-reference stream inflating to 1 GiB",
+             write(xref_stream_bomb)),
+        Case(b"pdf-array-bomb.pdf", E.input_too_large, "5 million numbers in one array (750 MB to parse)",
+             write(lambda: doc(resources=b"<< /X [" + b"0 " * 5_000_000 + b"] >>"))),
         # image formats
         Case(b"png-huge.png", E.input_too_large, "a 1-bit PNG declared 50000x50000 px",
              write(lambda: png(50_000, 50_000, 1))),
