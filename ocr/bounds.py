@@ -1104,7 +1104,8 @@ class _SyntaxCount:
         d = _inline_dict(entries[entries.index(b"<<") + 1 :] if b"<<" in entries else entries)
         try:
             chain = filter_chain(d.get("/Filter"), None)
-            result = decode(data, chain, MAX_STREAM_BYTES, MAX_STREAM_BYTES, body, stop)
+            keep = MAX_STREAM_BYTES if b"/ObjStm" in kinds else 0  # a cross-reference stream is only measured
+            result = decode(data, chain, MAX_STREAM_BYTES, keep, body, stop)
         except _Exceeded:
             raise heavy(self.where, f"an object or cross-reference stream inflates to more than "
                         f"{megabytes(MAX_STREAM_BYTES)}") from None
