@@ -481,6 +481,10 @@ def png_info(fh: BinaryIO, where: str, max_pixels: int, max_frames: int) -> PngI
     return info
 
 
+_TIFF_NUMBERS = {3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18}  # SHORT, LONG, RATIONAL... (not BYTE, ASCII)
+MAX_TIFF_VALUES = 1_000_000  # a strip per row of a 100 Mpx page needs 10 000
+
+
 def tiff_frames(fh: BinaryIO, where: str, max_frames: int) -> list[Frame]:
     """The size of every frame (IFD) of a TIFF, following its chain once: a loop is InputCorrupt, more
     than ``max_frames`` frames InputTooLarge, a frame without a size InputInvalidPage."""
@@ -525,6 +529,10 @@ def tiff_frames(fh: BinaryIO, where: str, max_frames: int) -> list[Frame]:
         for k in range(n):
             e = entries[k * entry_size : (k + 1) * entry_size]
             tag, typ = struct.unpack(order + "HH", e[:4])
+            (count,) = struct.unpack(order + ("Q" if big else "I"), e[4 : 12 if big else 8])
+            if typ in _TIFF_NUMBERS and count > MAX_TIFF_VALUES:
+                # Pillow reads every value of every tag into a tuple: ~36 bytes each.
+                raise heavy(where, f"TIFF tag {tag} of frame {len(frames) + 1} holds {count} numbers")
             if tag not in (256, 257, 277):
                 continue
             value_at = 12 if big else 8

@@ -376,6 +376,16 @@ def tiff_header_frames(sizes: list[tuple[int, int]], *, loop: bool = False) -> b
     return bytes(out)
 
 
+def tiff_tag_bomb(values: int = 5_000_000) -> bytes:
+    """A 1000x1400 TIFF frame whose StripOffsets tag holds ``values`` numbers (20 MB of file; Pillow
+    builds a tuple of them as it opens the file)."""
+    frame = bytearray(tiff_header_frames([(1000, 1400)]))
+    ifd = struct.unpack_from("<I", frame, 4)[0]
+    entry = ifd + 2 + 5 * 12  # the sixth tag: StripOffsets (273)
+    struct.pack_into("<HHII", frame, entry, 273, 4, values, len(frame))
+    return bytes(frame) + bytes(4 * values)
+
+
 def many_frame_tiff(count: int) -> bytes:
     frames = [Image.new("1", (120, 120), 1) for _ in range(count)]
     buf = io.BytesIO()
@@ -618,6 +628,8 @@ def cases(outside: Path | None = None) -> list[Case]:
         Case(b"tiff-frame-loop.tif", E.input_corrupt, "TIFF frames that loop",
              write(lambda: tiff_header_frames([(1000, 1400), (1000, 1400)], loop=True))),
         Case(b"tiff-many-frames.tif", E.input_too_large, "2001 frames", write(lambda: many_frame_tiff(2001))),
+        Case(b"tiff-tag-bomb.tif", E.input_too_large, "a tag of 5 million numbers (Pillow: a tuple of them)",
+             write(tiff_tag_bomb)),
         Case(b"tiff-1bit-huge.tif", E.input_too_large, "a 1-bit TIFF declared 200000x200000 px",
              write(lambda: tiff_header_frames([(200_000, 200_000)]))),
         Case(b"tiff-truncated.tif", E.input_corrupt, "a TIFF whose frame lies past its end",
