@@ -14,6 +14,7 @@ operators) and low enough that one page stays within a few hundred MB and a few 
 from __future__ import annotations
 
 import binascii
+import mmap
 import re
 import struct
 import zlib
@@ -41,6 +42,7 @@ MAX_OBJECTS_BASE, MAX_OBJECTS_PER_PAGE = 50_000, 1_000  # objects a document's p
 MAX_SEGMENTS = 100_000  # PNG chunks, JPEG segments
 JPEG_HEAD = 4 << 20  # a JPEG's frame header must come within this many bytes
 _STEP = 1 << 20
+Buffer = bytes | mmap.mmap
 
 # Memory per pixel of an image file while decoded and brought to 1/L/RGB (Pillow keeps RGB in 4 bytes).
 MODE_BYTES = {"1": 1, "L": 1, "P": 5, "RGB": 4, "RGBA": 13, "LA": 13, "PA": 13, "CMYK": 8, "YCbCr": 8, "LAB": 8,
@@ -79,10 +81,10 @@ def megabytes(n: int) -> str:
 Chunks = Iterator[bytes]
 
 
-def _slices(data: bytes | memoryview) -> Chunks:
-    view = memoryview(data)
-    for i in range(0, len(view), _STEP):
-        yield bytes(view[i : i + _STEP])
+def _slices(data: bytes | memoryview | mmap.mmap, start: int = 0, stop: int | None = None) -> Chunks:
+    stop = len(data) if stop is None else stop
+    for i in range(start, stop, _STEP):
+        yield bytes(data[i : min(i + _STEP, stop)])  # a copy: no view of a memory map outlives the call
 
 
 def _inflate(chunks: Chunks) -> Chunks:
@@ -238,9 +240,13 @@ def filter_chain(filters: object, parms: object) -> list[tuple[str, pikepdf.Obje
     return out
 
 
-def decode(raw: bytes | memoryview, chain: list[tuple[str, pikepdf.Object | None]], cap: int, keep: int) -> Decoded:
-    """Run ``raw`` through the chain's filters up to the first image codec, counting; _Exceeded past ``cap``."""
-    chunks: Chunks = _slices(raw)
+def decode(
+    raw: bytes | memoryview | mmap.mmap, chain: list[tuple[str, pikepdf.Object | None]], cap: int, keep: int,
+    start: int = 0, stop: int | None = None,
+) -> Decoded:
+    """Run ``raw[start:stop]`` through the chain's filters up to the first image codec, counting;
+    _Exceeded past ``cap``."""
+    chunks: Chunks = _slices(raw, start, stop)
     codec: str | None = None
     codec_parms = None
     for name, parms in chain:
@@ -475,6 +481,10 @@ def png_info(fh: BinaryIO, where: str, max_pixels: int, max_frames: int) -> PngI
     return info
 
 
+_TIFF_NUMBERS = {3, 4, 5, 8, 9, 10, 11, 12, 13, 16, 17, 18}  # SHORT, LONG, RATIONAL... (not BYTE, ASCII)
+MAX_TIFF_VALUES = 1_000_000  # a strip per row of a 100 Mpx page needs 10 000
+
+
 def tiff_frames(fh: BinaryIO, where: str, max_frames: int) -> list[Frame]:
     """The size of every frame (IFD) of a TIFF, following its chain once: a loop is InputCorrupt, more
     than ``max_frames`` frames InputTooLarge, a frame without a size InputInvalidPage."""
@@ -519,6 +529,10 @@ def tiff_frames(fh: BinaryIO, where: str, max_frames: int) -> list[Frame]:
         for k in range(n):
             e = entries[k * entry_size : (k + 1) * entry_size]
             tag, typ = struct.unpack(order + "HH", e[:4])
+            (count,) = struct.unpack(order + ("Q" if big else "I"), e[4 : 12 if big else 8])
+            if typ in _TIFF_NUMBERS and count > MAX_TIFF_VALUES:
+                # Pillow reads every value of every tag into a tuple: ~36 bytes each.
+                raise heavy(where, f"TIFF tag {tag} of frame {len(frames) + 1} holds {count} numbers")
             if tag not in (256, 257, 277):
                 continue
             value_at = 12 if big else 8
@@ -569,7 +583,7 @@ _COMPONENTS = {"/DeviceGray": 1, "/G": 1, "/CalGray": 1, "/Indexed": 1, "/I": 1,
                "/DeviceRGB": 3, "/RGB": 3, "/CalRGB": 3, "/Lab": 3, "/DeviceCMYK": 4, "/CMYK": 4}
 
 
-def _skip_string(data: bytes, pos: int) -> int:
+def _skip_string(data: Buffer, pos: int) -> int:
     depth = 1
     while depth:
         m = _STRING_STOP.search(data, pos)
@@ -1025,3 +1039,85 @@ def _list(obj: object) -> list[object]:
 
 def _values(obj: object) -> list[object]:
     return list(obj.values()) if isinstance(obj, pikepdf.Dictionary) else []
+
+
+# --- PDF syntax, before any PDF library parses it ------------------------------------------------------
+
+MAX_SYNTAX_TOKENS = 1_000_000  # tokens outside stream data, in the file and in its object streams
+MAX_SYNTAX_BYTES = 32 << 20  # bytes outside stream data, likewise
+_STREAM_DATA = re.compile(rb"\r\n|\n|\r")
+
+
+def pdf_syntax(data: bytes | Buffer, where: str) -> None:
+    """Count the PDF syntax a parser would build objects from — everything outside stream data, and the
+    inflated content of object streams — and refuse a file with more than any scan has.
+
+    qpdf parses an object stream whole as soon as one object in it is needed (opening the file needs
+    the catalog), and every array item costs it ~100 bytes: a 1 MB file can hold an object stream that
+    inflates to a gigabyte, or a 10 MB file an array that takes 750 MB. So this runs on the raw bytes
+    (a memory map), before pikepdf or pdfium opens the file: object and cross-reference streams are
+    inflated counting, like every stream here; other stream data is skipped to its ``endstream``.
+    """
+    counter = _SyntaxCount(where)
+    counter.scan(data, 0, len(data), top=True)
+
+
+class _SyntaxCount:
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.tokens = 0
+        self.bytes = 0
+
+    def _add(self, tokens: int, size: int) -> None:
+        self.tokens += tokens
+        self.bytes += size
+        if self.tokens > MAX_SYNTAX_TOKENS or self.bytes > MAX_SYNTAX_BYTES:
+            raise heavy(self.where, f"more than {MAX_SYNTAX_TOKENS} tokens or {megabytes(MAX_SYNTAX_BYTES)} of "
+                        "PDF objects outside stream data")
+
+    def scan(self, data: bytes | Buffer, pos: int, end: int, *, top: bool) -> None:
+        recent: deque[bytes] = deque(maxlen=64)  # the tokens since the last ``obj``: a stream's dictionary
+        start = pos
+        while pos < end:
+            m = _TOKEN.match(data, pos, end)
+            if m is None:
+                pos += 1
+                continue
+            token, pos = m.group(), m.end()
+            if token[0] in _WS or token[0] == 0x25:
+                continue
+            if token == b"(":
+                pos = _skip_string(data, pos)
+            self._add(1, 0)
+            if token == b"obj":
+                recent.clear()
+            elif token == b"stream" and top:
+                eol = _STREAM_DATA.match(data, pos, end)
+                body = eol.end() if eol else pos
+                stop = data.find(b"endstream", body, end)
+                stop = end if stop < 0 else stop
+                self._add(0, body - start)
+                self._stream(data, body, stop, list(recent))
+                pos = start = stop + len(b"endstream") if stop < end else end
+                recent.clear()
+                continue
+            recent.append(token)
+        self._add(0, max(0, min(pos, end) - start))
+
+    def _stream(self, data: bytes | Buffer, body: int, stop: int, entries: list[bytes]) -> None:
+        """An object or cross-reference stream's data, inflated counting; other stream data is skipped."""
+        kinds = {entries[i + 1] for i in range(len(entries) - 1) if entries[i] == b"/Type"}
+        if not kinds & {b"/ObjStm", b"/XRef"}:
+            return
+        d = _inline_dict(entries[entries.index(b"<<") + 1 :] if b"<<" in entries else entries)
+        try:
+            chain = filter_chain(d.get("/Filter"), None)
+            keep = MAX_STREAM_BYTES if b"/ObjStm" in kinds else 0  # a cross-reference stream is only measured
+            result = decode(data, chain, MAX_STREAM_BYTES, keep, body, stop)
+        except _Exceeded:
+            raise heavy(self.where, f"an object or cross-reference stream inflates to more than "
+                        f"{megabytes(MAX_STREAM_BYTES)}") from None
+        except ValueError:
+            return  # qpdf will say what is wrong with it
+        if b"/ObjStm" in kinds:
+            self.scan(result.head, 0, len(result.head), top=False)

@@ -11,6 +11,7 @@ smaller, other images reduced once decoded), so OCR memory stays bounded whateve
 from __future__ import annotations
 
 import math
+import mmap
 import re
 import struct
 import warnings
@@ -34,6 +35,7 @@ from ocr.bounds import (
     corrupt,
     invalid_page,
     jpeg_frames,
+    pdf_syntax,
     png_info,
     tiff_frames,
     too_large,
@@ -235,10 +237,19 @@ def _normalise_mode(im: Image.Image) -> Image.Image:
 def _fit(page: Image.Image) -> Image.Image:
     """A decoded page in mode 1, L or RGB, reduced (box filter) to at most WORK_PIXELS."""
     page = _normalise_mode(page)
-    if page.width * page.height > WORK_PIXELS:
-        factor = math.ceil(math.sqrt(page.width * page.height / WORK_PIXELS))
-        page = (page.convert("L") if page.mode == "1" else page).reduce(factor)
-    return page
+    if page.width * page.height <= WORK_PIXELS:
+        return page
+    factor = math.ceil(math.sqrt(page.width * page.height / WORK_PIXELS))
+    if page.mode != "1":
+        return page.reduce(factor)
+    # A bilevel page is reduced in grey (thin strokes stay visible), band by band: a grey copy of a
+    # 100 Mpx page would take another 100 MB.
+    out = Image.new("L", (math.ceil(page.width / factor), math.ceil(page.height / factor)))
+    step = factor * 256
+    for top in range(0, page.height, step):
+        band = page.crop((0, top, page.width, min(page.height, top + step))).convert("L").reduce(factor)
+        out.paste(band, (0, top // factor))
+    return out
 
 
 def _iter_image_file(f: InputFile, fmt: FileFormat, options: OcrOptions, start: int) -> Iterator[LoadedPage]:
@@ -259,6 +270,7 @@ def _iter_image_file(f: InputFile, fmt: FileFormat, options: OcrOptions, start: 
                 page = _fit(im)
                 if page is im:  # the next frame (or closing the file) reuses ``im``: hand out a copy
                     page = im.copy()
+                page.info = {}  # not the file's encoding (a fax TIFF's group4 cannot write a grey page)
             except (OSError, SyntaxError, ValueError, EOFError, struct.error) as exc:
                 raise corrupt(where, f"cannot decode frame {k + 1}: {exc}") from exc
             kept = page.size == (w, h)
@@ -338,6 +350,8 @@ def _rotation(page: pikepdf.Page, where: str) -> int:
 
 def _check_pdf(f: InputFile, options: OcrOptions) -> int:
     where = display_name(f.name)
+    with open_regular(f.path) as fh, mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ) as raw:
+        pdf_syntax(raw, where)  # before qpdf builds a single object from the file
     with _open_pdf(f.path) as pdf:
         # Warnings at this point mean qpdf reconstructed the file (later ones are about single objects).
         repaired = bool(pdf.get_warnings())

@@ -12,7 +12,6 @@ import io
 import json
 import os
 import subprocess
-import sys
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -20,7 +19,9 @@ from pathlib import Path
 import pikepdf
 import pytest
 from PIL import Image
-from support.hostile import Case, cases, double_bomb, write_corpus, zeros_bomb
+from support.cli import Hoso
+from support.hostile import Case, cases, double_bomb, prefixed_bomb, write_corpus, zeros_bomb
+from support.servers import PrefectServer
 
 from ocr.bounds import MAX_STREAM_BYTES
 from ocr.load import WORK_PIXELS, inspect_input, iter_pages
@@ -29,7 +30,6 @@ from pipeline.core.errors import ExitCode, InputBadName, InputCorrupt, InputTooL
 from pipeline.core.inputs import MAX_NAME_BYTES, display_name, identify_input, name_problem
 from pipeline.usecases.archive import discover_batch
 from storage.objects import LocalObjectStore
-from storage.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ROOT.parent / "shared" / "corpus" / "public"
@@ -37,23 +37,9 @@ PROCEDURE = "business_household_registration"
 OPTS = OcrOptions()
 
 
-def _env(data_dir: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("HOSO_", "PREFECT_API_URL"))}
-    return env | {"HOSO_DATA_DIR": str(data_dir), "HOSO_NATDB": "off", "PYTHONPATH": str(ROOT)}
-
-
-def _hoso(data_dir: Path, *args: str | bytes, timeout: float) -> subprocess.CompletedProcess[bytes]:
-    return subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", *args], env=_env(data_dir), capture_output=True, timeout=timeout,
-        cwd=data_dir.parent,
-    )
-
-
-def _nothing_kept(data_dir: Path) -> None:
-    objects = data_dir / "objects"
-    stored = [i.key for i in LocalObjectStore(objects).list()] if objects.exists() else []
-    assert stored == []
-    assert Registry(f"sqlite:///{data_dir / 'registry.db'}").list_dossiers() == []
+def _nothing_kept(hoso: Hoso) -> None:
+    assert hoso.stored_keys() == []
+    assert hoso.registry.list_dossiers() == []
 
 
 @pytest.fixture(scope="module")
@@ -80,6 +66,9 @@ def test_the_bombs_are_real() -> None:
         total += len(d.decompress(data, 1 << 20))
         data = d.unconsumed_tail
     assert d.eof and total >= 64 << 20
+    d = zlib.decompressobj()
+    head = d.decompress(prefixed_bomb(b"1 0 2 35", 8 << 20), 4096)
+    assert head.startswith(b"1 0 2 35\x00") and set(head[8:]) == {0}
     inner = zlib.decompress(double_bomb(1 << 30))
     assert len(inner) < 2 << 20 and inner == zeros_bomb(1 << 30)
     assert len(zeros_bomb(1 << 30)) < 1.1e6
@@ -87,11 +76,11 @@ def test_the_bombs_are_real() -> None:
 
 @pytest.mark.timeout(900)
 def test_every_hostile_input_is_refused_with_its_exit_code(corpus: list[tuple[Case, Path]], tmp_path: Path) -> None:
-    data_dir = tmp_path / "var"
+    hoso = Hoso(tmp_path / "var", {"HOSO_NATDB": "off"})
 
-    def run(entry: tuple[Case, Path]) -> tuple[Case, subprocess.CompletedProcess[bytes]]:
-        case, path = entry
-        return case, _hoso(data_dir, "ingest", os.fsencode(path), "--procedure", PROCEDURE, "--json", timeout=120)
+    def run(entry: tuple[Case, Path]) -> tuple[Case, subprocess.CompletedProcess[str]]:
+        case, path = entry  # a path that is not UTF-8 goes to the command as its own bytes
+        return case, hoso("ingest", str(path), "--procedure", PROCEDURE, "--json", timeout=120)
 
     # The first run creates the development PKI and the registry; the others can then go two at a time.
     results = [run(corpus[0])]
@@ -99,32 +88,33 @@ def test_every_hostile_input_is_refused_with_its_exit_code(corpus: list[tuple[Ca
         results += list(pool.map(run, corpus[1:]))
     wrong = []
     for case, proc in results:
-        err = proc.stderr.decode("utf-8")
-        lines = err.strip().splitlines()
-        ok = (proc.returncode == case.expect and proc.stdout == b"" and len(lines) == 1
+        lines = proc.stderr.strip().splitlines()
+        ok = (proc.returncode == case.expect and proc.stdout == "" and len(lines) == 1
               and lines[0].startswith(f"hoso: lỗi [{case.expect.name}]: ") and " — " in lines[0])
         if not ok:
-            wrong.append(f"{case.shown}: want {int(case.expect)}, got {proc.returncode}: {err[-400:]}")
+            wrong.append(f"{case.shown}: want {int(case.expect)}, got {proc.returncode}: {proc.stderr[-400:]}")
     assert not wrong, "\n".join(wrong)
-    _nothing_kept(data_dir)
+    _nothing_kept(hoso)
 
 
 @pytest.mark.timeout(900)
-def test_a_batch_of_hostile_inputs_is_recorded_as_failed(corpus: list[tuple[Case, Path]], tmp_path: Path) -> None:
-    data_dir = tmp_path / "var"
+def test_a_batch_of_hostile_inputs_is_recorded_as_failed(
+    corpus: list[tuple[Case, Path]], tmp_path: Path, prefect_server: PrefectServer
+) -> None:
+    hoso = Hoso(tmp_path / "var", {"HOSO_NATDB": "off", "PREFECT_API_URL": prefect_server.api_url})
     folder = corpus[0][1].parent
-    proc = _hoso(data_dir, "reprocess", str(folder), "--procedure", PROCEDURE, "--json", timeout=600)
-    assert proc.returncode == ExitCode.failed, proc.stderr.decode()[-2000:]
+    proc = hoso("reprocess", str(folder), "--procedure", PROCEDURE, "--json", timeout=600)
+    assert proc.returncode == ExitCode.failed, proc.stderr[-2000:]
     summary = json.loads(proc.stdout)
     n = len(corpus)
     assert (summary["total"], summary["failed"], summary["processed"], summary["already_done"]) == (n, n, 0, 0)
     assert set(summary["failures"]) == {case.shown for case, _ in corpus}
     for case, _ in corpus:
         assert summary["failures"][case.shown].startswith(f"{case.expect.name}: "), (case.shown, summary["failures"])
-    items = Registry(f"sqlite:///{data_dir / 'registry.db'}").batch_items(summary["batch_id"])
+    items = hoso.registry.batch_items(summary["batch_id"])
     assert sorted(i.input_name for i in items) == sorted(case.shown for case, _ in corpus)
     assert all(i.outcome == "failed" and i.reason == summary["failures"][i.input_name] for i in items)
-    _nothing_kept(data_dir)
+    _nothing_kept(hoso)
 
 
 # --- names ------------------------------------------------------------------------------------------------
@@ -175,13 +165,13 @@ def test_an_odd_but_accepted_name_is_received_and_stored_under_it(tmp_path: Path
     im = Image.new("L", (1240, 1754), 255)
     im.paste(0, (150, 200, 1000, 240))
     im.save(page, dpi=(150, 150))
-    data_dir = tmp_path / "var"
-    proc = _hoso(data_dir, "ingest", str(page), "--procedure", PROCEDURE, "--json", timeout=240)
-    assert proc.returncode == 0, proc.stderr.decode()
+    hoso = Hoso(tmp_path / "var", {"HOSO_NATDB": "off"})
+    proc = hoso("ingest", str(page), "--procedure", PROCEDURE, "--json", timeout=240)
+    assert proc.returncode == 0, proc.stderr
     receipt = json.loads(proc.stdout)
     key = receipt["artifacts"]["input"]
     assert key == f"dossiers/{receipt['dossier_code']}/input/{name}"
-    assert LocalObjectStore(data_dir / "objects").get_bytes(key) == page.read_bytes()
+    assert LocalObjectStore(hoso.data_dir / "objects").get_bytes(key) == page.read_bytes()
 
 
 # --- batches -------------------------------------------------------------------------------------------------
@@ -294,6 +284,19 @@ def test_large_pages_are_decoded_reduced(tmp_path: Path) -> None:
     assert rendered.image.width * rendered.image.height <= WORK_PIXELS
     assert rendered.pdf_source is not None  # the original image bytes still go into the output PDF
     assert rendered.image.convert("L").getpixel((rendered.image.width // 2, round(1050 * rendered.dpi / 600))) < 60
+
+
+@pytest.mark.timeout(300)
+def test_large_fax_pages_go_through_ocr_reduced(tmp_path: Path) -> None:
+    """1-bit Group 4 pages over the work size are decoded whole, reduced in grey, handed to the workers."""
+    page = Image.new("1", (6200, 8770), 1)  # A4 at 750 dpi: 54 Mpx
+    page.paste(0, (600, 800, 5000, 900))
+    page.save(tmp_path / "fax.tif", "TIFF", save_all=True, append_images=[page], compression="group4",
+              dpi=(750, 750))
+    hoso = Hoso(tmp_path / "var", {"HOSO_NATDB": "off", "HOSO_OCR_JOBS": "2"})
+    proc = hoso("ingest", str(tmp_path / "fax.tif"), "--procedure", PROCEDURE, "--json", timeout=240)
+    assert proc.returncode == 0, proc.stderr
+    assert [p["index"] for p in json.loads(proc.stdout)["pages"]] == [1, 2]
 
 
 def test_stream_caps_are_exact(tmp_path: Path) -> None:

@@ -85,6 +85,20 @@ def zeros_bomb(size: int) -> bytes:
     return b"\x78\xda" + head + bytes([run]) * k + tail + struct.pack(">I", adler)
 
 
+def prefixed_bomb(prefix: bytes, size: int) -> bytes:
+    """A zlib stream that inflates to ``prefix``, then about ``size`` zero bytes: ``prefix`` in blocks of
+    its own (ended by a full flush), then the zeros' blocks, which only ever copy the byte before."""
+    c = zlib.compressobj(9, zlib.DEFLATED, -15)
+    first = c.compress(prefix) + c.flush(zlib.Z_FULL_FLUSH)
+    head, tail, run = _zeros_deflate_parts()
+    k = max(0, -(-(size - (1 << 20)) // 1032))
+    zeros = (1 << 20) + 1032 * k
+    check = zlib.adler32(prefix)
+    a, b = check & 0xFFFF, check >> 16
+    adler = (((b + zeros * a) % 65521) << 16) | a  # Adler-32 after n more zero bytes: b grows by n * a
+    return b"\x78\xda" + first + head + bytes([run]) * k + tail + struct.pack(">I", adler)
+
+
 def double_bomb(size: int) -> bytes:
     """Flate inside Flate: the outer stream inflates to a bomb of ``size`` (16 GiB needs ~16 MB inside)."""
     return zlib.compress(zeros_bomb(size), 9)
@@ -230,6 +244,55 @@ def forms_cycle() -> bytes:
     })
 
 
+def xref_stream_pdf(objects: dict[int, bytes], in_stream: dict[int, bytes], stream_data: bytes,
+                    stream_entries: bytes = b"/Filter /FlateDecode") -> bytes:
+    """A PDF 1.5 file: ``objects`` in the body, ``in_stream`` inside object stream 10 (its data
+    ``stream_data``, already encoded; None: written plainly), a cross-reference stream (object 11)."""
+    out = bytearray(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n")
+    offsets: dict[int, int] = {}
+    for n in sorted(objects):
+        offsets[n] = len(out)
+        out += b"%d 0 obj\n" % n + objects[n] + b"\nendobj\n"
+    numbers = sorted(in_stream)
+    offsets[10] = len(out)
+    out += b"10 0 obj\n" + stream(b"/Type /ObjStm /N %d /First 64 " % len(numbers) + stream_entries, stream_data)
+    out += b"\nendobj\n"
+    offsets[11] = len(out)
+    rows = b""
+    for n in range(12):
+        if n in offsets:
+            rows += struct.pack(">BIH", 1, offsets[n], 0)
+        elif n in in_stream:
+            rows += struct.pack(">BIH", 2, 10, numbers.index(n))
+        else:
+            rows += struct.pack(">BIH", 0, 0, 0xFFFF)
+    out += b"11 0 obj\n" + stream(b"/Type /XRef /Size 12 /W [1 4 2] /Root 1 0 R", rows) + b"\nendobj\n"
+    out += b"startxref\n%d\n%%%%EOF\n" % offsets[11]
+    return bytes(out)
+
+
+def object_stream_bomb(size: int = GiB) -> bytes:
+    """The catalog and page tree inside an object stream that then inflates to 1 GiB of zeros: qpdf
+    inflates the whole stream to read the catalog, as soon as the file is opened."""
+    inside = {1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>"}
+    body = b" ".join(inside.values())
+    header = b"1 0 2 %d" % (len(inside[1]) + 1)
+    prefix = header.ljust(64) + body + b" "
+    return xref_stream_pdf({
+        3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] /Contents 4 0 R >>",
+        4: stream(b"", INK),
+    }, inside, prefixed_bomb(prefix, size))
+
+
+def xref_stream_bomb() -> bytes:
+    """A cross-reference stream, which every reader inflates on opening, inflating to 1 GiB."""
+    data = pdf({1: b"<< /Type /Catalog /Pages 2 0 R >>", 2: b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+                3: b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 595 842] >>"})
+    body = data[: data.index(b"xref\n")]
+    return body + b"4 0 obj\n" + stream(b"/Type /XRef /Size 5 /W [1 4 2] /Root 1 0 R /Filter /FlateDecode",
+                                        zeros_bomb(GiB)) + b"\nendobj\nstartxref\n%d\n%%%%EOF\n" % len(body)
+
+
 def encrypted_pdf() -> bytes:
     import pikepdf
 
@@ -311,6 +374,16 @@ def tiff_header_frames(sizes: list[tuple[int, int]], *, loop: bool = False) -> b
         last = ifd_offsets[-1]
         struct.pack_into("<I", out, last + 2 + 9 * 12, ifd_offsets[0])
     return bytes(out)
+
+
+def tiff_tag_bomb(values: int = 5_000_000) -> bytes:
+    """A 1000x1400 TIFF frame whose StripOffsets tag holds ``values`` numbers (20 MB of file; Pillow
+    builds a tuple of them as it opens the file)."""
+    frame = bytearray(tiff_header_frames([(1000, 1400)]))
+    ifd = struct.unpack_from("<I", frame, 4)[0]
+    entry = ifd + 2 + 5 * 12  # the sixth tag: StripOffsets (273)
+    struct.pack_into("<HHII", frame, entry, 273, 4, values, len(frame))
+    return bytes(frame) + bytes(4 * values)
 
 
 def many_frame_tiff(count: int) -> bytes:
@@ -517,6 +590,12 @@ def cases(outside: Path | None = None) -> list[Case]:
                                                 b"/Filter /FlateDecode", bomb)}))),
         Case(b"pdf-sparse-5GiB.pdf", E.input_too_large, "a PDF header then 5 GiB of holes",
              sparse(5 * GiB, b"%PDF-1.4\n")),
+        Case(b"pdf-object-stream-bomb.pdf", E.input_too_large, "the catalog in an object stream inflating to 1 GiB",
+             write(object_stream_bomb)),
+        Case(b"pdf-xref-stream-bomb.pdf", E.input_too_large, "a cross-reference stream inflating to 1 GiB",
+             write(xref_stream_bomb)),
+        Case(b"pdf-array-bomb.pdf", E.input_too_large, "5 million numbers in one array (750 MB to parse)",
+             write(lambda: doc(resources=b"<< /X [" + b"0 " * 5_000_000 + b"] >>"))),
         # image formats
         Case(b"png-huge.png", E.input_too_large, "a 1-bit PNG declared 50000x50000 px",
              write(lambda: png(50_000, 50_000, 1))),
@@ -549,6 +628,8 @@ def cases(outside: Path | None = None) -> list[Case]:
         Case(b"tiff-frame-loop.tif", E.input_corrupt, "TIFF frames that loop",
              write(lambda: tiff_header_frames([(1000, 1400), (1000, 1400)], loop=True))),
         Case(b"tiff-many-frames.tif", E.input_too_large, "2001 frames", write(lambda: many_frame_tiff(2001))),
+        Case(b"tiff-tag-bomb.tif", E.input_too_large, "a tag of 5 million numbers (Pillow: a tuple of them)",
+             write(tiff_tag_bomb)),
         Case(b"tiff-1bit-huge.tif", E.input_too_large, "a 1-bit TIFF declared 200000x200000 px",
              write(lambda: tiff_header_frames([(200_000, 200_000)]))),
         Case(b"tiff-truncated.tif", E.input_corrupt, "a TIFF whose frame lies past its end",
