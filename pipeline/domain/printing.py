@@ -97,10 +97,11 @@ def _srgb_profile() -> bytes:
     return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
 
 
-def as_pdfa_2b(pdf: bytes) -> bytes:
+def as_pdfa_2b(pdf: bytes, *, xmp_only: bool = False, dc_type: str | None = None) -> bytes:
     """Declare a reportlab PDF PDF/A-2b: XMP metadata mirroring the document info (pdfaid part 2,
-    conformance B) and an sRGB output intent. reportlab embeds every TrueType font and writes no
-    encryption, JavaScript or transparency; what it draws must use only registered Noto fonts.
+    conformance B, and ``dc:type`` if given) and an sRGB output intent. reportlab embeds every TrueType
+    font and writes no encryption, JavaScript or transparency; what it draws must use only registered
+    Noto fonts. ``xmp_only`` drops /Info once its content is in the XMP (see ``results.py`` for why).
     """
     with pikepdf.open(io.BytesIO(pdf)) as doc:
         profile = pikepdf.Stream(doc, _srgb_profile())
@@ -117,10 +118,14 @@ def as_pdfa_2b(pdf: bytes) -> bytes:
         ])
         if "/Trapped" in doc.docinfo:  # no XMP counterpart that pikepdf carries over
             del doc.docinfo["/Trapped"]
-        with doc.open_metadata(set_pikepdf_as_editor=False) as meta:
+        with doc.open_metadata(set_pikepdf_as_editor=False, update_docinfo=not xmp_only) as meta:
             meta.load_from_docinfo(doc.docinfo)
             meta["pdfaid:part"] = "2"
             meta["pdfaid:conformance"] = "B"
+            if dc_type is not None:
+                meta["dc:type"] = {dc_type}
+        if xmp_only:
+            del doc.trailer["/Info"]
         out = io.BytesIO()
         doc.save(out, deterministic_id=True)
     return out.getvalue()

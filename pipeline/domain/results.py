@@ -16,10 +16,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import quote
-from zoneinfo import ZoneInfo
 
-import pikepdf
-from PIL import ImageCms
 from pydantic import BaseModel, Field
 from pyhanko.sign.fields import MDPPerm
 from reportlab.graphics import renderPDF
@@ -32,6 +29,7 @@ from reportlab.pdfbase.ttfonts import TTFError, TTFont
 from reportlab.pdfgen import canvas
 
 from pipeline.core.errors import ConfigurationError
+from pipeline.domain.printing import as_pdfa_2b, local_time
 from signing.changes import E_RESULT_TYPE
 from signing.levels import Level
 from signing.pki import ROLE_TITLES
@@ -49,7 +47,6 @@ __all__ = [
 
 FONT_DIR = Path("/usr/share/fonts/truetype/noto")
 REGULAR, BOLD = "NotoSans", "NotoSans-Bold"
-TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 
 PAGE_W, PAGE_H = A4
 MARGIN_X = 56.0
@@ -129,10 +126,6 @@ def _register_fonts() -> None:
         ) from exc
 
 
-def _local(ts: dt.datetime) -> dt.datetime:
-    return ts.replace(tzinfo=TZ) if ts.tzinfo is None else ts.astimezone(TZ)
-
-
 class _Writer:
     """A top-down text cursor over a reportlab canvas that starts new pages when needed."""
 
@@ -185,7 +178,7 @@ def _header(w: _Writer, content: ResultContent) -> None:
     half = pdfmetrics.stringWidth("Độc lập - Tự do - Hạnh phúc", BOLD, 11.5) / 2
     c.line(right_mid - half, w.y - 2, right_mid + half, w.y - 2)
     w.y = min(w.y, left_bottom) - 14
-    when = _local(content.issued_at)
+    when = local_time(content.issued_at)
     date_line = f"ngày {when:%d} tháng {when:%m} năm {when:%Y}"
     date_line = f"{content.place}, {date_line}" if content.place else date_line[0].upper() + date_line[1:]
     w.centered(date_line, REGULAR, 11.5, right_mid, 260)
@@ -255,11 +248,6 @@ def _render(content: ResultContent) -> tuple[bytes, int]:
     return _as_pdfa_2b(buf.getvalue()), w.pages - 1
 
 
-@lru_cache(maxsize=1)
-def _srgb_profile() -> bytes:
-    return ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
-
-
 def _as_pdfa_2b(pdf: bytes) -> bytes:
     """Declare the rendered result PDF/A-2b: XMP metadata (pdfaid part 2, conformance B, what reportlab
     put in the document info, and ``dc:type`` :data:`~signing.changes.E_RESULT_TYPE`, which makes
@@ -272,30 +260,7 @@ def _as_pdfa_2b(pdf: bytes) -> bytes:
     Tests check each revision against what PDF/A-2b asks that can be checked here (version, structure,
     XMP, fonts, output intent, annotations); there is no full PDF/A validator.
     """
-    with pikepdf.open(io.BytesIO(pdf)) as doc:
-        profile = pikepdf.Stream(doc, _srgb_profile())
-        profile.N = 3
-        doc.Root.OutputIntents = pikepdf.Array([
-            pikepdf.Dictionary(
-                Type=pikepdf.Name.OutputIntent,
-                S=pikepdf.Name.GTS_PDFA1,
-                OutputConditionIdentifier="sRGB IEC61966-2.1",
-                RegistryName="http://www.color.org",
-                Info="sRGB IEC61966-2.1",
-                DestOutputProfile=doc.make_indirect(profile),
-            )
-        ])
-        if "/Trapped" in doc.docinfo:  # no XMP counterpart that pikepdf carries over
-            del doc.docinfo["/Trapped"]
-        with doc.open_metadata(set_pikepdf_as_editor=False, update_docinfo=False) as meta:
-            meta.load_from_docinfo(doc.docinfo)
-            meta["pdfaid:part"] = "2"
-            meta["pdfaid:conformance"] = "B"
-            meta["dc:type"] = {E_RESULT_TYPE}
-        del doc.trailer["/Info"]
-        out = io.BytesIO()
-        doc.save(out, deterministic_id=True)
-    return out.getvalue()
+    return as_pdfa_2b(pdf, xmp_only=True, dc_type=E_RESULT_TYPE)
 
 
 def render_result_pdf(content: ResultContent) -> bytes:
