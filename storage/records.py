@@ -41,11 +41,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import HosoError, StorageFailed
+from pipeline.core.errors import HosoError, IntegrityError, StorageFailed
 from pipeline.core.settings import RetentionRule
 from storage import keys as object_keys
-from storage.objects import Lock, ObjectInfo, ObjectLocked, ObjectStore
-from storage.registry import AttemptRecord, Registry, StoredVersionRecord, utcnow
+from storage.objects import Lock, ObjectInfo, ObjectLocked, ObjectStore, sha256_bytes
+from storage.registry import ArtifactRecord, AttemptRecord, Registry, StoredVersionRecord, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ Retention = Mapping[Any, RetentionRule | None]  # record class -> rule (Settings
 
 
 # --- who holds a lease --------------------------------------------------------------------------
+
+
+def read_recorded(store: ObjectStore, artifact: ArtifactRecord) -> bytes:
+    """The bytes of a recorded artifact: the version the registry recorded (never whatever was written to
+    its key since), checked against the SHA-256 it recorded."""
+    data = store.get_bytes(artifact.object_key, artifact.version_id)
+    if sha256_bytes(data) != artifact.sha256:
+        raise IntegrityError(f"{artifact.object_key} differs from the SHA-256 the registry recorded")
+    return data
 
 
 def new_attempt_id() -> str:

@@ -78,14 +78,9 @@ def _record_crash() -> Path:
 
 def _stored(services: Services, code: str, artifact: str) -> bytes:
     """The bytes of a dossier's artifact: the version the registry recorded, checked against its SHA-256."""
-    from pipeline.core.errors import IntegrityError
-    from storage.objects import sha256_bytes
+    from storage.records import read_recorded
 
-    art = services.registry.get(code).artifacts[artifact]
-    data = services.store.get_bytes(art.object_key, art.version_id)
-    if sha256_bytes(data) != art.sha256:
-        raise IntegrityError(f"{art.object_key} differs from the SHA-256 the registry recorded")
-    return data
+    return read_recorded(services.store, services.registry.get(code).artifacts[artifact])
 
 
 def _services() -> Services:
