@@ -166,8 +166,10 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     if done is not None:
         log.info("dossier %s already received from this input; nothing to do", done.code)
         outcome = _already_received(services, done)
-        # A run that crashed after recording the dossier left its form to do.
+        # A run that crashed after recording the dossier left its form, and its save to the citizen's
+        # store (an upsert: saving again is harmless), to do.
         outcome.form = _desk_form(request, services, outcome.receipt, now)
+        _save_to_citizen_store(services, done)
         return outcome
 
     services.store  # noqa: B018  (open storage now: a misconfigured store must fail before minutes of OCR)
@@ -231,6 +233,17 @@ def _received_already(services: Services, input_sha256: str, procedure: str) -> 
         if time.monotonic() >= deadline:
             raise _busy(record)
         time.sleep(WAIT_STEP_S)
+
+
+def _save_to_citizen_store(services: Services, record: DossierRecord) -> None:
+    digitised = record.artifacts.get(keys.DIGITISED)
+    if digitised is None:
+        return
+    natdb = services.national_db()
+    try:
+        save_dossier_documents(natdb, Receipt.model_validate(record.receipt_json), digitised.sha256)
+    finally:
+        natdb.close()
 
 
 def _busy(record: DossierRecord) -> InProgressElsewhere:
