@@ -178,6 +178,31 @@ def test_a_desk_that_will_not_wait_is_told_in_progress_elsewhere(tmp_path: Path)
     assert json.loads(again.stdout)["dossier_code"] == json.loads(out)["dossier_code"]
 
 
+def test_an_input_rewritten_while_it_is_received_is_refused_and_nothing_kept(tmp_path: Path) -> None:
+    """Identified (and OCR'd) as one file, then rewritten before it is stored: the stored bytes would not
+    be what the registry and the receipt describe, so the desk refuses it (exit 5) and keeps nothing."""
+    hoso = Hoso(tmp_path / "var")
+    scan, other = distinct_inputs(tmp_path / "in", 2)
+    pause = tmp_path / "paused"
+    desk = start(hoso, *ingest_args(scan),
+                 env={"HOSO_TEST_PAUSE_AT": "record:after_reserve", "HOSO_TEST_PAUSE_FILE": str(pause)})
+    deadline = time.monotonic() + 300
+    while not pause.exists() and desk.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pause.exists(), desk.communicate()[1][-2000:]
+    scan.write_bytes(other.read_bytes())
+    pause.unlink()
+    ((rc, out, err),) = finish([desk])
+    assert rc == ExitCode.input_corrupt and out == "", err[-2000:]
+    assert "changed while it was being received" in err and "Tệp đã thay đổi trong khi đang tiếp nhận" in err
+    registry = hoso.registry
+    try:
+        assert [r.state for r in registry.list_dossiers()] == []
+    finally:
+        registry.close()
+    assert hoso.stored_keys() == []
+
+
 def test_four_clerks_issue_one_result(tmp_path: Path, registry_url: str) -> None:
     """Deciding the winner before signing is the dossier lifecycle's (pipeline/usecases/lifecycle.py): until
     it is here, every run signs and stores its own result."""

@@ -24,9 +24,9 @@ from pyhanko.sign.fields import MDPPerm
 
 from ocr.engine import inspect_input, ocr_input
 from ocr.models import RecognizedPage
-from pipeline.core.errors import HosoError, InProgressElsewhere, InputEmpty
+from pipeline.core.errors import HosoError, InProgressElsewhere, InputCorrupt, InputEmpty
 from pipeline.core.faults import checkpoint
-from pipeline.core.inputs import Input, identify_input
+from pipeline.core.inputs import Input, display_name, identify_input
 from pipeline.core.models import ApplicantCheck, DocumentInfo, DossierState, PageInfo, Receipt, Validation
 from pipeline.domain.applicant import apply_applicant_check, consult_national_db, save_dossier_documents
 from pipeline.domain.catalog import Catalog, Procedure
@@ -323,7 +323,14 @@ def record_intake(
         )
         written: list[tuple[str, ObjectInfo]] = []
         for (key, name), f in zip(input_keys, source.files, strict=True):
-            written.append((name, writer.put_file(key, f.path, f.content_type, artifact=name)))
+            stored = writer.put_file(key, f.path, f.content_type, artifact=name)
+            written.append((name, stored))
+            if stored.sha256 != f.sha256:  # rewritten (a scanner still at it) or swapped since it was identified
+                raise InputCorrupt(
+                    f"{display_name(f.name)} changed while it was being received (SHA-256 {f.sha256[:12]}… when "
+                    f"identified, {stored.sha256[:12]}… when stored)",
+                    "Tệp đã thay đổi trong khi đang tiếp nhận (máy quét chưa ghi xong?); vui lòng đợi rồi thử lại.",
+                )
         checkpoint("record:after_input")
         written.append((keys.DIGITISED, writer.put_bytes(
             keys.digitised_key(code), signed_pdf, "application/pdf", artifact=keys.DIGITISED)))
