@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from rich.console import Console, Group
@@ -11,8 +12,10 @@ from rich.table import Table
 
 from pipeline.core.models import Receipt
 from pipeline.domain.catalog import Catalog
-from signing.verify import SignatureReport, VerificationReport
-from storage.registry import DossierRecord
+
+if TYPE_CHECKING:  # only annotations: `hoso status` need not load pyHanko
+    from signing.verify import SignatureReport, VerificationReport
+    from storage.registry import DossierRecord
 
 TITLES = {
     "accepted": "GIẤY TIẾP NHẬN HỒ SƠ VÀ HẸN TRẢ KẾT QUẢ",
