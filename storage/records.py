@@ -118,6 +118,26 @@ def holder_alive(holder: str) -> bool | None:
     return start in ("?", now)
 
 
+#: Attempts of this process whose rollback could not reach the registry (a database outage). Their leases
+#: still look live — this process runs — so a retry of the same work would wait for itself until they expire.
+_unreleased: set[str] = set()
+
+
+def release_unfinished(registry: Registry) -> int:
+    """End the leases of this process's attempts whose rollback could not reach the registry, so that a retry
+    (or the sweeper) takes their work over at once; returns how many. Those still unreachable stay listed."""
+    released = 0
+    for attempt in sorted(_unreleased):
+        try:
+            registry.expire_attempt(attempt, "ended by its own process: its rollback could not reach the registry")
+        except HosoError as err:
+            log.warning("attempt %s still cannot be released: %s", attempt, err)
+            break
+        _unreleased.discard(attempt)
+        released += 1
+    return released
+
+
 # --- writing as an attempt ----------------------------------------------------------------------
 
 
@@ -204,6 +224,7 @@ class AttemptWriter:
             recorded = {(e.key, e.version_id) for e in self.registry.ledger(attempt=self.id, statuses=["final"])}
         except HosoError as err:
             log.warning("rollback of attempt %s: registry unreachable (%s); left for the sweeper", self.id, err)
+            _unreleased.add(self.id)
             return False
         removed, kept = [], []
         for info in reversed(self.written):
@@ -229,6 +250,7 @@ class AttemptWriter:
                 self.registry.end_attempt(self.id, "rolled_back", note=reason)
         except HosoError as err:
             log.warning("rollback of attempt %s: %s", self.id, err)
+            _unreleased.add(self.id)
             return False
         return not kept
 

@@ -12,7 +12,8 @@ from typing import Literal
 
 from pipeline.core.errors import HosoError, InputCorrupt, InputError, InputTooLarge
 from pipeline.core.inputs import display_name, folder_entries, identify_input, open_regular
-from pipeline.usecases.desk import IntakeRequest, ingest
+from pipeline.core.retry import RetryPolicy, is_transient
+from pipeline.usecases.desk import IntakeOutcome, IntakeRequest, ingest
 from pipeline.usecases.services import Services
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,7 @@ class BatchItemResult:
     status: str | None = None
     reason: str | None = None
     seconds: float = 0.0
+    attempts: int = 0  # runs of the desk chain (more than one: transient errors were retried)
 
 
 def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInput]:
@@ -95,8 +97,42 @@ def _read_manifest(path: Path) -> dict[str, str]:
     return manifest
 
 
-def process_one(item: BatchInput, services: Services, *, actor: str = "archive") -> BatchItemResult:
-    """Run the desk chain on one batch input; every failure becomes a result with its reason."""
+@dataclass
+class Retries:
+    """The desk chain on one dossier, retried on transient errors (:func:`pipeline.core.retry.is_transient`).
+
+    Safe: the desk is idempotent by the input's SHA-256, and the reservation an attempt left half-written is
+    resumed under its code, the earlier attempt's objects removed first (storage/records.py).
+    """
+
+    policy: RetryPolicy
+    attempts: int = 0
+
+    def ingest(self, request: IntakeRequest, services: Services) -> IntakeOutcome:
+        def once() -> IntakeOutcome:
+            self.attempts += 1
+            return ingest(request, services)
+
+        def retrying(n: int, err: BaseException, wait: float) -> None:
+            log.warning("%s: attempt %d of %d failed (%s: %s); retrying in %.1f s",
+                        request.input_path.name, n, self.policy.attempts, type(err).__name__, err, wait)
+
+        return self.policy.call(once, on_retry=retrying)
+
+    def explain(self, reason: str, err: BaseException) -> str:
+        """The failure's reason, saying when retries ran out on a transient error."""
+        if is_transient(err):
+            return f"{reason} (transient; gave up after {self.attempts} attempt{'s' if self.attempts > 1 else ''})"
+        return reason
+
+
+def process_one(
+    item: BatchInput, services: Services, *, actor: str = "archive", retry: RetryPolicy | None = None
+) -> BatchItemResult:
+    """Run the desk chain on one batch input; every failure becomes a result with its reason.
+
+    Transient errors are retried under ``retry`` (default: ``HOSO_RETRY_*``), bad input never (:class:`Retries`).
+    """
     import time
 
     start = time.perf_counter()
@@ -104,15 +140,18 @@ def process_one(item: BatchInput, services: Services, *, actor: str = "archive")
         return BatchItemResult(item.name, "failed", reason=item.refused)
     if item.procedure is None:
         return BatchItemResult(item.name, "failed", reason="no procedure: not in manifest.csv and no --procedure")
+    retries = Retries(retry or RetryPolicy.from_settings(services.settings))
     try:
-        outcome = ingest(IntakeRequest(item.path, item.procedure, actor=actor), services)
+        outcome = retries.ingest(IntakeRequest(item.path, item.procedure, actor=actor), services)
     except HosoError as err:
         log.warning("%s failed: %s", item.name, err)
-        return BatchItemResult(item.name, "failed", reason=f"{err.reason}: {err}", seconds=time.perf_counter() - start)
+        return BatchItemResult(item.name, "failed", reason=retries.explain(f"{err.reason}: {err}", err),
+                               seconds=time.perf_counter() - start, attempts=retries.attempts)
     except Exception as err:  # a bug must not stop the batch; it is recorded with its type
         log.exception("%s failed unexpectedly", item.name)
-        reason = display_name(f"internal: {type(err).__name__}: {err}", 2000)
-        return BatchItemResult(item.name, "failed", reason=reason, seconds=time.perf_counter() - start)
+        reason = retries.explain(display_name(f"internal: {type(err).__name__}: {err}", 2000), err)
+        return BatchItemResult(item.name, "failed", reason=reason, seconds=time.perf_counter() - start,
+                               attempts=retries.attempts)
     receipt = outcome.receipt
     return BatchItemResult(
         item.name,
@@ -120,4 +159,5 @@ def process_one(item: BatchInput, services: Services, *, actor: str = "archive")
         dossier_code=receipt.dossier_code,
         status=receipt.status,
         seconds=time.perf_counter() - start,
+        attempts=retries.attempts,
     )

@@ -49,6 +49,7 @@ from storage.records import (
     holder_id,
     lock_recorded,
     new_attempt_id,
+    release_unfinished,
 )
 from storage.registry import DossierRecord, IntakeClaim
 
@@ -162,6 +163,9 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     procedure = services.catalog.procedure(request.procedure)
     source = identify_input(request.input_path)
 
+    # A failure of this process that could not reach the registry left its lease looking live: end it, or
+    # the retry of that input would wait for itself.
+    release_unfinished(services.registry)
     done = _received_already(services, source.sha256, procedure.key)
     if done is not None:
         log.info("dossier %s already received from this input; nothing to do", done.code)
