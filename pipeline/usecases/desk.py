@@ -316,9 +316,11 @@ def record_intake(
     assert claim.attempt is not None
     checkpoint("record:after_reserve")
     writer = AttemptWriter(store, registry, claim.attempt, lease_for)
+    cleared = claim.status != "resumed"  # nothing of an earlier attempt left under this code
     try:
         if claim.status == "resumed":
             removed = clear_reservation_objects(store, registry, code, keep_attempt=attempt)
+            cleared = True
             log.info("resumed reservation %s; removed %d object version(s) of earlier attempts", code, removed)
         input_keys = [(keys.input_key(code, f.name), keys.input_artifact(i, len(source.files)))
                       for i, f in enumerate(source.files, start=1)]
@@ -391,7 +393,9 @@ def record_intake(
         )
     except BaseException as err:
         log.exception("recording dossier %s failed; removing what this attempt wrote", code)
-        writer.rollback(discard=code, reason=f"intake failed: {type(err).__name__}: {err}")
+        # An earlier attempt's objects still stored (the store down while clearing them) keep the reservation:
+        # the next run resumes it and clears them; discarded, they would be orphans under a forgotten code.
+        writer.rollback(discard=code if cleared else None, reason=f"intake failed: {type(err).__name__}: {err}")
         raise
     checkpoint("record:after_finalize")
     _lock(services, code)
