@@ -199,13 +199,16 @@ def test_s3_killed_mid_dossier_the_batch_retries_and_resumes_each_input_once(
     print(f"S3 outage {outage:.1f} s: legacy-0.pdf took {hit['attempts']} attempts, {hit['seconds']:.1f} s")
 
 
-def test_database_stopped_before_recording_the_batch_retries_and_resumes_each_input_once(
-    tmp_path: Path, weed: list[SeaweedServer], postgres: PrivatePostgres
+@pytest.mark.parametrize("stage", ["record:after_objects", "record:after_finalize"])
+def test_database_stopped_mid_dossier_the_batch_retries_and_resumes_each_input_once(
+    tmp_path: Path, weed: list[SeaweedServer], postgres: PrivatePostgres, stage: str
 ) -> None:
+    """Stopped with the dossier's objects written but not recorded, or recorded but not yet locked nor its form
+    issued: either way the batch waits the outage out and finishes that dossier, once."""
     hoso = hoso_on(tmp_path, weed[0], postgres)
     folder = batch_folder(tmp_path / "legacy", 4)
     results, log, outage = run_batch_through_outage(
-        hoso, folder, "record:after_objects", lambda: postgres.stop("fast"), postgres.start, 8.0
+        hoso, folder, stage, lambda: postgres.stop("fast"), postgres.start, 8.0
     )
     by_name = assert_each_input_once(hoso, results, 4)
     hit = by_name["legacy-0.pdf"]
@@ -215,8 +218,16 @@ def test_database_stopped_before_recording_the_batch_retries_and_resumes_each_in
     assert "is being received by another process" not in log, log[-3000:]
     assert all(r["attempts"] == 1 for n, r in by_name.items() if n != "legacy-0.pdf")
     actions = audit_of(hoso, hit["dossier_code"])
-    assert "intake_resumed" in actions, actions  # the objects written before the outage were removed, once
-    print(f"DB outage {outage:.1f} s: legacy-0.pdf took {hit['attempts']} attempts, {hit['seconds']:.1f} s")
+    if stage == "record:after_objects":
+        assert "intake_resumed" in actions, actions  # the objects written before the outage were removed, once
+    registry = hoso.registry
+    try:  # the same artifacts as every other dossier: the desk's form was issued after the outage
+        artifacts = {d.code: sorted(d.artifacts) for d in registry.list_dossiers()}
+    finally:
+        registry.close()
+    assert len({tuple(names) for names in artifacts.values()}) == 1, artifacts
+    assert any(name.startswith("form") for name in artifacts[hit["dossier_code"]]), artifacts
+    print(f"DB outage at {stage} {outage:.1f} s: legacy-0.pdf took {hit['attempts']} attempts, {hit['seconds']:.1f} s")
 
 
 def test_storage_down_past_the_retries_is_recorded_then_a_rerun_processes_it_once(

@@ -7,6 +7,7 @@ import io
 import logging
 import os
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -119,6 +120,17 @@ class Retries:
 
         return self.policy.call(once, on_retry=retrying)
 
+    def recorded_here(self, services: Services, code: str, since: datetime) -> bool:
+        """Whether an attempt of this call recorded dossier ``code`` though the last one found it done (the
+        answer to its commit was lost, or it failed after recording: its form was left to the retry)."""
+        if self.attempts < 2:
+            return False
+        try:
+            events = services.registry.get(code).events
+        except HosoError:
+            return False
+        return any(e.action == "intake" and e.at >= since for e in events)
+
     def explain(self, reason: str, err: BaseException) -> str:
         """The failure's reason, saying when retries ran out on a transient error."""
         if is_transient(err):
@@ -135,7 +147,7 @@ def process_one(
     """
     import time
 
-    start = time.perf_counter()
+    start, started_at = time.perf_counter(), datetime.now(UTC)
     if item.refused is not None:
         return BatchItemResult(item.name, "failed", reason=item.refused)
     if item.procedure is None:
@@ -153,9 +165,10 @@ def process_one(
         return BatchItemResult(item.name, "failed", reason=reason, seconds=time.perf_counter() - start,
                                attempts=retries.attempts)
     receipt = outcome.receipt
+    done_before = outcome.already_done and not retries.recorded_here(services, receipt.dossier_code, started_at)
     return BatchItemResult(
         item.name,
-        "already_done" if outcome.already_done else "processed",
+        "already_done" if done_before else "processed",
         dossier_code=receipt.dossier_code,
         status=receipt.status,
         seconds=time.perf_counter() - start,
