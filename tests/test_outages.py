@@ -135,7 +135,7 @@ def assert_each_input_once(hoso: Hoso, results: list[dict[str, Any]], inputs: in
     assert len(results) == inputs + 1 and len(by_name) == inputs + 1, results
     bad = by_name.pop("truncated.pdf")
     assert (bad["outcome"], bad["attempts"]) == ("failed", 1), bad  # bad input: never retried
-    assert bad["reason"].startswith("input_") and "transient" not in bad["reason"], bad
+    assert bad["reason"].startswith("input_corrupt: ") and "transient" not in bad["reason"], bad
     assert {r["outcome"] for r in by_name.values()} == {"processed"}, by_name
     registry = hoso.registry
     try:
