@@ -55,7 +55,7 @@ def page_folder(folder: Path, tag: str) -> Path:
     folder.mkdir()
     with pikepdf.open(SAMPLE) as pdf:
         for i, page in enumerate(pdf.pages, 1):
-            (image,) = page.images.values()
+            (image,) = page.get_images().values()
             (folder / f"{tag}-page-{i:02d}.jpg").write_bytes(image.read_raw_bytes())
     return folder
 
@@ -84,6 +84,8 @@ def test_once_takes_what_is_complete_and_shelves_each_beside_its_receipt_or_reas
     (root / "link.pdf").symlink_to(SAMPLE)  # never followed
     os.mkfifo(root / "pipe.pdf")  # never opened: reading it would hang
     dossier(root / "bad\x1bname.pdf", "once-bad")
+    with (root / "huge.pdf").open("wb") as fh:  # sparse: 5 GiB that take no room, refused before reading
+        fh.truncate(5 << 30)
     dossier(root / "noproc.pdf", "once-noproc")  # no marker, no manifest line, no --procedure
     (root / "done").mkdir()
     (root / "done" / "a.pdf").write_bytes(b"an earlier a.pdf, kept")  # a name already on the shelf
@@ -94,7 +96,7 @@ def test_once_takes_what_is_complete_and_shelves_each_beside_its_receipt_or_reas
         "done": ["a.pdf", "a~2.pdf", "a~2.pdf.json", "a~2.pdf.mau-01-1-cong-dan.pdf"],
         "failed": sorted(
             f"{n}{s}"
-            for n in ("bad_u001bname.pdf", "link.pdf", "noproc.pdf", "notes.txt", "pipe.pdf")
+            for n in ("bad_u001bname.pdf", "huge.pdf", "link.pdf", "noproc.pdf", "notes.txt", "pipe.pdf")
             for s in ("", ".reason.txt")
         ),
         "processing": [],
@@ -110,11 +112,12 @@ def test_once_takes_what_is_complete_and_shelves_each_beside_its_receipt_or_reas
     assert (root / "failed" / "link.pdf").is_symlink()
     reasons = {
         n: (root / "failed" / f"{n}.reason.txt").read_text(encoding="utf-8")
-        for n in ("bad_u001bname.pdf", "link.pdf", "noproc.pdf", "notes.txt", "pipe.pdf")
+        for n in ("bad_u001bname.pdf", "huge.pdf", "link.pdf", "noproc.pdf", "notes.txt", "pipe.pdf")
     }
     assert "input_bad_name" in reasons["bad_u001bname.pdf"] and "Tên tệp" in reasons["bad_u001bname.pdf"]
     assert "symbolic link" in reasons["link.pdf"] and "không phải là tệp thông thường" in reasons["link.pdf"]
     assert "FIFO" in reasons["pipe.pdf"]
+    assert "input_too_large" in reasons["huge.pdf"] and (root / "failed" / "huge.pdf").stat().st_size == 5 << 30
     assert "no_procedure" in reasons["noproc.pdf"] and "Chưa rõ thủ tục" in reasons["noproc.pdf"]
     assert "input_unsupported" in reasons["notes.txt"]
     assert "processing/" not in reasons["notes.txt"]
@@ -367,27 +370,27 @@ def test_files_written_slowly_are_not_taken_before_they_are_complete(tmp_path: P
     root = tmp_path / "inbox"
     root.mkdir()
     hoso = Hoso(tmp_path / "var")
-    watcher_process = hoso.popen("watch", str(root), "--procedure", PROCEDURE, "--settle", "1.5", "--poll", "0.2")
+    watcher_process = hoso.popen("watch", str(root), "--procedure", PROCEDURE, "--settle", "2.5", "--poll", "0.2")
     try:
         _wait_for("the watcher to open its inbox", lambda: (root / "processing").is_dir())
         time.sleep(1.0)  # and to look at it at least once
         data = SAMPLE.read_bytes() + b"\n% slow\n"
-        pieces = [data[i : i + len(data) // 5 + 1] for i in range(0, len(data), len(data) // 5 + 1)]
-        pages = page_folder(tmp_path / "staging", "slow")
-        page_files = sorted(pages.iterdir())
+        step = len(data) // 5 + 1
+        pieces = [data[i : i + step] for i in range(0, len(data), step)]
+        page_files = sorted(page_folder(tmp_path / "staging", "slow").iterdir())
         (root / "pages").mkdir()
         with (root / "scan.pdf").open("wb") as fh:
-            for k, piece in enumerate(pieces):
-                fh.write(piece)
-                fh.flush()
+            for k in range(max(len(pieces), len(page_files))):
+                if k < len(pieces):
+                    fh.write(pieces[k])
+                    fh.flush()
                 if k < len(page_files):
                     (root / "pages" / page_files[k].name).write_bytes(page_files[k].read_bytes())
-                time.sleep(0.8)
-                assert (root / "scan.pdf").exists() and (root / "pages").exists(), "taken while being written"
-        for f in page_files[len(pieces) :]:
-            (root / "pages" / f.name).write_bytes(f.read_bytes())
-            time.sleep(0.8)
-            assert (root / "pages").exists(), "a folder taken while its pages were being written"
+                time.sleep(0.5)  # each written to 0.5 s ago, less than --settle: neither may be taken
+                if k < len(pieces):
+                    assert (root / "scan.pdf").exists(), f"scan.pdf taken after piece {k + 1} of {len(pieces)}"
+                if k < len(page_files):
+                    assert (root / "pages").exists(), f"pages/ taken after page {k + 1} of {len(page_files)}"
         _wait_for("both shelved", lambda: {"scan.pdf.json", "pages.json"} <= set(os.listdir(root / "done")))
         os.kill(watcher_process.pid, signal.SIGINT)
         assert watcher_process.wait(60) == 0

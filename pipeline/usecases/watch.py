@@ -68,6 +68,7 @@ MARKER = ".done"
 RECEIPT, REASON = ".json", ".reason.txt"
 LOCK, CLAIM, OUTCOME, CITIZEN = ".lock", ".claim.json", ".outcome.json", ".citizen.pdf"
 MAX_MARKER_BYTES = 4096
+DRAFT_GRACE_S = 60.0
 MAX_ATTEMPTS = 5  # of a dossier whose failure is not its own (storage down, another desk holds it)
 RETRYABLE: tuple[type[HosoError], ...] = (InProgressElsewhere, StorageFailed)
 
@@ -227,7 +228,9 @@ class Claim:
         _write_atomic(self.folder / filename, json.dumps(data).encode())
 
     def release(self) -> None:
-        os.close(self.lock_fd)
+        if self.lock_fd >= 0:
+            os.close(self.lock_fd)
+            self.lock_fd = -1
 
     def finish(self) -> None:
         """Remove the claim (the dossier has left it); its lock file goes last, then the folder."""
@@ -272,8 +275,8 @@ def claim(inbox: Inbox, name: str, info: dict[str, Any]) -> Claim | None:
     draft = inbox.processing / f".draft-{token}"
     draft.mkdir(mode=0o750)
     fd = _try_lock(draft / LOCK)
-    if fd is None:  # cannot happen to a folder this process just made
-        raise StorageFailed(f"cannot lock the new claim {draft}", "Không khóa được hồ sơ đang nhận.")
+    if fd is None:  # the draft was removed meanwhile (only when this process stalled for a minute)
+        raise OSError(errno.EAGAIN, "the claim's draft went away", str(draft))
     info = info | {"pid": os.getpid(), "host": os.uname().nodename, "claimed_at": datetime.now(UTC).isoformat()}
     (draft / CLAIM).write_text(json.dumps(info), encoding="ascii")
     folder = inbox.processing / token
@@ -302,6 +305,13 @@ def _drop_marker(inbox: Inbox, name: str, ctime_ns: int) -> None:
             (inbox.root / (name + MARKER)).unlink()
 
 
+def _age(path: Path) -> float:
+    try:
+        return time.time() - os.lstat(path).st_mtime
+    except OSError:
+        return 0.0
+
+
 def abandoned(inbox: Inbox) -> Iterator[Claim]:
     """Claims whose watcher is gone (their lock can be taken), now held by this process; drafts of claims
     never published are removed."""
@@ -309,6 +319,8 @@ def abandoned(inbox: Inbox) -> Iterator[Claim]:
         names = sorted(e.name for e in entries if e.is_dir(follow_symlinks=False))
     for n in names:
         folder = inbox.processing / n
+        if n.startswith(".draft-") and _age(folder) < DRAFT_GRACE_S:
+            continue  # its watcher may not have locked it yet
         fd = _try_lock(folder / LOCK)
         if fd is None:
             continue
@@ -438,15 +450,22 @@ def shelve(inbox: Inbox, taken: Claim, outcome: dict[str, Any]) -> Path:
 # --- receiving ------------------------------------------------------------------------------------------
 
 
-def _procedure(inbox: Inbox, name: str, marker: str | None, options: WatchOptions) -> tuple[str | None, str]:
+def _manifest(inbox: Inbox) -> dict[str, str]:
+    """``manifest.csv`` as {file: procedure}; empty (and logged) when missing or unreadable."""
+    try:
+        return _read_manifest(inbox.root / MANIFEST)
+    except (HosoError, OSError) as err:
+        log.warning("%s unreadable: %s", MANIFEST, err)
+        return {}
+
+
+def _procedure(
+    manifest: dict[str, str], name: str, marker: str | None, options: WatchOptions
+) -> tuple[str | None, str]:
     """The dossier's procedure and where it came from: its marker, else manifest.csv, else ``--procedure``."""
     if marker:
         return marker, "marker"
-    try:
-        listed = _read_manifest(inbox.root / MANIFEST).get(name)
-    except HosoError as err:
-        log.warning("%s unreadable: %s", MANIFEST, err)
-        listed = None
+    listed = manifest.get(name)
     if listed:
         return listed, MANIFEST
     return options.procedure, "--procedure"
@@ -598,12 +617,9 @@ class Watcher:
             if self.stop.is_set():
                 taken.release()
                 continue
-            item = settle_claim(self.inbox, taken, self.services, self.options)
-            if item is not None:
-                self._report(item, summary)
-            elif taken.folder.exists():
-                summary.left[taken.folder.name] = str(taken.info.get("last_error", "waiting"))
+            self._settle(taken, taken.folder.name, summary)
         seen: dict[str, Look] = {}
+        manifest: dict[str, str] | None = None  # read once a pass, when a dossier needs it
         for name in _candidates(self.inbox):
             if self.stop.is_set():
                 break
@@ -621,7 +637,9 @@ class Watcher:
                 summary.left[shown] = "not complete yet"
                 continue
             marker_line = _marker_procedure(self.inbox.root / (name + MARKER)) if marked else None
-            procedure, source = _procedure(self.inbox, name, marker_line, self.options)
+            if manifest is None and not marker_line:
+                manifest = _manifest(self.inbox)
+            procedure, source = _procedure(manifest or {}, name, marker_line, self.options)
             info: dict[str, Any] = {"name": name, "procedure": procedure, "procedure_from": source}
             if marked and marker is not None:
                 info["marker_ctime_ns"] = marker.st_ctime_ns
@@ -637,14 +655,29 @@ class Watcher:
             if fresh is None:
                 continue
             seen.pop(name, None)
-            item = settle_claim(self.inbox, fresh, self.services, self.options)
-            if item is not None:
-                self._report(item, summary)
-            else:
-                summary.left[shown] = str(fresh.info.get("last_error", "waiting"))
+            self._settle(fresh, shown, summary)
         self._seen = seen
-        self._left = {n: why for n, why in self._left.items() if n in seen}
+        self._left = {n: why for n, why in self._left.items() if n in seen or (self.inbox.processing / n).exists()}
         return summary
+
+    def _settle(self, taken: Claim, shown: str, summary: WatchSummary) -> None:
+        """Bring a claim to its shelf; a failure that is not the dossier's leaves the claim for a later pass."""
+        try:
+            item = settle_claim(self.inbox, taken, self.services, self.options)
+        except ConfigurationError:
+            raise
+        except (OSError, HosoError) as err:  # a full disk, the shelf unwritable: try again next pass
+            taken.release()
+            why = f"{type(err).__name__}: {err}"
+            if self._left.get(taken.folder.name) != why:
+                log.warning("%s stays in %s: %s", shown, taken.folder, why)
+                self._left[taken.folder.name] = why
+            summary.left[shown] = why
+            return
+        if item is not None:
+            self._report(item, summary)
+        elif taken.folder.exists():
+            summary.left[shown] = str(taken.info.get("last_error", "waiting"))
 
     def _report(self, item: WatchItem, summary: WatchSummary) -> None:
         what = item.dossier_code or item.reason
