@@ -401,3 +401,22 @@ def test_files_written_slowly_are_not_taken_before_they_are_complete(tmp_path: P
     assert sorted(os.listdir(root / "done" / "pages")) == [f.name for f in page_files]
     receipt = json.loads((root / "done" / "pages.json").read_text(encoding="utf-8"))
     assert len(receipt["pages"]) == len(page_files)
+
+
+def test_shelving_never_replaces_what_is_there(tmp_path: Path) -> None:
+    from pipeline.usecases.watch import _rename_noreplace
+
+    for kind in ("file", "folder"):
+        src, dst = tmp_path / f"{kind}-src", tmp_path / f"{kind}-dst"
+        if kind == "file":
+            src.write_bytes(b"new")
+            dst.write_bytes(b"old")
+        else:
+            src.mkdir()
+            dst.mkdir()  # an empty folder: a plain rename would replace it
+        with pytest.raises(FileExistsError):
+            _rename_noreplace(src, dst)
+        assert src.exists() and dst.exists()
+        assert kind == "folder" or dst.read_bytes() == b"old"
+    _rename_noreplace(tmp_path / "file-src", tmp_path / "free")
+    assert (tmp_path / "free").read_bytes() == b"new" and not (tmp_path / "file-src").exists()
