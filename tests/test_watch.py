@@ -442,3 +442,24 @@ def test_two_watcher_processes_on_one_inbox_receive_each_dossier_once(tmp_path: 
             if w.poll() is None:
                 os.killpg(w.pid, signal.SIGKILL)
     _assert_each_once(hoso, root, inputs)
+
+
+@pytest.mark.slow
+def test_sigterm_stops_the_watcher_after_the_current_dossier(tmp_path: Path) -> None:
+    root = tmp_path / "inbox"
+    root.mkdir()
+    for k in range(2):
+        dossier(root / f"t{k}.pdf", f"term-{k}")
+    hoso = Hoso(tmp_path / "var", {"HOSO_TEST_OCR_DELAY": "0.5"})
+    process = hoso.popen("watch", str(root), "--procedure", PROCEDURE, "--settle", "0", "--poll", "0.2")
+    try:
+        _wait_for("the first dossier in OCR", lambda: _in_ocr(root))
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(120) == 0
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    found = shelf(root)
+    assert found["processing"] == [] and found["failed"] == []
+    assert [n for n in found["done"] if n.endswith(".json")] == ["t0.pdf.json"]  # finished, not abandoned
+    assert (root / "t1.pdf").exists()  # not started
