@@ -255,6 +255,7 @@ def test_a_watcher_killed_at_any_point_is_resumed_by_the_next_and_the_dossier_en
     assert len(summary.items) == 1  # reported by the watcher that shelved it (the killed one never did)
 
 
+@pytest.mark.slow  # the fast lane keeps two resumed claims above; this one is the SIGKILL tests' case too
 def test_a_watcher_killed_after_the_desk_recorded_the_dossier_shelves_it_as_already_received(
     tmp_path: Path, services: Services
 ) -> None:
