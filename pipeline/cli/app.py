@@ -336,6 +336,50 @@ def reprocess(
 
 
 @app.command()
+def watch(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="The scanner stations' inbox")],
+    procedure: Annotated[
+        str | None, typer.Option("--procedure", "-p", help="Default procedure (a .done marker or manifest.csv wins)")
+    ] = None,
+    settle: Annotated[float, typer.Option(min=0, help="Seconds a dossier must stay unchanged (without .done)")] = 5.0,
+    poll: Annotated[float, typer.Option(min=0.05, help="Seconds between looks at the inbox")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Receive what is complete now, then exit")] = False,
+) -> None:
+    """Archive: receive each dossier dropped into DIR once complete; shelve it in DIR/done or DIR/failed."""
+    import signal
+    import threading
+
+    from pipeline.usecases.watch import WatchItem, WatchOptions
+    from pipeline.usecases.watch import watch as run_watch
+
+    logging.getLogger("pipeline.usecases.watch").setLevel(logging.INFO)  # one English line per dossier
+    services = _services()
+
+    def preflight() -> None:
+        services.preflight()
+        services.ocr_engine  # noqa: B018  (a bad HOSO_OCR_ENGINE stops the watcher before it takes anything)
+
+    _guard(preflight)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # stop after the current dossier
+        signal.signal(sig, lambda *_: stop.set())
+
+    def show(item: WatchItem) -> None:
+        if item.outcome == "failed":
+            print(f"✘ {item.name}: không tiếp nhận được — {item.reason_vi} → {item.shelved}", flush=True)
+        else:
+            again = " (đã tiếp nhận từ trước)" if item.outcome == "already_done" else ""
+            print(f"✔ {item.name}: đã tiếp nhận, mã hồ sơ {item.dossier_code}{again} → {item.shelved}", flush=True)
+
+    options = WatchOptions(procedure=procedure, settle=settle, poll=poll)
+    summary = _guard(lambda: run_watch(folder, services, options, once=once, stop=stop, on_item=show))
+    if once:
+        print(f"Đã xử lý {len(summary.items)} hồ sơ, {summary.failed} lỗi, {len(summary.left)} chưa xử lý.")
+        if summary.failed:
+            raise typer.Exit(int(ExitCode.failed))
+
+
+@app.command()
 def stats(
     date_from: Annotated[datetime, typer.Option("--from", formats=["%Y-%m-%d"], help="First day (YYYY-MM-DD)")],
     date_to: Annotated[datetime, typer.Option("--to", formats=["%Y-%m-%d"], help="Last day, included")],
