@@ -464,3 +464,31 @@ def test_sigterm_stops_the_watcher_after_the_current_dossier(tmp_path: Path) -> 
     assert found["processing"] == [] and found["failed"] == []
     assert [n for n in found["done"] if n.endswith(".json")] == ["t0.pdf.json"]  # finished, not abandoned
     assert (root / "t1.pdf").exists()  # not started
+
+
+def test_a_transient_failure_leaves_the_dossier_claimed_for_a_later_pass_then_gives_up(
+    tmp_path: Path, services: Services, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import pipeline.usecases.watch as watch_module
+    from pipeline.core.errors import StorageFailed
+
+    def storage_down(self: object, request: object, services: object) -> None:
+        raise StorageFailed("S3 unreachable", transient=True)
+
+    monkeypatch.setattr(watch_module.Retries, "ingest", storage_down)
+    root = tmp_path / "inbox"
+    root.mkdir()
+    (root / "scan.pdf").write_bytes(b"%PDF-1.7\n")
+    w = watcher(root, services, settle=0, procedure=PROCEDURE)
+    for n in range(1, watch_module.MAX_PASSES):
+        summary = w.run(once=True)
+        assert summary.items == [] and "scan.pdf" in summary.left
+        (claim_dir,) = (root / "processing").iterdir()
+        info = json.loads((claim_dir / ".claim.json").read_text())
+        assert info["passes"] == n and info["retry_at"] > time.time() and "S3 unreachable" in info["last_error"]
+        assert w.run(once=True).items == []  # not before its time
+        info["retry_at"] = 0  # its time has come
+        (claim_dir / ".claim.json").write_text(json.dumps(info))
+    (item,) = w.run(once=True).items
+    assert item.outcome == "failed" and "storage_failed" in (item.reason or "")
+    assert f"in {watch_module.MAX_PASSES} passes" in (item.reason or "") and shelf(root)["processing"] == []

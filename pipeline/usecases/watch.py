@@ -42,7 +42,6 @@ from typing import Any, Literal
 from pipeline.core.errors import (
     ConfigurationError,
     HosoError,
-    InProgressElsewhere,
     InputCorrupt,
     InputMissing,
     InputUnsupported,
@@ -57,8 +56,9 @@ from pipeline.core.inputs import (
     name_problem,
     open_regular,
 )
-from pipeline.usecases.archive import MANIFEST, _read_manifest
-from pipeline.usecases.desk import IntakeRequest, ingest
+from pipeline.core.retry import RetryPolicy, is_transient
+from pipeline.usecases.archive import MANIFEST, Retries, _read_manifest
+from pipeline.usecases.desk import IntakeRequest
 from pipeline.usecases.services import Services
 
 log = logging.getLogger(__name__)
@@ -69,8 +69,9 @@ RECEIPT, REASON = ".json", ".reason.txt"
 LOCK, CLAIM, OUTCOME, CITIZEN = ".lock", ".claim.json", ".outcome.json", ".citizen.pdf"
 MAX_MARKER_BYTES = 4096
 DRAFT_GRACE_S = 60.0
-MAX_ATTEMPTS = 5  # of a dossier whose failure is not its own (storage down, another desk holds it)
-RETRYABLE: tuple[type[HosoError], ...] = (InProgressElsewhere, StorageFailed)
+# Passes that try a dossier whose failure is not its own (storage or database down, another desk holds it),
+# each after the desk's own retries (HOSO_RETRY_*) ran out.
+MAX_PASSES = 5
 
 Outcome = Literal["processed", "already_done", "failed"]
 
@@ -492,6 +493,10 @@ def _refusal(entry: Path) -> HosoError | None:
     return None
 
 
+def _after(passes: int, err: BaseException) -> str:
+    return f" (in {passes} passes of the watcher)" if passes > 1 and is_transient(err) else ""
+
+
 def receive(taken: Claim, services: Services, options: WatchOptions) -> dict[str, Any] | None:
     """Run the desk on the claimed dossier; its outcome (noted in the claim), or None to try again later."""
     entry = taken.entry
@@ -512,41 +517,40 @@ def receive(taken: Claim, services: Services, options: WatchOptions) -> dict[str
             "hoặc chạy với --procedure).",
         )
     citizen = taken.folder / CITIZEN
+    retries, started_at = Retries(RetryPolicy.from_settings(services.settings)), datetime.now(UTC)
     try:
-        result = ingest(IntakeRequest(entry, procedure, actor=options.actor), services)
-    except RETRYABLE as err:
-        attempts = int(taken.info.get("attempts", 0)) + 1
-        if attempts >= MAX_ATTEMPTS:
-            return _failure(shown, err.reason, f"{err} (after {attempts} attempts)", err.message_vi)
-        taken.info |= {
-            "attempts": attempts,
-            "retry_at": time.time() + min(300, 5 * 2**attempts),
-            "last_error": f"{err.reason}: {err}",
-        }
-        taken.note(CLAIM, taken.info)
-        log.warning("%s: %s: %s; will try again (attempt %d of %d)", shown, err.reason, err, attempts, MAX_ATTEMPTS)
-        return None
+        result = retries.ingest(IntakeRequest(entry, procedure, actor=options.actor), services)
     except ConfigurationError:
         raise  # the watcher's fault, not the dossier's: stop, leave the claim to resume
-    except HosoError as err:  # the English names the claim's folder: the inbox's name says more
-        english = str(err).replace(display_name(str(taken.folder), 240) + "/", "")
-        return _failure(shown, err.reason, english, err.message_vi)
-    except Exception as err:  # a bug must not stop the watcher; the dossier is shelved with it
-        log.exception("%s failed unexpectedly", shown)
-        return _failure(
-            shown,
-            "internal",
-            display_name(f"{type(err).__name__}: {err}", 2000),
-            "Lỗi hệ thống không mong đợi khi tiếp nhận hồ sơ.",
+    except Exception as err:
+        cause = err.reason if isinstance(err, HosoError) else "internal"
+        english = str(err).replace(display_name(str(taken.folder), 240) + "/", "")  # the inbox's name says more
+        if not isinstance(err, HosoError):
+            log.exception("%s failed unexpectedly", shown)  # a bug must not stop the watcher
+            english = display_name(f"{type(err).__name__}: {err}", 2000)
+        vietnamese = (
+            err.message_vi if isinstance(err, HosoError) else "Lỗi hệ thống không mong đợi khi tiếp nhận hồ sơ."
         )
+        passes = int(taken.info.get("passes", 0)) + 1
+        if not is_transient(err) or passes >= MAX_PASSES:
+            return _failure(shown, cause, retries.explain(english, err) + _after(passes, err), vietnamese)
+        taken.info |= {
+            "passes": passes,
+            "retry_at": time.time() + min(600.0, 30.0 * 2 ** (passes - 1)),
+            "last_error": f"{cause}: {english}",
+        }
+        taken.note(CLAIM, taken.info)
+        log.warning("%s: %s: %s; trying again in a later pass (%d of %d)", shown, cause, english, passes, MAX_PASSES)
+        return None
     receipt = result.receipt
+    done_before = result.already_done and not retries.recorded_here(services, receipt.dossier_code, started_at)
     copy_name = None
     if result.form is not None and result.form.citizen_pdf is not None:
         # The lookup secret exists only now: keep the citizen's copy with the claim before anything else.
         _write_atomic(citizen, result.form.citizen_pdf)
         copy_name = f"mau-{result.form.artifact.removeprefix('form-')}-cong-dan.pdf"
     return {
-        "outcome": "already_done" if result.already_done else "processed",
+        "outcome": "already_done" if done_before else "processed",
         "name": shown,
         "dossier_code": receipt.dossier_code,
         "status": receipt.status,
@@ -617,7 +621,7 @@ class Watcher:
             if self.stop.is_set():
                 taken.release()
                 continue
-            self._settle(taken, taken.folder.name, summary)
+            self._settle(taken, display_name(str(taken.info.get("name") or taken.folder.name)), summary)
         seen: dict[str, Look] = {}
         manifest: dict[str, str] | None = None  # read once a pass, when a dossier needs it
         for name in _candidates(self.inbox):
