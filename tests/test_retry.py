@@ -10,6 +10,7 @@ from pathlib import Path
 import httpx
 import psycopg.errors
 import pytest
+import requests
 import sqlalchemy as sa
 from minio.error import S3Error, ServerError
 from support.servers import free_ports
@@ -108,6 +109,17 @@ def test_national_db_outages_are_transient_a_refused_token_is_not(closed_port: i
         err = httpx.HTTPStatusError("s", request=request, response=httpx.Response(status, request=request))
         assert is_transient(err) is transient, status
     assert not is_transient(NationalDbUnavailable("refused the credentials (HTTP 401)", transient=False))
+
+
+def test_timestamp_server_outages_are_transient(closed_port: int) -> None:
+    down = _raised(lambda: requests.post(f"http://127.0.0.1:{closed_port}/tsa", data=b"", timeout=1))
+    assert isinstance(down, requests.ConnectionError) and is_transient(down)
+    assert is_transient(requests.ReadTimeout("slow TSA"))
+    assert not is_transient(requests.exceptions.SSLError("certificate verify failed"))
+    for status, transient in ((502, True), (400, False)):
+        response = requests.Response()
+        response.status_code = status
+        assert is_transient(requests.HTTPError("TSA said no", response=response)) is transient, status
 
 
 def test_bad_input_state_and_integrity_errors_are_never_transient() -> None:
