@@ -3,6 +3,7 @@ the outages here are real refusals from loopback ports nothing listens on."""
 
 from __future__ import annotations
 
+import pickle
 import random
 import sqlite3
 from pathlib import Path
@@ -141,6 +142,16 @@ def test_bad_input_state_and_integrity_errors_are_never_transient() -> None:
         assert not is_transient(err)
     assert is_transient(InProgressElsewhere("another desk holds it"))
     assert is_transient(ConnectionRefusedError()) and is_transient(TimeoutError())
+
+
+def test_the_verdict_survives_pickling_which_drops_the_cause() -> None:
+    try:
+        raise StorageFailed("S3 unreachable", "Không lưu trữ được.") from ConnectionRefusedError()
+    except StorageFailed as err:
+        copy = pickle.loads(pickle.dumps(err))
+    assert copy.__cause__ is None and is_transient(copy) and copy.message_vi == "Không lưu trữ được."
+    assert not is_transient(pickle.loads(pickle.dumps(InputCorrupt("truncated"))))
+    assert not is_transient(pickle.loads(pickle.dumps(StorageFailed("no cause"))))
 
 
 # --- the policy ---------------------------------------------------------------------------------
