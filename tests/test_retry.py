@@ -6,6 +6,7 @@ from __future__ import annotations
 import pickle
 import random
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
@@ -32,8 +33,9 @@ from pipeline.core.settings import Settings
 from pipeline.national.db import HttpNationalDb, NationalDbUnavailable
 from pipeline.usecases.archive import BatchInput, process_one
 from pipeline.usecases.services import Services
-from storage.objects import ObjectLocked, ObjectMissing, S3ObjectStore
-from storage.registry import Registry
+from storage.objects import LocalObjectStore, ObjectLocked, ObjectMissing, S3ObjectStore
+from storage.records import AttemptWriter, release_unfinished, sweep
+from storage.registry import Registry, utcnow
 
 PROCEDURE = "business_household_registration"
 
@@ -243,3 +245,32 @@ def test_archive_does_not_retry_bad_input(tmp_path: Path) -> None:
     assert (result.outcome, result.attempts) == ("failed", 1)
     assert result.reason is not None and result.reason.startswith("input_empty: ")
     assert "transient" not in result.reason
+
+
+# --- a retry is safe: an attempt whose rollback could not reach the registry ---------------------
+
+
+def test_a_rollback_without_the_registry_is_released_by_its_process_then_swept(tmp_path: Path) -> None:
+    folder = tmp_path / "db"
+    registry = Registry(f"sqlite:///{folder / 'registry.db'}")
+    store = LocalObjectStore(tmp_path / "objects")
+    try:
+        writer = AttemptWriter.open(store, registry, "intake_forms", actor="archive", lease_for=timedelta(minutes=2))
+        info = writer.put_bytes("dossiers/X-1/forms/mau-01.pdf", b"%PDF-1.7 form", "application/pdf")
+        folder.rename(tmp_path / "db-away")  # the database goes away with the attempt half done
+        registry.engine.dispose()
+        assert writer.rollback(reason="registry down") is False  # nothing removed: the ledger cannot be asked
+        assert store.stat(info.key, info.version_id) is not None
+        (tmp_path / "db-away").rename(folder)
+        live = registry.get_attempt(writer.id)
+        assert live is not None and live.state == "open" and live.expires_at > utcnow()  # still looks held
+
+        assert release_unfinished(registry) == 1  # the retry's first step
+        released = registry.get_attempt(writer.id)
+        assert released is not None and released.expires_at <= utcnow()
+        assert release_unfinished(registry) == 0
+        report = sweep(store, registry, {})
+        assert [i["action"] for i in report.items] == ["attempt_swept", "object_removed"], report
+        assert store.stat(info.key, info.version_id) is None
+    finally:
+        registry.close()
