@@ -3,13 +3,16 @@ the outages here are real refusals from loopback ports nothing listens on."""
 
 from __future__ import annotations
 
+import pickle
 import random
 import sqlite3
+from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import psycopg.errors
 import pytest
+import requests
 import sqlalchemy as sa
 from minio.error import S3Error, ServerError
 from support.servers import free_ports
@@ -30,8 +33,9 @@ from pipeline.core.settings import Settings
 from pipeline.national.db import HttpNationalDb, NationalDbUnavailable
 from pipeline.usecases.archive import BatchInput, process_one
 from pipeline.usecases.services import Services
-from storage.objects import ObjectLocked, ObjectMissing, S3ObjectStore
-from storage.registry import Registry
+from storage.objects import LocalObjectStore, ObjectLocked, ObjectMissing, S3ObjectStore
+from storage.records import AttemptWriter, release_unfinished, sweep
+from storage.registry import Registry, utcnow
 
 PROCEDURE = "business_household_registration"
 
@@ -110,6 +114,17 @@ def test_national_db_outages_are_transient_a_refused_token_is_not(closed_port: i
     assert not is_transient(NationalDbUnavailable("refused the credentials (HTTP 401)", transient=False))
 
 
+def test_timestamp_server_outages_are_transient(closed_port: int) -> None:
+    down = _raised(lambda: requests.post(f"http://127.0.0.1:{closed_port}/tsa", data=b"", timeout=1))
+    assert isinstance(down, requests.ConnectionError) and is_transient(down)
+    assert is_transient(requests.ReadTimeout("slow TSA"))
+    assert not is_transient(requests.exceptions.SSLError("certificate verify failed"))
+    for status, transient in ((502, True), (400, False)):
+        response = requests.Response()
+        response.status_code = status
+        assert is_transient(requests.HTTPError("TSA said no", response=response)) is transient, status
+
+
 def test_bad_input_state_and_integrity_errors_are_never_transient() -> None:
     for err in (
         InputCorrupt("x"),
@@ -129,6 +144,16 @@ def test_bad_input_state_and_integrity_errors_are_never_transient() -> None:
         assert not is_transient(err)
     assert is_transient(InProgressElsewhere("another desk holds it"))
     assert is_transient(ConnectionRefusedError()) and is_transient(TimeoutError())
+
+
+def test_the_verdict_survives_pickling_which_drops_the_cause() -> None:
+    try:
+        raise StorageFailed("S3 unreachable", "Không lưu trữ được.") from ConnectionRefusedError()
+    except StorageFailed as err:
+        copy = pickle.loads(pickle.dumps(err))
+    assert copy.__cause__ is None and is_transient(copy) and copy.message_vi == "Không lưu trữ được."
+    assert not is_transient(pickle.loads(pickle.dumps(InputCorrupt("truncated"))))
+    assert not is_transient(pickle.loads(pickle.dumps(StorageFailed("no cause"))))
 
 
 # --- the policy ---------------------------------------------------------------------------------
@@ -220,3 +245,32 @@ def test_archive_does_not_retry_bad_input(tmp_path: Path) -> None:
     assert (result.outcome, result.attempts) == ("failed", 1)
     assert result.reason is not None and result.reason.startswith("input_empty: ")
     assert "transient" not in result.reason
+
+
+# --- a retry is safe: an attempt whose rollback could not reach the registry ---------------------
+
+
+def test_a_rollback_without_the_registry_is_released_by_its_process_then_swept(tmp_path: Path) -> None:
+    folder = tmp_path / "db"
+    registry = Registry(f"sqlite:///{folder / 'registry.db'}")
+    store = LocalObjectStore(tmp_path / "objects")
+    try:
+        writer = AttemptWriter.open(store, registry, "intake_forms", actor="archive", lease_for=timedelta(minutes=2))
+        info = writer.put_bytes("dossiers/X-1/forms/mau-01.pdf", b"%PDF-1.7 form", "application/pdf")
+        folder.rename(tmp_path / "db-away")  # the database goes away with the attempt half done
+        registry.engine.dispose()
+        assert writer.rollback(reason="registry down") is False  # nothing removed: the ledger cannot be asked
+        assert store.stat(info.key, info.version_id) is not None
+        (tmp_path / "db-away").rename(folder)
+        live = registry.get_attempt(writer.id)
+        assert live is not None and live.state == "open" and live.expires_at > utcnow()  # still looks held
+
+        assert release_unfinished(registry) == 1  # the retry's first step
+        released = registry.get_attempt(writer.id)
+        assert released is not None and released.expires_at <= utcnow()
+        assert release_unfinished(registry) == 0
+        report = sweep(store, registry, {})
+        assert [i["action"] for i in report.items] == ["attempt_swept", "object_removed"], report
+        assert store.stat(info.key, info.version_id) is None
+    finally:
+        registry.close()

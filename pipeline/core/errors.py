@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -51,6 +52,12 @@ class HosoError(Exception):
         self.message_vi = message_vi or self.default_vi
         if transient is not None:
             self.transient = transient
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling (process pools, Prefect results) drops the cause chain that may decide `transient`: keep the verdict.
+        from pipeline.core.retry import is_transient
+
+        return (type(self), self.args, self.__dict__ | {"transient": is_transient(self)})
 
     @property
     def reason(self) -> str:

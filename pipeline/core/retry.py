@@ -3,9 +3,10 @@
 :func:`is_transient` is the single classification every layer uses (``process_one`` in the archive, the
 Prefect task's retry condition). Transient: the object store unreachable, resetting, timing out, answering
 5xx or ``SlowDown``; the registry database unreachable or dropping its connection, a serialization
-failure or deadlock; the national-database service timing out, unreachable or answering 5xx; another
-process holding the work (:class:`~pipeline.core.errors.InProgressElsewhere`). Not transient: bad input,
-an unknown procedure, a state or permission error, an integrity failure, a configuration error, a bug.
+failure or deadlock; the national-database service (or a timestamp server) timing out, unreachable or
+answering 5xx; another process holding the work (:class:`~pipeline.core.errors.InProgressElsewhere`).
+Not transient: bad input, an unknown procedure, a state or permission error, an integrity failure, a
+configuration error, a bug.
 
 A :class:`~pipeline.core.errors.HosoError` says so itself (``transient`` True or False); when it leaves it
 open (None, as a ``StorageFailed`` wrapping whatever the driver raised does), its cause decides. Library
@@ -101,6 +102,15 @@ def _verdict(exc: BaseException) -> bool | None:
         if isinstance(exc, minio.InvalidResponseError):
             return (getattr(exc, "_code", 0) or 0) >= 500
         return False
+
+    requests = _module("requests.exceptions")  # pyHanko's timestamp and revocation fetchers
+    if requests is not None and isinstance(exc, requests.RequestException):
+        if isinstance(exc, requests.SSLError):
+            return False
+        if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+            return True
+        response = getattr(exc, "response", None)
+        return response is not None and (response.status_code >= 500 or response.status_code == 429)
 
     httpx = _module("httpx")
     if httpx is not None and isinstance(exc, httpx.HTTPError):
