@@ -64,6 +64,7 @@ def every_row(services: Services) -> str:
                          for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')))
 
 
+@pytest.mark.slow  # every step × role × state: ~60 s; the walk through every step below is fast
 def test_each_step_by_each_role_from_each_state(services: Services) -> None:
     """Every step: each role it allows takes it from each state it starts from (the event says who, in which
     role, from → to); every other role is Forbidden, every other state InvalidState, and neither changes
