@@ -52,7 +52,7 @@ def registry(registry_url: str) -> Iterator[Registry]:
     reg.close()
 
 
-@pytest.fixture(params=["local", "s3-locked"])
+@pytest.fixture(params=["local", pytest.param("s3-locked", marks=pytest.mark.slow)])  # S3: tests/test_objects.py
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return LocalObjectStore(tmp_path / "objects")
@@ -344,6 +344,7 @@ def test_sweep_discards_a_stale_reservation_with_its_objects(store: ObjectStore,
 # --- archive upkeep keeps the old version -------------------------------------------------------
 
 
+@pytest.mark.slow  # the certomancer PKI's timestamp server
 @pytest.mark.parametrize("backend", ["local", "s3-locked"])
 def test_signature_refresh_writes_a_new_version_and_keeps_the_old(
     test_pki: Any, tmp_path: Path, request: pytest.FixtureRequest, backend: str
