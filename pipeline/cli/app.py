@@ -306,8 +306,12 @@ def reprocess(
     procedure: Annotated[str | None, typer.Option("--procedure", "-p", help="Override manifest.csv")] = None,
     concurrency: Annotated[int, typer.Option(min=1, help="Dossiers in flight at once")] = 1,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    agency_map: Annotated[
+        Path | None, typer.Option("--agency-map", help="old_code,new_code[,new_name]: old units → new units")
+    ] = None,
 ) -> None:
-    """Archive: run the desk chain over every dossier in FOLDER as a Prefect flow (resumable)."""
+    """Archive: run the desk chain over every dossier in FOLDER as a Prefect flow (resumable); legacy dossiers
+    in manifest.csv are handed over to their new units, with a signed hand-over record."""
     import flows  # noqa: F401  (quiet Prefect defaults must be set before Prefect is imported)
     from flows.archive import reprocess_flow
     from flows.runtime import quick_flow_settings, use_services
@@ -315,13 +319,18 @@ def reprocess(
 
     if not folder.is_dir():
         _fail(InputMissing(f"not a folder: {folder}", f"Không tìm thấy thư mục: {folder}"))
+    if agency_map is not None:  # a bad map stops the batch before any work
+        from pipeline.domain.handover import load_agency_map
+
+        _guard(lambda: load_agency_map(agency_map))
     use_services(_services())
     from prefect.task_runners import ThreadPoolTaskRunner
 
     runner: Any = ThreadPoolTaskRunner(max_workers=concurrency)  # Prefect's generic runner typing is too narrow
     flow = reprocess_flow.with_options(task_runner=runner)
     with quick_flow_settings():
-        summary = _guard(lambda: flow(str(folder), procedure, show_progress=not as_json))
+        summary = _guard(lambda: flow(str(folder), procedure, show_progress=not as_json,
+                                      agency_map=str(agency_map) if agency_map else None))
     if as_json:
         print(summary.model_dump_json(indent=2))
     else:
@@ -331,6 +340,8 @@ def reprocess(
         )
         for name, reason in summary.failures.items():
             print(f"  ✘ {name}: {reason}")
+        if summary.handover_record:
+            print(f"Biên bản bàn giao: {summary.handover_record}")
     if summary.failed:
         raise typer.Exit(int(ExitCode.failed))
 

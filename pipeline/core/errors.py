@@ -158,6 +158,12 @@ class InvalidState(HosoError):
     transient = False
 
 
+class DossierCodeTaken(InvalidState):
+    """A dossier code asked for (a handed-over dossier's own code) that another input's dossier holds."""
+
+    default_vi = "Mã hồ sơ đã có trong hệ thống (một hồ sơ khác)."
+
+
 class InProgressElsewhere(HosoError):
     """Another process is working on this (it holds a live lease), or took the work over from this one."""
 

@@ -6,7 +6,7 @@ import csv
 import io
 import logging
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -14,6 +14,14 @@ from typing import Literal
 from pipeline.core.errors import HosoError, InputCorrupt, InputError, InputTooLarge
 from pipeline.core.inputs import display_name, folder_entries, identify_input, open_regular
 from pipeline.core.retry import RetryPolicy, is_transient
+from pipeline.domain.handover import (
+    HANDOVER_COLUMNS,
+    AgencyMap,
+    Handover,
+    HandoverRowError,
+    is_handover_row,
+    parse_handover,
+)
 from pipeline.usecases.desk import IntakeOutcome, IntakeRequest, ingest
 from pipeline.usecases.services import Services
 
@@ -30,6 +38,16 @@ class BatchInput:
     path: Path
     procedure: str | None
     refused: str | None = None  # why this entry is not a dossier (it becomes a failed item)
+    handover: Handover | None = None  # a legacy dossier handed over (manifest hand-over columns, agency map)
+    legacy: dict[str, str] | None = None  # the hand-over columns of its manifest row, as written
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    line: int
+    file: str
+    procedure: str | None
+    values: dict[str, str] = field(default_factory=dict)  # the hand-over columns, stripped
 
 
 @dataclass(frozen=True)
@@ -43,7 +61,15 @@ class BatchItemResult:
     attempts: int = 0  # runs of the desk chain (more than one: transient errors were retried)
 
 
-def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInput]:
+def discover_batch(
+    folder: Path,
+    procedure: str | None = None,
+    *,
+    agency_map: AgencyMap | None = None,
+    batch_id: str = "batch",
+    tz: str = "Asia/Ho_Chi_Minh",
+    now: datetime | None = None,
+) -> list[BatchInput]:
     """Every entry of FOLDER as a batch input: a PDF/image file or a folder of page images is a dossier.
 
     Entries are told by content (:func:`pipeline.core.inputs.identify_input`), not by name. One that is
@@ -53,16 +79,29 @@ def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInpu
     over. Names are kept as shown by :func:`pipeline.core.inputs.display_name`, safe for logs and the
     registry. The procedure comes from ``--procedure`` or else from ``manifest.csv`` (``file,procedure``,
     UTF-8).
+
+    A manifest row with hand-over columns (``legacy_code,received_at,due_at,state,agency_code``) hands a
+    legacy dossier over (``handover``, mapped by ``agency_map``); one that cannot be — a malformed legacy code,
+    an unknown old agency or state, a bad date, a legacy code twice in the manifest, a file not in FOLDER —
+    comes back refused with its reason: nothing handed over is dropped.
     """
     if not folder.is_dir():
         raise NotADirectoryError(folder)
-    manifest = _read_manifest(folder / MANIFEST)
+    rows = _read_manifest(folder / MANIFEST)
+    manifest = {row.file: row for row in rows}  # a file named twice: its last row
+    handovers = _handovers(rows, manifest, agency_map, batch_id, tz, now or datetime.now(UTC))
     inputs = []
+    names = set()
     for child in folder_entries(folder):
         if child.name == MANIFEST:
             continue
+        names.add(child.name)
         shown = display_name(child.name)
-        item = BatchInput(shown, child, procedure or manifest.get(child.name))
+        row = manifest.get(child.name)
+        item = BatchInput(shown, child, procedure or (row.procedure if row else None))
+        if child.name in handovers:
+            handover, why = handovers[child.name]
+            item = replace(item, handover=handover, legacy=manifest[child.name].values, refused=why)
         try:
             source = identify_input(child)
         except InputError as err:
@@ -72,14 +111,48 @@ def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInpu
             if not source.is_folder and source.files[0].size and source.files[0].format is None:
                 item = replace(item, refused=f"input_unsupported: {shown}: not a PDF, PNG, JPEG or TIFF file")
         inputs.append(item)
+    for name in sorted(set(handovers) - names):  # handed over in the manifest, missing from the folder
+        row = manifest[name]
+        inputs.append(BatchInput(
+            display_name(name), folder / name, procedure or row.procedure,
+            refused=f"handover_missing_file: manifest.csv line {row.line} names {display_name(name)!r}, "
+                    "which is not in the folder",
+            handover=handovers[name][0], legacy=row.values,
+        ))
     return inputs
 
 
-def _read_manifest(path: Path) -> dict[str, str]:
-    """``manifest.csv`` as {file: procedure}; InputCorrupt when it is not a UTF-8 CSV file."""
+def _handovers(
+    rows: list[ManifestRow], manifest: dict[str, ManifestRow], agency_map: AgencyMap | None, batch_id: str,
+    tz: str, now: datetime,
+) -> dict[str, tuple[Handover | None, str | None]]:
+    """{file: (hand-over, None) or (None, why not)} for the manifest's hand-over rows; a legacy code is handed
+    over by its first row only."""
+    found: dict[str, tuple[Handover | None, str | None]] = {}
+    first_line: dict[str, int] = {}
+    for row in rows:
+        if manifest[row.file] is not row or not is_handover_row(row.values):
+            continue
+        try:
+            handover = parse_handover(row.values, agency_map, batch_id=batch_id, tz=tz, now=now)
+        except HandoverRowError as err:
+            found[row.file] = (None, f"{err.reason} (manifest.csv line {row.line})")
+            continue
+        code = handover.legacy_code
+        if code in first_line:
+            found[row.file] = (None, f"handover_duplicate_legacy_code: {code} is handed over by manifest.csv line "
+                                     f"{first_line[code]} already (line {row.line})")
+            continue
+        first_line[code] = row.line
+        found[row.file] = (handover, None)
+    return found
+
+
+def _read_manifest(path: Path) -> list[ManifestRow]:
+    """``manifest.csv``'s rows that name a file; InputCorrupt when it is not a UTF-8 CSV file."""
     if not os.path.lexists(path):  # a symlink or FIFO there is refused, not followed
-        return {}
-    manifest: dict[str, str] = {}
+        return []
+    manifest: list[ManifestRow] = []
     with open_regular(path) as raw:
         if os.fstat(raw.fileno()).st_size > MAX_MANIFEST_BYTES:
             raise InputTooLarge(
@@ -87,9 +160,14 @@ def _read_manifest(path: Path) -> dict[str, str]:
             )
         try:
             with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh:
-                for row in csv.DictReader(fh):
-                    if row.get("file") and row.get("procedure"):
-                        manifest[row["file"].strip()] = row["procedure"].strip()
+                reader = csv.DictReader(fh)
+                for row in reader:
+                    name = (row.get("file") or "").strip()
+                    if not name:
+                        continue
+                    values = {c: (row.get(c) or "").strip() for c in HANDOVER_COLUMNS if row.get(c)}
+                    manifest.append(ManifestRow(reader.line_num, name, (row.get("procedure") or "").strip() or None,
+                                                values))
         except (UnicodeDecodeError, csv.Error) as exc:
             raise InputCorrupt(
                 f"{path}: not a UTF-8 CSV file ({exc})",
@@ -154,7 +232,8 @@ def process_one(
         return BatchItemResult(item.name, "failed", reason="no procedure: not in manifest.csv and no --procedure")
     retries = Retries(retry or RetryPolicy.from_settings(services.settings))
     try:
-        outcome = retries.ingest(IntakeRequest(item.path, item.procedure, actor=actor), services)
+        request = IntakeRequest(item.path, item.procedure, actor=actor, handover=item.handover)
+        outcome = retries.ingest(request, services)
     except HosoError as err:
         log.warning("%s failed: %s", item.name, err)
         return BatchItemResult(item.name, "failed", reason=retries.explain(f"{err.reason}: {err}", err),
