@@ -15,19 +15,22 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
+from fastapi.testclient import TestClient
 from support.cli import SCRIPTED_ENGINE, Hoso
 from support.pdfs import flat_text
 
 from pipeline.core.errors import ExitCode, InputCorrupt
-from pipeline.core.models import DossierState
+from pipeline.core.models import DossierState, Role
 from pipeline.core.settings import Settings
 from pipeline.domain.handover import AgencyMap, AgencyUnit, HandoverRowError, load_agency_map, parse_handover
 from pipeline.training.legacy import FLAWS, LegacyArchive, make_legacy_archive
 from pipeline.usecases.archive import BatchItemResult, discover_batch, process_one
 from pipeline.usecases.handover import write_handover_record
 from pipeline.usecases.services import Services
+from pipeline.web.app import create_app
 from signing.verify import verify_pdf
 from storage import keys, schema
+from storage.identity import Identity
 from storage.objects import sha256_bytes
 from storage.registry import Registry
 
@@ -218,6 +221,22 @@ def test_a_legacy_batch_is_handed_over_recorded_and_idempotent(
     assert sum(sum(p["counts"].values()) for p in pairs) == len(archive.good)
     assert set(record.summary["failures"]) == {r.file for r in archive.rows if r.flaw}
 
+    # Staff integrations find it by its legacy code through the API.
+    ident = Identity(registry)
+    ident.add_user("lan", "Nguyễn Thị Lan", [Role.desk], "mat-khau-du-dai-1")
+    token, _ = ident.issue_token("lan", Role.desk)
+    row = archive.good[0]
+    with TestClient(create_app(services), base_url="https://testserver") as client:
+        r = client.get(f"/api/dossiers/{row.legacy_code}", headers={"Authorization": f"Bearer {token}"})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert (body["code"], body["legacy_code"], body["handed_over_from"], body["state"]) == (
+        row.legacy_code,
+        row.legacy_code,
+        row.agency_code,
+        row.state,
+    )
+
     # The same batch again: nothing new in the store, every dossier already done, the failures again.
     dossier_objects = sorted(i.key for i in store.list() if i.key.startswith("dossiers/"))
     second = run_batch(services, archive.folder, archive.agency_map, "batch-2")
@@ -248,37 +267,6 @@ def test_a_legacy_batch_is_handed_over_recorded_and_idempotent(
     assert third.results[0].outcome == "failed"
     assert third.results[0].reason and "invalid_state" in third.results[0].reason
     assert registry.get(taken.legacy_code) == before
-
-
-def test_an_api_client_finds_a_handed_over_dossier_by_its_legacy_code(
-    services: Services, archive: LegacyArchive
-) -> None:
-    from fastapi.testclient import TestClient
-
-    from pipeline.core.models import Role
-    from pipeline.web.app import create_app
-    from storage.identity import Identity
-
-    row = archive.good[0]
-    one = archive.folder.parent / "one"
-    one.mkdir(exist_ok=True)
-    shutil.copy(archive.folder / row.file, one / row.file)
-    lines = archive.manifest.read_text(encoding="utf-8").splitlines()
-    (one / "manifest.csv").write_text("\n".join([lines[0], lines[1]]) + "\n", encoding="utf-8")
-    run_batch(services, one, archive.agency_map, "batch-api")
-    ident = Identity(services.registry)
-    ident.add_user("lan", "Nguyễn Thị Lan", [Role.desk], "mat-khau-du-dai-1")
-    token, _ = ident.issue_token("lan", Role.desk)
-    with TestClient(create_app(services), base_url="https://testserver") as client:
-        r = client.get(f"/api/dossiers/{row.legacy_code}", headers={"Authorization": f"Bearer {token}"})
-    assert r.status_code == 200, r.text
-    body = r.json()
-    assert (body["code"], body["legacy_code"], body["handed_over_from"], body["state"]) == (
-        row.legacy_code,
-        row.legacy_code,
-        row.agency_code,
-        row.state,
-    )
 
 
 # --- the migration on SQLite and PostgreSQL --------------------------------------------------------
@@ -349,9 +337,10 @@ def test_r0004_adds_the_hand_over_columns_to_a_registry_with_dossiers(empty_url:
 
 
 @pytest.mark.slow
-def test_hoso_reprocess_hands_over_a_legacy_archive(tmp_path: Path, prefect_server) -> None:  # type: ignore[no-untyped-def]
+def test_hoso_reprocess_hands_over_a_legacy_archive(tmp_path: Path) -> None:
+    """Through the command and its Prefect flow (an ephemeral server in the command's process)."""
     archive = make_legacy_archive(tmp_path / "archive", 3, seed=11, variants=1, flawed=3)
-    hoso = Hoso(tmp_path / "var", {"PREFECT_API_URL": prefect_server.api_url, "HOSO_TIMEZONE": TZ})
+    hoso = Hoso(tmp_path / "var", {"HOSO_TIMEZONE": TZ})
     proc = hoso("reprocess", str(archive.folder), "--agency-map", str(archive.agency_map), "--json", timeout=900)
     assert proc.returncode == ExitCode.failed, proc.stderr  # three rows could not be handed over
     summary = json.loads(proc.stdout)
