@@ -5,6 +5,7 @@ SQLite and PostgreSQL, and ``hoso reprocess --agency-map`` end to end (slow: thr
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -237,6 +238,18 @@ def test_a_legacy_batch_is_handed_over_recorded_and_idempotent(
         row.state,
     )
 
+    # …and staff open its page by it.
+    with TestClient(create_app(services), base_url="https://testserver", follow_redirects=False) as staff:
+        form = staff.get("/nhan-vien/dang-nhap").text
+        csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
+        assert csrf is not None
+        staff.post(
+            "/nhan-vien/dang-nhap",
+            data={"csrf_token": csrf[1], "username": "lan", "password": "mat-khau-du-dai-1", "next": "/nhan-vien"},
+        )
+        page = staff.get(f"/nhan-vien/ho-so/{row.legacy_code}")
+    assert page.status_code == 200 and row.legacy_code in page.text
+
     # The same batch again: nothing new in the store, every dossier already done, the failures again.
     dossier_objects = sorted(i.key for i in store.list() if i.key.startswith("dossiers/"))
     second = run_batch(services, archive.folder, archive.agency_map, "batch-2")
@@ -354,6 +367,7 @@ def test_hoso_reprocess_hands_over_a_legacy_archive(tmp_path: Path) -> None:
     shown = json.loads(status.stdout)
     assert (shown["code"], shown["state"], shown["handed_over_from"]) == (row.legacy_code, row.state, row.agency_code)
     assert datetime.fromisoformat(shown["received_at"]) == datetime.fromisoformat(row.received_at)
+    assert f"bàn giao từ {row.agency_code}" in hoso("status", row.legacy_code).stdout
     rerun = hoso("reprocess", str(archive.folder), "--agency-map", str(archive.agency_map), timeout=900)
     assert "Biên bản bàn giao: handovers/" in rerun.stdout, rerun.stderr
     assert "đã có từ trước: 3" in rerun.stdout

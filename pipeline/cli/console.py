@@ -123,6 +123,9 @@ def status_panel(record: DossierRecord, tz: str) -> Panel:
     head.add_row("Trạng thái:", f"[bold]{record.state}[/]")
     head.add_row("Nhận lúc:", _local(record.received_at, tz))
     head.add_row("Hẹn trả:", _local(record.due_at, tz))
+    if record.handed_over_from:
+        where = f"{record.agency_code} (bàn giao từ {record.handed_over_from}, đợt {record.handover_batch})"
+        head.add_row("Đơn vị:", where)
     history = Table(title="Lịch sử xử lý")
     for col in ("Thời gian", "Người thực hiện", "Thao tác", "Từ", "Sang", "Ghi chú"):
         history.add_column(col)
