@@ -4,6 +4,7 @@ SQLite and PostgreSQL, and ``hoso reprocess --agency-map`` end to end (slow: thr
 
 from __future__ import annotations
 
+import csv
 import json
 import re
 import shutil
@@ -209,6 +210,8 @@ def test_a_legacy_batch_is_handed_over_recorded_and_idempotent(
         len(FLAWS),
     )
     assert record.rows == record.handed_over + record.already_done + record.failed
+    with archive.manifest.open(encoding="utf-8", newline="") as fh:
+        assert record.rows == sum(1 for _ in csv.DictReader(fh))  # every row of the manifest, once
     pdf = store.get_bytes(record.object_key, record.version_id)
     assert sha256_bytes(pdf) == record.sha256
     report = verify_pdf(pdf, [services.pki.root_cert], identities=services.signer_identities)
