@@ -24,7 +24,14 @@ from pyhanko.sign.fields import MDPPerm
 
 from ocr.engine import inspect_input, ocr_input
 from ocr.models import RecognizedPage
-from pipeline.core.errors import DossierCodeTaken, HosoError, InProgressElsewhere, InputCorrupt, InputEmpty
+from pipeline.core.errors import (
+    DossierCodeTaken,
+    DossierNotFound,
+    HosoError,
+    InProgressElsewhere,
+    InputCorrupt,
+    InputEmpty,
+)
 from pipeline.core.faults import checkpoint
 from pipeline.core.inputs import Input, display_name, identify_input
 from pipeline.core.models import ApplicantCheck, DocumentInfo, DossierState, PageInfo, Receipt, Validation
@@ -244,7 +251,7 @@ def _check_handover(services: Services, handover: Handover | None, done: Dossier
         return
     try:
         holder = services.registry.get(code)
-    except HosoError:
+    except DossierNotFound:
         return
     raise DossierCodeTaken(
         f"dossier code {code} is in the registry already, made from another input ({holder.input_name})",
