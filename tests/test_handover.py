@@ -8,6 +8,7 @@ import csv
 import json
 import re
 import shutil
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from fastapi.testclient import TestClient
 from support.cli import SCRIPTED_ENGINE, Hoso
 from support.pdfs import flat_text
 
-from pipeline.core.errors import ExitCode, InputCorrupt
+from pipeline.core.errors import DossierCodeTaken, ExitCode, InputCorrupt
 from pipeline.core.models import DossierState, Role
 from pipeline.core.settings import Settings
 from pipeline.domain.handover import AgencyMap, AgencyUnit, HandoverRowError, load_agency_map, parse_handover
@@ -34,7 +35,8 @@ from signing.verify import verify_pdf
 from storage import keys, schema
 from storage.identity import Identity
 from storage.objects import sha256_bytes
-from storage.registry import Registry
+from storage.records import holder_id, new_attempt_id
+from storage.registry import IntakeClaim, LegacyIntake, Registry
 
 TZ = "Asia/Ho_Chi_Minh"
 VN = ZoneInfo(TZ)
@@ -283,6 +285,62 @@ def test_a_legacy_batch_is_handed_over_recorded_and_idempotent(
     assert third.results[0].outcome == "failed"
     assert third.results[0].reason and "invalid_state" in third.results[0].reason
     assert registry.get(taken.legacy_code) == before
+
+
+# --- the registry: a legacy code is taken once ------------------------------------------------------
+
+
+def _claim(registry: Registry, sha: str, legacy: LegacyIntake | None, agency: str = NEW) -> IntakeClaim:
+    received = datetime(2024, 5, 23, 9, 15, tzinfo=VN)
+    return registry.claim_intake(
+        input_sha256=sha,
+        input_name=f"{sha}.pdf",
+        procedure="p",
+        procedure_code=None,
+        agency_code=agency,
+        received_at=received,
+        due_at=received + timedelta(days=5),
+        applicant_id=None,
+        actor="archive",
+        attempt=new_attempt_id(),
+        holder=holder_id(),
+        lease_for=timedelta(minutes=2),
+        legacy=legacy,
+    )
+
+
+def test_concurrent_hand_overs_of_one_legacy_code_give_one_dossier(empty_url: str) -> None:
+    registry = Registry(empty_url)
+    legacy = LegacyIntake(GOOD["legacy_code"], OLD, "b1")
+    outcomes: list[str] = []
+    barrier = threading.Barrier(3)
+
+    def worker(n: int) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(_claim(registry, f"{n:064x}", legacy).status)
+        except DossierCodeTaken:
+            outcomes.append("taken")
+
+    try:
+        threads = [threading.Thread(target=worker, args=(n,)) for n in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(outcomes) == ["new", "taken", "taken"]
+        (only,) = registry.list_dossiers(state=DossierState.receiving)
+        assert (only.code, only.legacy_code, only.handed_over_from, only.handover_batch) == (
+            GOOD["legacy_code"],
+            GOOD["legacy_code"],
+            OLD,
+            "b1",
+        )
+        # A code the sequence would draw that a handed-over dossier holds is passed over.
+        _claim(registry, "e" * 64, LegacyIntake(f"{NEW}-240523-0001", OLD, "b1"))
+        assert _claim(registry, "f" * 64, None).record.code == f"{NEW}-240523-0002"
+    finally:
+        registry.close()
 
 
 # --- the migration on SQLite and PostgreSQL --------------------------------------------------------
