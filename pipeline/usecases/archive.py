@@ -87,8 +87,9 @@ def discover_batch(
     """
     if not folder.is_dir():
         raise NotADirectoryError(folder)
-    rows = _read_manifest(folder / MANIFEST)
+    rows = _manifest_rows(folder / MANIFEST)
     manifest = {row.file: row for row in rows}  # a file named twice: its last row
+    procedures = {row.file: row.procedure for row in rows if row.procedure}
     handovers = _handovers(rows, manifest, agency_map, batch_id, tz, now or datetime.now(UTC))
     inputs = []
     names = set()
@@ -97,8 +98,7 @@ def discover_batch(
             continue
         names.add(child.name)
         shown = display_name(child.name)
-        row = manifest.get(child.name)
-        item = BatchInput(shown, child, procedure or (row.procedure if row else None))
+        item = BatchInput(shown, child, procedure or procedures.get(child.name))
         if child.name in handovers:
             handover, why = handovers[child.name]
             item = replace(item, handover=handover, legacy=manifest[child.name].values, refused=why)
@@ -148,8 +148,14 @@ def _handovers(
     return found
 
 
-def _read_manifest(path: Path) -> list[ManifestRow]:
-    """``manifest.csv``'s rows that name a file; InputCorrupt when it is not a UTF-8 CSV file."""
+def _read_manifest(path: Path) -> dict[str, str]:
+    """``manifest.csv`` as {file: procedure}; InputCorrupt when it is not a UTF-8 CSV file."""
+    return {row.file: row.procedure for row in _manifest_rows(path) if row.procedure}
+
+
+def _manifest_rows(path: Path) -> list[ManifestRow]:
+    """``manifest.csv``'s rows that name a file, with their hand-over columns; InputCorrupt when it is not a
+    UTF-8 CSV file."""
     if not os.path.lexists(path):  # a symlink or FIFO there is refused, not followed
         return []
     manifest: list[ManifestRow] = []
