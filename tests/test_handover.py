@@ -346,7 +346,7 @@ def test_concurrent_hand_overs_of_one_legacy_code_give_one_dossier(empty_url: st
 # --- the migration on SQLite and PostgreSQL --------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def empty_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_base_url: str | None) -> Iterator[str]:
     """A registry URL with nothing in it: SQLite, or this test's own PostgreSQL schema (hoso_handover_*)."""
     if request.param == "sqlite":
