@@ -25,7 +25,6 @@ from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
-from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 import yaml
@@ -52,7 +51,19 @@ from pipeline.core.errors import ConfigurationError, InputCorrupt, InputMissing,
 from pipeline.core.inputs import open_regular
 from pipeline.core.models import DossierState
 from pipeline.domain.deadlines import CLOSE
-from pipeline.domain.printing import BOLD, ITALIC, REGULAR, as_pdfa_2b, date_vi, local_time, register_fonts
+from pipeline.domain.printing import (
+    BOLD,
+    ITALIC,
+    REGULAR,
+    PageLayout,
+    SignatureBox,
+    SignatureSlot,
+    as_pdfa_2b,
+    date_vi,
+    local_time,
+    markup,
+    register_fonts,
+)
 from signing.levels import Level
 from signing.pki import ROLE_TITLES
 from signing.signers import KeySource, sign_pdf
@@ -359,16 +370,8 @@ class HandoverRecord(BaseModel):
         }
 
 
-class HandoverLayout(BaseModel):
-    margin_x: float = Field(gt=0)
-    margin_top: float = Field(gt=0)
-    margin_bottom: float = Field(gt=0)
-    header_size: float = Field(gt=0)
-    title_size: float = Field(gt=0)
-    body_size: float = Field(gt=0)
-    small_size: float = Field(gt=0)
-    footer_size: float = Field(gt=0)
-    signature_height: float = Field(ge=40)
+class HandoverLayout(PageLayout):
+    """Sizes in points of the A4 hand-over record."""
 
 
 class HandoverLabels(BaseModel):
@@ -425,10 +428,6 @@ def load_labels() -> HandoverLabels:
     return labels
 
 
-def _t(value: str) -> str:
-    return escape(unicodedata.normalize("NFC", value))
-
-
 class _Header(Flowable):
     """The issuing unit and the number line on the left; the national motto and the date line on the right."""
 
@@ -471,29 +470,6 @@ class _Header(Flowable):
 
 
 @dataclass(frozen=True)
-class _Slot:
-    page: int
-    box: tuple[float, float, float, float]
-
-
-class _SignatureBox(Flowable):
-    """Room for the visible signature stamp; records where it was drawn."""
-
-    def __init__(self, width: float, height: float, sink: list[_Slot]) -> None:
-        super().__init__()
-        self.box_width, self.box_height, self.sink = width, height, sink
-
-    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
-        self.width, self.height = min(self.box_width, availWidth), self.box_height
-        return self.width, self.height
-
-    def draw(self) -> None:
-        x1, y1 = self.canv.absolutePosition(0, 0)
-        x2, y2 = self.canv.absolutePosition(self.width, self.height)
-        self.sink.append(_Slot(self.canv.getPageNumber() - 1, (x1, y1, x2, y2)))
-
-
-@dataclass(frozen=True)
 class RenderedHandover:
     pdf: bytes
     signature: tuple[int, tuple[float, float, float, float]]  # page (0-based), box
@@ -519,7 +495,7 @@ def render_handover(record: HandoverRecord, labels: HandoverLabels | None = None
     width = page_w - 2 * lay.margin_x
 
     def grid(rows: list[list[str]], widths: list[float]) -> Table:
-        data = [[Paragraph(_t(v), cell_head if i == 0 else cell) for v in row] for i, row in enumerate(rows)]
+        data = [[Paragraph(markup(v), cell_head if i == 0 else cell) for v in row] for i, row in enumerate(rows)]
         table = Table(data, colWidths=[w * width for w in widths], repeatRows=1)
         table.setStyle(
             TableStyle(
@@ -539,23 +515,23 @@ def render_handover(record: HandoverRecord, labels: HandoverLabels | None = None
     story: list[Flowable] = [
         _Header(record, lb),
         Spacer(1, 10),
-        Paragraph(_t(lb.title), title),
-        Paragraph(_t(lb.subtitle), ParagraphStyle("sub", parent=center, fontName=ITALIC)),
+        Paragraph(markup(lb.title), title),
+        Paragraph(markup(lb.subtitle), ParagraphStyle("sub", parent=center, fontName=ITALIC)),
         Spacer(1, 8),
         Paragraph(
-            _t(lb.intro.format(date=date_vi(record.issued_at), batch=record.batch_id, rows=totals["rows"])), body
+            markup(lb.intro.format(date=date_vi(record.issued_at), batch=record.batch_id, rows=totals["rows"])), body
         ),
     ]
     for n, pair in enumerate(record.pairs, start=1):
         new = f"{pair.to_agency} — {pair.to_agency_name or lb.pair_unknown_name}"
-        story.append(Paragraph(_t(lb.pair_heading.format(n=n, old=pair.from_agency, new=new)), head))
+        story.append(Paragraph(markup(lb.pair_heading.format(n=n, old=pair.from_agency, new=new)), head))
         counts = [lb.counts_columns] + [[lb.state(s), str(k)] for s, k in pair.counts.items()]
         counts.append([lb.counts_total, str(sum(pair.counts.values()))])
         story += [
-            Paragraph(_t(lb.counts_heading), body),
+            Paragraph(markup(lb.counts_heading), body),
             grid(counts, [0.5, 0.2]),
             Spacer(1, 4),
-            Paragraph(_t(lb.list_heading), body),
+            Paragraph(markup(lb.list_heading), body),
         ]
         rows = [lb.list_columns]
         for i, e in enumerate(pair.entries, start=1):
@@ -572,23 +548,23 @@ def render_handover(record: HandoverRecord, labels: HandoverLabels | None = None
                 ]
             )
         story.append(grid(rows, [0.05, 0.27, 0.21, 0.13, 0.1, 0.1, 0.14]))
-    story.append(Paragraph(_t(lb.failures_heading), head))
+    story.append(Paragraph(markup(lb.failures_heading), head))
     if record.failures:
         rows = [lb.failures_columns]
         for i, e in enumerate(record.failures, start=1):
             rows.append([str(i), e.file, e.legacy_code or "", e.from_agency or "", lb.reason(e.reason)])
         story.append(grid(rows, [0.05, 0.15, 0.27, 0.14, 0.39]))
     else:
-        story.append(Paragraph(_t(lb.failures_none), body))
-    story.append(Paragraph(_t(lb.totals_heading), head))
-    story += [Paragraph(_t(f"{label}: {totals[key]}"), body) for key, label in lb.totals_lines.items()]
-    slots: list[_Slot] = []
+        story.append(Paragraph(markup(lb.failures_none), body))
+    story.append(Paragraph(markup(lb.totals_heading), head))
+    story += [Paragraph(markup(f"{label}: {totals[key]}"), body) for key, label in lb.totals_lines.items()]
+    slots: list[SignatureSlot] = []
     sign_w = width * 0.45
     block = Table(
         [
-            [None, Paragraph(_t(lb.signature_title), ParagraphStyle("sig", parent=center, fontName=BOLD))],
-            [None, Paragraph(_t(lb.signature_hint), ParagraphStyle("hint", parent=center, fontName=ITALIC))],
-            [None, _SignatureBox(sign_w, lay.signature_height, slots)],
+            [None, Paragraph(markup(lb.signature_title), ParagraphStyle("sig", parent=center, fontName=BOLD))],
+            [None, Paragraph(markup(lb.signature_hint), ParagraphStyle("hint", parent=center, fontName=ITALIC))],
+            [None, SignatureBox(sign_w, lay.signature_height, slots)],
         ],
         colWidths=[width - sign_w, sign_w],
     )
