@@ -199,12 +199,13 @@ def test_s3_killed_mid_dossier_the_batch_retries_and_resumes_each_input_once(
     print(f"S3 outage {outage:.1f} s: legacy-0.pdf took {hit['attempts']} attempts, {hit['seconds']:.1f} s")
 
 
-@pytest.mark.parametrize("stage", ["record:after_objects", "record:after_finalize"])
+@pytest.mark.parametrize("stage", ["record:after_objects", "record:after_finalize", "step:claimed:intake_forms"])
 def test_database_stopped_mid_dossier_the_batch_retries_and_resumes_each_input_once(
     tmp_path: Path, weed: list[SeaweedServer], postgres: PrivatePostgres, stage: str
 ) -> None:
-    """Stopped with the dossier's objects written but not recorded, or recorded but not yet locked nor its form
-    issued: either way the batch waits the outage out and finishes that dossier, once."""
+    """Stopped with the dossier's objects written but not recorded, recorded but not yet locked nor its form
+    issued, or with its form being issued (the step's claim on the dossier held): each time the batch waits the
+    outage out and finishes that dossier, once."""
     hoso = hoso_on(tmp_path, weed[0], postgres)
     folder = batch_folder(tmp_path / "legacy", 4)
     results, log, outage = run_batch_through_outage(
