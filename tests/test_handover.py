@@ -86,6 +86,14 @@ def test_a_good_row_keeps_its_code_dates_and_state_and_lands_in_the_new_unit() -
         ({"received_at": "31/02/2024"}, "bad_date"),
         ({"received_at": "2025-08-01"}, "bad_date"),  # after NOW: in the future
         ({"due_at": "2024-05-20"}, "due_before_received"),
+        # Digits that only look like the sequence 0042 (full-width): another code for the same dossier.
+        ({"legacy_code": f"{OLD}-240523-\uff10\uff10\uff14\uff12"}, "bad_legacy_code"),
+        ({"legacy_code": f"{OLD}-\u0662\u0664\u0660\u0665\u0662\u0663-0042"}, "bad_legacy_code"),
+        # Dates the registry cannot hold (year 1 in UTC is before datetime.min) or no archive has.
+        ({"received_at": "0001-01-01"}, "bad_date"),
+        ({"received_at": "1899-12-31"}, "bad_date"),
+        ({"due_at": "9999-12-31T23:00:00-05:00"}, "bad_date"),
+        ({"due_at": "2100-01-01"}, "bad_date"),
     ],
 )
 def test_a_row_that_cannot_be_handed_over_says_why(change: dict[str, str], kind: str) -> None:
