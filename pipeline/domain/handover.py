@@ -89,9 +89,13 @@ MAX_MAP_BYTES = 4 << 20
 #: An agency code (QCVN 102 identifiers, e.g. ``000.00.00.H00``, ``H55.242``): dot-separated capitals and digits.
 AGENCY_CODE = re.compile(r"[A-Z0-9]+(?:\.[A-Z0-9]+)*")
 #: A dossier code of the 2018 framework (TT 01/2018 Art. 19): ``<agency code>-YYMMDD-<sequence>``.
-LEGACY_CODE = re.compile(r"(?P<agency>[A-Z0-9]+(?:\.[A-Z0-9]+)*)-(?P<day>\d{6})-(?P<seq>\d{4,6})")
+#: ASCII digits only: ``\d`` alone also takes full-width or Arabic-Indic digits, another code for one dossier.
+LEGACY_CODE = re.compile(r"(?P<agency>[A-Z0-9]+(?:\.[A-Z0-9]+)*)-(?P<day>\d{6})-(?P<seq>\d{4,6})", re.ASCII)
 MAX_AGENCY = 40  # dossiers.agency_code
 MAX_CODE = 64  # dossiers.code
+#: Dates a legacy archive can hold: the registry stores UTC, so year 1 east of UTC or 9999 west of it overflow.
+EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
+LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
 #: A dossier is handed over in any state but the desk's own reservation.
 HANDOVER_STATES = tuple(s for s in DossierState if s != DossierState.receiving)
 
@@ -210,20 +214,29 @@ _DATE_FORMATS = ("%Y-%m-%d", "%d/%m/%Y")
 
 def _when(value: str, column: str, tz: ZoneInfo, day_time: dt.time) -> dt.datetime:
     """An ISO 8601 date-time (naive: local time in ``tz``), or a date (``YYYY-MM-DD``, ``DD/MM/YYYY``) at
-    ``day_time`` local."""
+    ``day_time`` local; between :data:`EARLIEST` and :data:`LATEST`."""
+    when: dt.datetime | None = None
     for fmt in _DATE_FORMATS:
         try:
-            day = dt.datetime.strptime(value, fmt).date()
+            when = dt.datetime.combine(dt.datetime.strptime(value, fmt).date(), day_time, tzinfo=tz)
+            break
         except ValueError:
             continue
-        return dt.datetime.combine(day, day_time, tzinfo=tz)
+    if when is None:
+        try:
+            when = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise HandoverRowError(
+                "bad_date", f"{column} {value!r} is not a date (YYYY-MM-DD, DD/MM/YYYY or an ISO 8601 date-time)"
+            ) from None
+        when = when.replace(tzinfo=tz) if when.tzinfo is None else when
     try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        raise HandoverRowError(
-            "bad_date", f"{column} {value!r} is not a date (YYYY-MM-DD, DD/MM/YYYY or an ISO 8601 date-time)"
-        ) from None
-    return when.replace(tzinfo=tz) if when.tzinfo is None else when
+        in_range = EARLIEST <= when < LATEST
+    except OverflowError:  # its UTC form is before year 1 or after 9999
+        in_range = False
+    if not in_range:
+        raise HandoverRowError("bad_date", f"{column} {value!r} is not between 1900 and 2099")
+    return when
 
 
 def parse_handover(
