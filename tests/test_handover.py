@@ -128,6 +128,26 @@ def test_the_agency_map_is_read_whole_or_refused(tmp_path: Path) -> None:
         load_agency_map(tmp_path / "latin1.csv")
 
 
+def test_a_file_named_again_by_another_row_does_not_drop_its_hand_over(tmp_path: Path) -> None:
+    """A hand-over row followed by a plain row for its file: the legacy dossier is never received as a new one."""
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    (tmp_path / "b.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n%b\n")
+    header = ["file", "procedure", *GOOD]
+    rows = [
+        ["a.pdf", "business_household_registration", *GOOD.values()],
+        ["a.pdf", "business_household_registration", "", "", "", "", ""],
+        ["b.pdf", "business_household_registration", *GOOD.values()],
+        ["b.pdf", "business_household_registration", *(GOOD | {"legacy_code": f"{OLD}-240523-0043"}).values()],
+    ]
+    with (tmp_path / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows([header, *rows])
+    items = {i.name: i for i in discover_batch(tmp_path, agency_map=MAP, batch_id="b1", tz=TZ, now=NOW)}
+    for name, lines in (("a.pdf", "2 and 3"), ("b.pdf", "4 and 5")):
+        assert items[name].refused is not None, name
+        assert items[name].refused.startswith(f"handover_duplicate_file: manifest.csv lines {lines} "), name
+        assert items[name].legacy is not None  # listed in the hand-over record with its reason
+
+
 # --- a batch in one process: desk, registry, store, the record -----------------------------------
 
 
