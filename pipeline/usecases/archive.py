@@ -91,6 +91,7 @@ def discover_batch(
     manifest = {row.file: row for row in rows}  # a file named twice: its last row
     procedures = {row.file: row.procedure for row in rows if row.procedure}
     handovers = _handovers(rows, manifest, agency_map, batch_id, tz, now or datetime.now(UTC))
+    legacy = _legacy_values(rows)
     inputs = []
     names = set()
     for child in folder_entries(folder):
@@ -101,7 +102,7 @@ def discover_batch(
         item = BatchInput(shown, child, procedure or procedures.get(child.name))
         if child.name in handovers:
             handover, why = handovers[child.name]
-            item = replace(item, handover=handover, legacy=manifest[child.name].values, refused=why)
+            item = replace(item, handover=handover, legacy=legacy[child.name], refused=why)
         try:
             source = identify_input(child)
         except InputError as err:
@@ -117,7 +118,7 @@ def discover_batch(
             display_name(name), folder / name, procedure or row.procedure,
             refused=f"handover_missing_file: manifest.csv line {row.line} names {display_name(name)!r}, "
                     "which is not in the folder",
-            handover=handovers[name][0], legacy=row.values,
+            handover=handovers[name][0], legacy=legacy[name],
         ))
     return inputs
 
@@ -130,8 +131,21 @@ def _handovers(
     over by its first row only."""
     found: dict[str, tuple[Handover | None, str | None]] = {}
     first_line: dict[str, int] = {}
+    lines: dict[str, list[int]] = {}
     for row in rows:
-        if manifest[row.file] is not row or not is_handover_row(row.values):
+        lines.setdefault(row.file, []).append(row.line)
+    legacy = _legacy_values(rows)
+    for row in rows:
+        if manifest[row.file] is not row:
+            continue
+        named = lines[row.file]
+        if len(named) > 1 and row.file in legacy:
+            # Which row holds is a guess: a legacy dossier is neither received anew nor handed over twice.
+            shown = " and ".join(map(str, named[:5])) + (f" (and {len(named) - 5} more)" if len(named) > 5 else "")
+            found[row.file] = (None, f"handover_duplicate_file: manifest.csv lines {shown} "
+                                     f"name {display_name(row.file)!r}")
+            continue
+        if not is_handover_row(row.values):
             continue
         try:
             handover = parse_handover(row.values, agency_map, batch_id=batch_id, tz=tz, now=now)
@@ -145,6 +159,15 @@ def _handovers(
             continue
         first_line[code] = row.line
         found[row.file] = (handover, None)
+    return found
+
+
+def _legacy_values(rows: list[ManifestRow]) -> dict[str, dict[str, str]]:
+    """{file: the hand-over columns of its first hand-over row}."""
+    found: dict[str, dict[str, str]] = {}
+    for row in rows:
+        if row.file not in found and is_handover_row(row.values):
+            found[row.file] = row.values
     return found
 
 
