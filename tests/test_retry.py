@@ -80,6 +80,26 @@ def test_database_outages_are_transient_bad_statements_are_not(closed_port: int,
     assert is_transient(StorageFailed("registry database error")) is False  # no cause: nothing says it will pass
 
 
+def test_a_server_refusing_who_connects_is_not_an_outage() -> None:
+    """libpq's refusals at connect carry no SQLSTATE in psycopg (messages as the machine's PostgreSQL 15 sends
+    them): a missing role or database, a wrong password is configuration, tried again it fails the same way."""
+    at = 'connection failed: connection to server at "127.0.0.1", port 5432 failed: FATAL:  '
+    for refusal in (
+        'role "nosuchuser" does not exist',
+        'database "hoso_review_nosuchdb" does not exist',
+        'password authentication failed for user "hoso"',
+        'no pg_hba.conf entry for host "127.0.0.1", user "hoso", database "hoso", no encryption',
+    ):
+        err = psycopg.OperationalError(at + refusal)
+        assert err.sqlstate is None
+        assert not is_transient(err), refusal
+        assert not is_transient(sa.exc.OperationalError(None, None, err)), refusal
+    for outage in ("the database system is starting up", "sorry, too many clients already"):
+        assert is_transient(sa.exc.OperationalError(None, None, psycopg.OperationalError(at + outage))), outage
+    refused = 'connection failed: connection to server at "127.0.0.1", port 1 failed: Connection refused'
+    assert is_transient(sa.exc.OperationalError(None, None, psycopg.OperationalError(refused)))
+
+
 def test_object_store_outages_are_transient_refusals_are_not(closed_port: int) -> None:
     down = _raised(lambda: S3ObjectStore(f"127.0.0.1:{closed_port}", "k", "s", "hoso", attempts=1))
     assert isinstance(down, StorageFailed) and is_transient(down)
