@@ -38,6 +38,8 @@ S3_TRANSIENT_CODES = frozenset(
 SQLSTATE_TRANSIENT = frozenset({"40001", "40P01", "57P01", "57P02", "57P03", "53300"})
 #: SQLite's OperationalError also means "bad SQL" or "no such table": only these pass with time.
 _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database is busy")
+#: libpq's refusals at connect, which psycopg raises without a SQLSTATE: configuration, not an outage.
+_PG_REFUSALS = ("does not exist", "authentication failed", "no pg_hba.conf entry", "permission denied")
 
 
 def _module(name: str) -> Any:
@@ -56,6 +58,15 @@ def _driver_verdict(orig: BaseException | None) -> bool | None:
     state = _sqlstate(orig)
     if state is not None:
         return state in SQLSTATE_TRANSIENT or state.startswith("08")
+    psycopg = _module("psycopg")
+    text = str(orig)
+    if (
+        psycopg is not None
+        and isinstance(orig, psycopg.Error)
+        and "FATAL:" in text
+        and any(p in text for p in _PG_REFUSALS)
+    ):
+        return False
     sqlite3 = _module("sqlite3")
     if sqlite3 is not None and isinstance(orig, sqlite3.OperationalError):
         return any(p in str(orig).lower() for p in _SQLITE_TRANSIENT)
