@@ -148,6 +148,24 @@ def test_a_file_named_again_by_another_row_does_not_drop_its_hand_over(tmp_path:
         assert items[name].legacy is not None  # listed in the hand-over record with its reason
 
 
+def test_a_manifest_header_is_read_as_written_by_hand_or_refused(tmp_path: Path) -> None:
+    """Spaces after the commas (or capitals) still name the columns; a column named twice is refused whole:
+    which of the two holds would be a guess, and a guess drops hand-overs."""
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    row = ",".join(["a.pdf", "business_household_registration", *GOOD.values()])
+    (tmp_path / "manifest.csv").write_text(
+        "File, procedure, " + ", ".join(GOOD) + "\r\n" + row + "\r\n", encoding="utf-8-sig"
+    )
+    (item,) = discover_batch(tmp_path, agency_map=MAP, batch_id="b1", tz=TZ, now=NOW)
+    assert item.refused is None and item.handover is not None
+    assert item.handover.legacy_code == GOOD["legacy_code"]
+    (tmp_path / "manifest.csv").write_text(
+        "file,procedure," + ",".join(GOOD) + ",file\n" + row + ",b.pdf\n", encoding="utf-8"
+    )
+    with pytest.raises(InputCorrupt, match="file"):
+        discover_batch(tmp_path, agency_map=MAP, batch_id="b1", tz=TZ, now=NOW)
+
+
 # --- a batch in one process: desk, registry, store, the record -----------------------------------
 
 
