@@ -6,6 +6,9 @@ import csv
 import io
 import logging
 import os
+import unicodedata
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +193,7 @@ def _manifest_rows(path: Path) -> list[ManifestRow]:
         try:
             with io.TextIOWrapper(raw, encoding="utf-8-sig", newline="") as fh:
                 reader = csv.DictReader(fh)
+                reader.fieldnames = _columns(path, reader.fieldnames)
                 for row in reader:
                     name = (row.get("file") or "").strip()
                     if not name:
@@ -203,6 +207,19 @@ def _manifest_rows(path: Path) -> list[ManifestRow]:
                 f"Tệp {MANIFEST} không đọc được (cần CSV mã UTF-8, hai cột file,procedure); vui lòng lưu lại tệp.",
             ) from exc
     return manifest
+
+
+def _columns(path: Path, header: Sequence[str] | None) -> list[str]:
+    """The manifest's column names as meant (``File, procedure`` is ``file,procedure``); InputCorrupt when one is
+    named twice, since which one holds would be a guess."""
+    names = [unicodedata.normalize("NFC", n).strip().lower() for n in header or ()]
+    twice = sorted(n for n, count in Counter(names).items() if n and count > 1)  # a hostile header is long
+    if twice:
+        raise InputCorrupt(
+            f"{path}: column {', '.join(twice)} named twice in the header",
+            f"Tệp {MANIFEST} có cột trùng tên ({', '.join(twice)}); vui lòng sửa dòng tiêu đề.",
+        )
+    return names
 
 
 @dataclass
