@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -25,10 +26,18 @@ from support.pdfs import flat_text
 from pipeline.core.errors import DossierCodeTaken, ExitCode, InputCorrupt
 from pipeline.core.models import DossierState, Role
 from pipeline.core.settings import Settings
-from pipeline.domain.handover import AgencyMap, AgencyUnit, HandoverRowError, load_agency_map, parse_handover
+from pipeline.domain.handover import (
+    AgencyMap,
+    AgencyUnit,
+    HandoverRecord,
+    HandoverRowError,
+    load_agency_map,
+    parse_handover,
+    render_handover,
+)
 from pipeline.training.legacy import FLAWS, LegacyArchive, make_legacy_archive
 from pipeline.usecases.archive import BatchItemResult, discover_batch, process_one
-from pipeline.usecases.handover import write_handover_record
+from pipeline.usecases.handover import handover_entries, write_handover_record
 from pipeline.usecases.services import Services
 from pipeline.web.app import create_app
 from signing.verify import verify_pdf
@@ -164,6 +173,26 @@ def test_a_manifest_header_is_read_as_written_by_hand_or_refused(tmp_path: Path)
     )
     with pytest.raises(InputCorrupt, match="file"):
         discover_batch(tmp_path, agency_map=MAP, batch_id="b1", tz=TZ, now=NOW)
+
+
+def test_a_hostile_row_still_gets_its_line_in_the_hand_over_record(tmp_path: Path) -> None:
+    """A legacy code of 100 000 characters with an escape sequence fails its row; the record lists the row
+    (shortened, escaped) instead of failing to lay out (reportlab: a cell taller than a page)."""
+    (tmp_path / "a.pdf").write_bytes(b"%PDF-1.4\n%%EOF\n")
+    hostile = "\x1b]0;pwn\x07" + "9" * 100_000
+    with (tmp_path / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
+        csv.writer(fh).writerows(
+            [["file", "procedure", *GOOD], ["a.pdf", "p", *(GOOD | {"legacy_code": hostile, "state": hostile}).values()]]
+        )
+    items = discover_batch(tmp_path, agency_map=MAP, batch_id="b1", tz=TZ, now=NOW)
+    results = [process_one(item, cast(Services, None)) for item in items]  # refused before any service is used
+    (entry,) = handover_entries(cast(Services, None), items, results)
+    assert entry.outcome == "failed" and entry.reason is not None
+    assert entry.reason.startswith("handover_bad_legacy_code")
+    for text in (entry.legacy_code, entry.state, entry.reason):
+        assert text is not None and "\x1b" not in text and len(text) <= 1000
+    record = HandoverRecord(batch_id="b1", issued_at=NOW, agency_name="UBND", entries=[entry])
+    assert render_handover(record).pdf.startswith(b"%PDF")
 
 
 # --- a batch in one process: desk, registry, store, the record -----------------------------------
