@@ -182,7 +182,10 @@ def test_a_hostile_row_still_gets_its_line_in_the_hand_over_record(tmp_path: Pat
     hostile = "\x1b]0;pwn\x07" + "9" * 100_000
     with (tmp_path / "manifest.csv").open("w", newline="", encoding="utf-8") as fh:
         csv.writer(fh).writerows(
-            [["file", "procedure", *GOOD], ["a.pdf", "p", *(GOOD | {"legacy_code": hostile, "state": hostile}).values()]]
+            [
+                ["file", "procedure", *GOOD],
+                ["a.pdf", "p", *(GOOD | {"legacy_code": hostile, "state": hostile}).values()],
+            ]
         )
     items = discover_batch(tmp_path, agency_map=MAP, batch_id="b1", tz=TZ, now=NOW)
     results = [process_one(item, cast(Services, None)) for item in items]  # refused before any service is used

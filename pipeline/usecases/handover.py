@@ -7,6 +7,7 @@ import logging
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+from pipeline.core.inputs import display_name
 from pipeline.domain.handover import HandoverEntry, HandoverRecord, sign_handover
 from pipeline.usecases.archive import BatchInput, BatchItemResult
 from pipeline.usecases.services import Services
@@ -36,12 +37,12 @@ def handover_entries(
                 HandoverEntry(
                     file=item.name,
                     outcome="failed",
-                    legacy_code=raw.get("legacy_code"),
-                    procedure=item.procedure,
-                    state=raw.get("state"),
-                    from_agency=raw.get("agency_code"),
+                    legacy_code=_shown(raw.get("legacy_code")),
+                    procedure=_shown(item.procedure),
+                    state=_shown(raw.get("state")),
+                    from_agency=_shown(raw.get("agency_code")),
                     to_agency=handover.to_agency if handover else None,
-                    reason=(result.reason if result else None) or "no outcome recorded for this row",
+                    reason=_shown((result.reason if result else None) or "no outcome recorded for this row", 1000),
                 )
             )
             continue
@@ -62,6 +63,12 @@ def handover_entries(
             )
         )
     return entries
+
+
+def _shown(value: str | None, limit: int = 120) -> str | None:
+    """A manifest value as written, made safe for the record and its summary: escaped, and short enough for a
+    table cell (a failed row's values were never checked)."""
+    return None if value is None else display_name(value, limit)
 
 
 def handover_record(
