@@ -126,8 +126,11 @@ def test_the_agency_map_is_read_whole_or_refused(tmp_path: Path) -> None:
     for body in (
         f"{OLD},{NEW}\n{OLD},000.60.02.H56\n",  # one old unit, two new ones
         f"{OLD}\n",  # one cell
-        f"{OLD},xã mới\n",
-    ):  # not an agency code
+        f"{OLD},xã mới\n",  # not an agency code
+        f"{OLD},{NEW},UBND \x1b[2J xã\n",  # a name with an escape sequence (the record, logs)
+        f"{OLD},{NEW},UBND xã \u202eMẫu 1\n",  # a right-to-left override
+        f"{OLD},{NEW},{'UBND xã ' * 40}\n",  # a name no record line holds
+    ):
         bad = tmp_path / "bad.csv"
         bad.write_text(body, encoding="utf-8")
         with pytest.raises(InputCorrupt):
