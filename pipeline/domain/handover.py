@@ -93,6 +93,7 @@ AGENCY_CODE = re.compile(r"[A-Z0-9]+(?:\.[A-Z0-9]+)*")
 LEGACY_CODE = re.compile(r"(?P<agency>[A-Z0-9]+(?:\.[A-Z0-9]+)*)-(?P<day>\d{6})-(?P<seq>\d{4,6})", re.ASCII)
 MAX_AGENCY = 40  # dossiers.agency_code
 MAX_CODE = 64  # dossiers.code
+MAX_UNIT_NAME = 200  # a line of the hand-over record
 #: Dates a legacy archive can hold: the registry stores UTC, so year 1 east of UTC or 9999 west of it overflow.
 EARLIEST = dt.datetime(1900, 1, 1, tzinfo=dt.UTC)
 LATEST = dt.datetime(2100, 1, 1, tzinfo=dt.UTC)
@@ -165,6 +166,10 @@ def load_agency_map(path: Path) -> AgencyMap:
             raise _bad_map(path, f"line {line}: expected old_code,new_code[,new_name], got {len(cells)} cells")
         old, new = cells[0], cells[1]
         name = cells[2] if len(cells) == 3 and cells[2] else None
+        if name is not None and (
+            len(name) > MAX_UNIT_NAME or any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name)
+        ):
+            raise _bad_map(path, f"line {line}: the unit's name has control or invisible characters or is too long")
         for code in (old, new):
             if not _agency_ok(code):
                 raise _bad_map(path, f"line {line}: {code!r} is not an agency code (e.g. 000.21.35.H56)")
