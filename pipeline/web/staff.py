@@ -4,7 +4,6 @@ statistics. Every route checks the session and the role server-side; every form 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -19,12 +18,11 @@ from pipeline.core.models import Role
 from pipeline.domain.lifecycle import Actor, load_lifecycle
 from pipeline.domain.stats import compute_stats, table_rows
 from pipeline.usecases import review
-from pipeline.usecases.desk import IntakeRequest, ingest
 from pipeline.usecases.lifecycle import STATE_OF_STATUS, actor_for, due_soon, login, overdue, worklist
 from pipeline.web import steps as step_forms
 from pipeline.web.charts import stats_chart
 from pipeline.web.forms import FormData, read_form
-from pipeline.web.jobs import DeskJob
+from pipeline.web.jobs import DeskJob, intake_runner
 from pipeline.web.pages import language, render
 from pipeline.web.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, StaffSession, same_token
 
@@ -158,12 +156,7 @@ def submit_intake(web: Any, actor: Actor, form: FormData) -> DeskJob:
     if not files:
         raise InputEmpty("no scan uploaded", "Chưa chọn tệp quét (PDF hoặc ảnh), hoặc tệp rỗng.")
 
-    def run(path: Path, job: DeskJob) -> tuple[dict[str, Any], str | None, bool]:
-        outcome = ingest(IntakeRequest(path, procedure, applicant_id, actor=actor.username, desk=actor), services)
-        job.citizen_pdf = outcome.form.citizen_pdf if outcome.form else None
-        return outcome.receipt.model_dump(mode="json"), outcome.lookup_url, outcome.already_done
-
-    return web.jobs.submit(actor.username, procedure, files, run)
+    return web.jobs.submit(actor.username, procedure, files, intake_runner(services, procedure, applicant_id, actor))
 
 
 def _own_job(request: Request, job_id: str) -> Any:
