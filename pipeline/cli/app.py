@@ -949,9 +949,14 @@ def serve(
     """Serve the one-stop centre: citizen pages, staff pages and the REST API (/api/, /openapi.json)."""
     import uvicorn
 
+    from pipeline.core.settings import get_settings
+    from pipeline.usecases.services import web_services
     from pipeline.web.app import create_app
 
-    services = _services()
+    services = _guard(lambda: web_services(get_settings()))  # its own national-database client
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(services.close)
     _guard(services.preflight)  # bad configuration: one line and its exit code, before the port is bound
     # One process: sessions, rate limits and desk jobs live in its memory.
     uvicorn.run(create_app(services, warm=True), host=host, port=port, log_level="info", proxy_headers=True,
