@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from pipeline.core.errors import (
 from pipeline.usecases.desk import warm_up
 from pipeline.usecases.services import Services
 from pipeline.web.forms import BodyTooLarge
-from pipeline.web.jobs import DeskJobs
+from pipeline.web.jobs import CitizenCopies, DeskJobs
 from pipeline.web.pages import render
 from pipeline.web.security import SESSION_COOKIE, RateLimiter, SessionStore, StaffSession
 
@@ -51,6 +51,7 @@ class WebState:
     lookups: RateLimiter
     signins: RateLimiter
     jobs: DeskJobs
+    copies: CitizenCopies = field(default_factory=CitizenCopies)
     secure_cookies: bool = False
 
     def current_staff(self, request: Request) -> StaffSession | None:

@@ -172,3 +172,23 @@ class DeskJobs:
 
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class CitizenCopies:
+    """The citizen's copies of the forms a staff step issued (each with its lookup secret), kept in memory for
+    the user who took the step to print — never stored; gone after a day or a restart."""
+
+    def __init__(self) -> None:
+        self._copies: dict[tuple[str, str], tuple[str, float, bytes]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, owner: str, code: str, artifact: str, pdf: bytes) -> None:
+        with self._lock:
+            cutoff = time.time() - KEEP_S
+            self._copies = {k: v for k, v in self._copies.items() if v[1] > cutoff}
+            self._copies[(code, artifact)] = (owner, time.time(), pdf)
+
+    def get(self, owner: str, code: str, artifact: str) -> bytes | None:
+        with self._lock:
+            found = self._copies.get((code, artifact))
+        return found[2] if found and found[0] == owner and found[1] > time.time() - KEEP_S else None
