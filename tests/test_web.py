@@ -335,6 +335,7 @@ def test_a_supplement_at_intake_gives_the_desk_the_new_receipt_to_print(app: Any
     assert new_due > before
     page = c.get(r.headers["location"]).text
     assert f"{new_due.astimezone(ZoneInfo(TZ)):%d/%m/%Y}" in page and 'id="handout"' in page
+    assert 'id="missing"' not in page  # supplemented: nothing listed as missing any more
     link = re.search(r'href="(/nhan-vien/ho-so/[^"]+/ban-cong-dan/form-01-1\.pdf)"', page)
     assert link, page
     pdf = c.get(link.group(1))
