@@ -243,8 +243,22 @@ def test_web_serves_the_workers_settings_on_loopback_with_a_health_check() -> No
     assert f"http://127.0.0.1:{port}/healthz" in test
     assert web["restart"] == "unless-stopped"
     hoso = {k: v for k, v in _environment("web").items() if k.startswith("HOSO_")}
-    assert hoso == {k: v for k, v in _environment("worker").items() if k.startswith("HOSO_")}
+    worker = {k: v for k, v in _environment("worker").items() if k.startswith("HOSO_")}
+    own = "HOSO_NATDB_TOKEN_FILE"  # its own national-database client (see the next test)
+    assert {k: v for k, v in hoso.items() if k != own} == {k: v for k, v in worker.items() if k != own}
     assert _settings(hoso).mode == "production"
-    assert _mounted_secrets("web") == _mounted_secrets("worker")
+    assert {p: s for p, s in _mounted_secrets("web").items() if "natdb" not in s} == \
+        {p: s for p, s in _mounted_secrets("worker").items() if "natdb" not in s}
     for dep in ("postgres", "minio", "minio-init", "natdb"):
         assert dep in web["depends_on"]
+
+
+def test_web_asks_the_national_databases_as_its_own_client() -> None:
+    """The web service's national-database token is its own secret; the worker's (write) token is not
+    mounted into it."""
+    web, worker = _environment("web"), _environment("worker")
+    assert web["HOSO_NATDB_TOKEN_FILE"] != worker["HOSO_NATDB_TOKEN_FILE"]
+    web_secrets, worker_secrets = _mounted_secrets("web"), _mounted_secrets("worker")
+    assert web_secrets[web["HOSO_NATDB_TOKEN_FILE"]] == "natdb_web_token"
+    assert "natdb_worker_token" not in web_secrets.values()
+    assert worker_secrets[worker["HOSO_NATDB_TOKEN_FILE"]] == "natdb_worker_token"

@@ -17,8 +17,10 @@ from test_signing import flattened_text
 from pipeline.core.errors import DossierBusy, Forbidden, InvalidRequest, InvalidState, SigningFailed, StorageFailed
 from pipeline.core.models import DossierState, Role
 from pipeline.core.settings import Settings
+from pipeline.domain.deadlines import due_date
 from pipeline.domain.forms import LookupLink
 from pipeline.domain.lifecycle import Actor, Delivery, load_lifecycle
+from pipeline.domain.printing import clock_vi
 from pipeline.domain.stats import compute_stats
 from pipeline.usecases import clerk
 from pipeline.usecases import lifecycle as lc
@@ -186,6 +188,42 @@ def test_supplement_requests_carry_their_own_secrets(services: Services) -> None
     assert lc.citizen_lookup(services, code, secret).state == S.needs_supplement
     assert "CCCD" in flat_text(form.citizen_pdf) or "Căn cước" in flat_text(form.citizen_pdf)
     assert secret.encode() not in stream_bytes(services.store.get_bytes(form.object_key))
+
+
+def test_a_supplement_at_intake_reissues_the_receipt_with_a_new_appointment(services: Services) -> None:
+    """Asked to supplement at intake, complete a week later: a new Mẫu 01 whose appointment counts the
+    procedure's working days from the supplement, signed, stored, with its own lookup secret; the due lists
+    and the citizen's lookup use it. A supplement the specialist asked for issues no receipt."""
+    code, _ = receive(services, T0, status="needs_supplement")
+    first_due = services.registry.get(code).due_at
+    t1 = datetime(2025, 7, 8, 10, 30, tzinfo=VN)  # Tuesday of the next week
+    outcome = take(services, "supplemented", code, DESK, now=t1)
+    days = services.catalog.procedure(outcome.record.procedure).processing_days
+    new_due = due_date(t1, days, TZ)
+    assert outcome.record.state == S.received and new_due > first_due
+    (form,) = outcome.forms
+    assert (form.kind, form.artifact) == ("receipt", "form-01-1") and form.citizen_pdf and form.lookup_url
+    record = services.registry.get(code)
+    assert record.artifacts["form-01-1"].object_key == form.object_key
+    event = last(record)
+    assert (event.action, event.actor, event.role) == ("supplemented", "lan", Role.desk)
+    assert datetime.fromisoformat(event.detail["new_due_at"]) == new_due
+    assert datetime.fromisoformat(event.detail["previous_due_at"]) == first_due
+    assert lc.appointment(record) == new_due and record.due_at == first_due  # 766 counts from the first receipt
+    stored = services.store.get_bytes(form.object_key)
+    text = flat_text(stored)
+    assert clock_vi(new_due) in text and clock_vi(t1) in text and code in text
+    report = verify_pdf(stored, [services.pki.root_cert], identities=services.signer_identities)
+    assert report.ok and [s.role for s in report.signatures] == ["officer"], report
+    secret = LookupLink.parse(form.lookup_url, PUBLIC).secret.get_secret_value()  # type: ignore[union-attr]
+    assert lc.citizen_lookup(services, code, secret).appointment == new_due
+    assert secret.encode() not in stream_bytes(stored)
+    # from appraisal: back to the specialist, the appointment unchanged, no receipt
+    take(services, "forward", code, DESK, now=t1 + timedelta(hours=1))
+    lc.request_supplement(services, code, SPECIALIST, reasons=["Cần bản sao có chứng thực"],
+                          now=t1 + timedelta(hours=2))
+    back = take(services, "supplemented", code, DESK, now=t1 + timedelta(days=1))
+    assert back.record.state == S.appraisal and back.forms == [] and lc.appointment(back.record) == new_due
 
 
 def test_the_desk_form_is_issued_once(services: Services) -> None:

@@ -161,3 +161,27 @@ def test_production_store_needs_versioning_and_object_lock(
     assert store_protection(LocalObjectStore(tmp_path / "objects")) == (False, False)
     # development mode does not ask
     assert Services(Settings(data_dir=tmp_path / "dev", store="s3", s3_bucket=plain, **s3)).store  # type: ignore[arg-type]
+
+
+def test_the_web_service_asks_the_national_databases_as_its_own_client(tmp_path: Path) -> None:
+    """``hoso serve`` swaps in its own national-database token (HOSO_WEB_NATDB_TOKEN_FILE); the worker's token
+    in its place is refused in production (exit 17) and only logged in development."""
+    from pipeline.usecases.services import web_problems, web_services
+
+    (tmp_path / "worker").write_text("worker-token-1234\n")
+    (tmp_path / "web").write_text("web-token-5678\n")
+    base = {"data_dir": tmp_path / "var", "natdb": "http", "natdb_url": "http://127.0.0.1:9",
+            "natdb_token_file": tmp_path / "worker"}
+    own = Settings(**base, web_natdb_token_file=tmp_path / "web")
+    assert web_problems(own) == []
+    assert own.for_web().resolved_natdb_token() == "web-token-5678"
+    assert own.resolved_natdb_token() == "worker-token-1234"  # the worker's settings are untouched
+    services = web_services(own)
+    assert services.settings.resolved_natdb_token() == "web-token-5678"
+    shared = Settings(**base, web_natdb_token_file=tmp_path / "worker")
+    assert web_problems(shared) and web_services(shared).settings.resolved_natdb_token() == "worker-token-1234"
+    with pytest.raises(ConfigurationError) as caught:
+        web_services(Settings(**base, mode="production", web_natdb_token_file=tmp_path / "worker"))
+    assert caught.value.exit_code == ExitCode.configuration and "worker's" in str(caught.value)
+    alone = Settings(**base)  # an environment of its own: its HOSO_NATDB_TOKEN_FILE is its own client's
+    assert web_problems(alone) == [] and alone.for_web() is alone

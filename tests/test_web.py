@@ -138,6 +138,9 @@ def test_api_routes_by_role(app: Any, client: TestClient, services: Services) ->
         ("GET", "/api/stats", {"params": {"start": "2025-01-01", "end": "2025-12-31"}}, everyone),
         ("POST", "/api/ingest", {"params": {"procedure": "birth_registration"}, "content": b""}, {Role.desk}),
         ("GET", "/api/jobs/unknown", {}, {Role.desk}),
+        ("POST", "/api/desk/intake", {"data": {"procedure": "birth_registration"}}, {Role.desk}),
+        ("GET", "/api/jobs/unknown/citizen-form.pdf", {}, {Role.desk}),
+        ("GET", f"/api/dossiers/{code}/digitised.pdf", {}, everyone),
     ]
     for method, url, kw, allowed in table:
         for role in Role:
@@ -204,6 +207,7 @@ def test_staff_pages_by_role(app: Any, services: Services, client: TestClient) -
         "/nhan-vien/tiep-nhan": {Role.desk},
         f"/nhan-vien/ho-so/{code}": set(Role),
         "/nhan-vien/thong-ke": set(Role),
+        "/nhan-vien/quan-tri/nguoi-dung": {Role.admin},
     }
     for path in pages:
         r = client.get(path)
@@ -212,6 +216,58 @@ def test_staff_pages_by_role(app: Any, services: Services, client: TestClient) -
         c = sign_in(app, role)
         for path, allowed in pages.items():
             assert c.get(path).status_code == (200 if role in allowed else 403), (path, role)
+
+
+def test_the_admin_page_manages_users_and_refuses_everyone_else(app: Any, services: Services) -> None:
+    """Every admin route × every role (403 but for admin), CSRF on each form; an added user's password is
+    hashed and signs in; roles change at once; a locked user cannot sign in and is unlocked again; the admin
+    cannot lock themself out."""
+    base = "/nhan-vien/quan-tri/nguoi-dung"
+    new_user = {"username": "hoa", "display_name": "Phạm Thị Hoa", "roles": ["desk"], "password": "mat-khau-moi-123"}
+    posts = {base: new_user, f"{base}/{USERS[Role.desk]}/vai-tro": {"roles": ["desk", "clerk"]},
+             f"{base}/{USERS[Role.desk]}/khoa": {}, f"{base}/{USERS[Role.desk]}/mo-khoa": {}}
+    for role in set(Role) - {Role.admin}:
+        c = sign_in(app, role)
+        csrf = page_csrf(c, "/nhan-vien")
+        assert c.get(base).status_code == 403
+        for path, data in posts.items():
+            assert c.post(path, data={"csrf_token": csrf, **data}).status_code == 403, (role, path)
+    assert Identity(services.registry).user("hoa") is None
+    assert Identity(services.registry).user(USERS[Role.desk]).roles == [Role.desk]  # type: ignore[union-attr]
+    admin = sign_in(app, Role.admin)
+    page = admin.get(base)
+    assert page.status_code == 200 and 'id="add-user"' in page.text and f'id="user-{USERS[Role.desk]}"' in page.text
+    csrf = csrf_of(page.text)
+    for bad in ({}, {"csrf_token": "forged"}):
+        assert admin.post(base, data={**bad, **new_user}).status_code == 403
+    r = admin.post(base, data={"csrf_token": csrf, **new_user})
+    assert r.status_code == 303 and r.headers["location"] == f"{base}?done=hoa", r.text
+    with services.registry.engine.connect() as conn:
+        stored = conn.exec_driver_sql("SELECT password_hash FROM users WHERE username = 'hoa'").scalar_one()
+    assert stored.startswith("scrypt$") and new_user["password"] not in stored
+    hoa = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    signin = hoa.post("/nhan-vien/dang-nhap", data={"csrf_token": csrf_of(hoa.get("/nhan-vien/dang-nhap").text),
+                                                   "username": "hoa", "password": new_user["password"]})
+    assert signin.status_code == 303 and hoa.get("/nhan-vien/tiep-nhan").status_code == 200
+    assert admin.post(base, data={"csrf_token": csrf, **new_user}).status_code == 409  # the name is taken
+    assert admin.post(base, data={"csrf_token": csrf, **new_user, "username": "ngan", "password": "ngan"}
+                      ).status_code == 400  # too short
+    r = admin.post(f"{base}/hoa/vai-tro", data={"csrf_token": csrf, "roles": ["specialist"]})
+    assert r.status_code == 303 and hoa.get("/nhan-vien/tiep-nhan").status_code == 403  # at once
+    assert admin.post(f"{base}/hoa/khoa", data={"csrf_token": csrf}).status_code == 303
+    assert hoa.get("/nhan-vien").status_code == 303  # signed out at once
+    locked = TestClient(app, base_url="https://testserver", follow_redirects=False)
+    again = locked.post("/nhan-vien/dang-nhap", data={"csrf_token": csrf_of(locked.get("/nhan-vien/dang-nhap").text),
+                                                     "username": "hoa", "password": new_user["password"]})
+    assert again.status_code == 401
+    assert "Đã khóa" in admin.get(base).text
+    assert admin.post(f"{base}/hoa/mo-khoa", data={"csrf_token": csrf}).status_code == 303
+    assert Identity(services.registry).user("hoa").active  # type: ignore[union-attr]
+    me = USERS[Role.admin]
+    assert admin.post(f"{base}/{me}/khoa", data={"csrf_token": csrf}).status_code == 400
+    assert admin.post(f"{base}/{me}/vai-tro", data={"csrf_token": csrf, "roles": ["desk"]}).status_code == 400
+    assert admin.post(f"{base}/{me}/xoa", data={"csrf_token": csrf}).status_code == 404
+    assert Identity(services.registry).user(me).active  # type: ignore[union-attr]
 
 
 def test_a_disabled_user_is_signed_out_at_once(app: Any, services: Services) -> None:
@@ -262,6 +318,31 @@ def test_whole_path_through_the_pages_then_the_citizen_sees_the_tracking_number(
     r = client.get(f"{url.path}?{url.query}")
     assert r.status_code == 200
     assert "Đã trả kết quả" in r.text and "EL123456789VN" in r.text and "bưu chính" in r.text
+
+
+def test_a_supplement_at_intake_gives_the_desk_the_new_receipt_to_print(app: Any, services: Services) -> None:
+    """Supplemented at the desk page: the new Mẫu 01 (new appointment) is stored, the page shows the new
+    appointment and a link to the citizen's copy — for the user who took the step only."""
+    code, _ = receive(services, NOW - timedelta(days=3), status="needs_supplement")
+    before = services.registry.get(code).due_at
+    c = sign_in(app, Role.desk)
+    csrf = page_csrf(c, f"/nhan-vien/ho-so/{code}")
+    r = c.post(f"/nhan-vien/ho-so/{code}/buoc/supplemented", data={"csrf_token": csrf, "note": "Đã nộp đủ"})
+    assert r.status_code == 303 and r.headers["location"].endswith("done=supplemented&copy=form-01-1"), r.headers
+    record = services.registry.get(code)
+    assert record.state == S.received and "form-01-1" in record.artifacts
+    new_due = datetime.fromisoformat(record.events[-1].detail["new_due_at"])
+    assert new_due > before
+    page = c.get(r.headers["location"]).text
+    assert f"{new_due.astimezone(ZoneInfo(TZ)):%d/%m/%Y}" in page and 'id="handout"' in page
+    assert 'id="missing"' not in page  # supplemented: nothing listed as missing any more
+    link = re.search(r'href="(/nhan-vien/ho-so/[^"]+/ban-cong-dan/form-01-1\.pdf)"', page)
+    assert link, page
+    pdf = c.get(link.group(1))
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF")
+    assert pdf.content != services.store.get_bytes(record.artifacts["form-01-1"].object_key)  # the citizen's
+    other = sign_in(app, Role.specialist)
+    assert other.get(link.group(1)).status_code == 404  # not the user who took the step
 
 
 def test_a_wrong_return_is_a_clear_error_not_a_crash(app: Any, services: Services) -> None:
@@ -405,6 +486,26 @@ def test_kiosk_and_english(client: TestClient) -> None:
     assert "Look up a dossier" in en.text and en.cookies.get("hoso_lang") == "en"
     assert "Look up a dossier" in client.get("/tra-cuu").text  # remembered
     assert "Tra cứu hồ sơ" in client.get("/tra-cuu", params={"lang": "vi"}).text
+
+
+def test_staff_pages_in_english_with_the_same_toggle(app: Any, services: Services) -> None:
+    """The staff pages' text and the lifecycle's labels (English ones from lifecycle.yaml) follow ``?lang=``,
+    remembered like the citizen pages'; Vietnamese stays the default."""
+    code = _dossier_with_documents(services)
+    c = sign_in(app, Role.desk)
+    vi = c.get("/nhan-vien").text
+    assert "Việc cần làm" in vi and "Quá hạn" in vi and 'hreflang="en"' in vi
+    en = c.get("/nhan-vien", params={"lang": "en"})
+    assert "Work queues" in en.text and "Overdue" in en.text and "Due within one working day" in en.text
+    assert "Desk officer" in en.text and "Việc cần làm" not in en.text
+    page = c.get(f"/nhan-vien/ho-so/{code}").text  # remembered
+    assert "Audit trail" in page and "Documents in the dossier" in page
+    assert ">Waiting for the citizen to supplement<" in page
+    assert ">Supplement received</button>" in page and "Nhận hồ sơ bổ sung" not in page
+    assert "Receive a dossier" in c.get("/nhan-vien/tiep-nhan").text
+    assert "Decision 766 indicators" in c.get("/nhan-vien/thong-ke").text
+    back = c.get(f"/nhan-vien/ho-so/{code}", params={"lang": "vi"}).text
+    assert "Nhật ký xử lý" in back and ">Nhận hồ sơ bổ sung</button>" in back
 
 
 # --- corrections, statistics, desk jobs ---------------------------------------------------------

@@ -27,7 +27,7 @@ from storage.identity import Identity
 
 CHROMIUM = "/usr/bin/chromium"
 PASSWORD = "mat-khau-du-dai-1"
-USERS = {Role.desk: "lan", Role.specialist: "minh", Role.approver: "hung", Role.clerk: "thu"}
+USERS = {Role.desk: "lan", Role.specialist: "minh", Role.approver: "hung", Role.clerk: "thu", Role.admin: "quan"}
 SAMPLE = Path(str(files("pipeline") / "data" / "sample_dossier.pdf"))
 
 pytestmark = [
@@ -225,6 +225,59 @@ def test_handbook_search_and_kiosk(browser: Any, server: WebServer, shots: Path)
     snap(kiosk, shots, "18-kiosk-lookup")
 
 
+def test_admin_adds_a_user_and_the_staff_pages_speak_english(browser: Any, server: WebServer, shots: Path) -> None:
+    page = sign_in(browser, server, Role.admin)
+    page.goto(f"{server.url}/nhan-vien/quan-tri/nguoi-dung")
+    snap(page, shots, "19-admin-users")
+    page.fill("#add-user input[name=username]", "hoa")
+    page.fill("#add-user input[name=display_name]", "Phạm Thị Hoa")
+    page.fill("#add-user input[name=password]", "mat-khau-moi-123")
+    page.check("#add-user input[name=roles][value=desk]")
+    page.click("#add-user button[type=submit]")
+    page.wait_for_selector("#done")
+    assert page.locator("#user-hoa").count() == 1
+    snap(page, shots, "20-admin-user-added")
+    page.click("header a.lang")
+    page.wait_for_url("**lang=en**")
+    assert page.inner_text("h1") == "Users"
+    snap(page, shots, "21-admin-users-en")
+    desk = sign_in(browser, server, Role.desk)
+    desk.goto(f"{server.url}/nhan-vien?lang=en")
+    assert "Work queues" in desk.inner_text("h1")
+    snap(desk, shots, "22-worklists-en")
+    desk.goto(f"{server.url}/nhan-vien/ho-so/{Flow.code}")
+    assert "Audit trail" in desk.inner_text("#history")
+    snap(desk, shots, "23-dossier-en")
+
+
+def test_desk_receives_a_supplement_and_prints_the_new_receipt(browser: Any, server: WebServer, shots: Path,
+                                                                env: dict[str, str]) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import UTC, datetime, timedelta
+
+    from support.lifecycle import receive
+
+    def asked_to_supplement() -> str:  # signs its Mẫu 02: not on Playwright's event loop
+        services = Services(Settings(data_dir=Path(env["HOSO_DATA_DIR"]), level_digitised="B-B"))
+        try:
+            return receive(services, datetime.now(UTC) - timedelta(days=2), status="needs_supplement")[0]
+        finally:
+            services.registry.close()
+
+    with ThreadPoolExecutor(1) as pool:
+        code = pool.submit(asked_to_supplement).result()
+    page = sign_in(browser, server, Role.desk)
+    page.goto(f"{server.url}/nhan-vien/ho-so/{code}?lang=vi")
+    page.fill("#step-supplemented input[name=note]", "Công dân nộp bổ sung giấy đề nghị")
+    page.click("#step-supplemented button[type=submit]")
+    page.wait_for_selector("#handout")
+    assert "Đã tiếp nhận" in page.inner_text("#state") and "Mẫu 01" in page.inner_text("#handout")
+    snap(page, shots, "24-supplement-new-receipt")
+    href = page.get_attribute("#handout a", "href")
+    response = page.request.get(f"{server.url}{href}")
+    assert response.ok and response.body().startswith(b"%PDF")
+
+
 def test_screenshots_are_written(shots: Path) -> None:
     names = sorted(p.name for p in shots.glob("*.png"))
-    assert len(names) >= 18, names
+    assert len(names) >= 24, names

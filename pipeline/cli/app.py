@@ -12,14 +12,15 @@ from collections.abc import Callable
 from datetime import datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import click
 import typer
 
-from pipeline.core.errors import ExitCode, HosoError
-from pipeline.usecases.services import Services
-from storage import keys
+from pipeline.core.errors import ExitCode, HosoError, InvalidRequest
+
+if TYPE_CHECKING:
+    from pipeline.usecases.services import Services
 
 app = typer.Typer(
     name="hoso",
@@ -76,16 +77,15 @@ def _record_crash() -> Path:
     return path
 
 
-def _stored(services: Services, code: str, artifact: str) -> bytes:
-    """The bytes of a dossier's artifact: the version the registry recorded, checked against its SHA-256."""
-    from storage.records import read_recorded
+def _open_services() -> Services:
+    from pipeline.usecases.services import Services  # heavy (OCR, signing, storage): only when needed
 
-    return read_recorded(services.store, services.registry.get(code).artifacts[artifact])
+    return Services()
 
 
 def _services() -> Services:
     """This command's Services, closed (OCR workers stopped) when the command ends, however it ends."""
-    services = Services()
+    services = _open_services()
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(services.close)
@@ -130,11 +130,31 @@ def ingest(
         typer.Option("--prefect/--direct", help="Run as a Prefect flow (default: only if PREFECT_API_URL is set)"),
     ] = None,
     user: Annotated[str | None, typer.Option("--user", help="The desk user receiving the dossier")] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", metavar="URL", help="Hand the work to this running `hoso serve` (default: "
+                     "HOSO_SERVER_URL); the desk user is the one of the API token (HOSO_API_TOKEN_FILE)"),
+    ] = None,
 ) -> None:
     """Desk: digitise, check and receive one dossier; print the receipt (and the citizen's lookup link)."""
-    from pipeline.cli.console import console, receipt_panel
+    from pipeline.cli.handoff import server_from
+
+    remote = _guard(lambda: server_from(server))
+    if remote is not None:
+        if via_prefect or user:
+            _fail(InvalidRequest("--server takes neither --prefect nor --user (the API token names the desk user)",
+                                 "Khi gửi hồ sơ tới máy chủ, người tiếp nhận là chủ của mã truy cập; bỏ --user."))
+        _ingest_remote(remote, input_path, procedure, applicant_id, out, as_json)
+        return
+    _ingest_here(input_path, procedure, applicant_id, out, as_json, via_prefect, user)
+
+
+def _ingest_here(input_path: Path, procedure: str, applicant_id: str | None, out: Path | None, as_json: bool,
+                 via_prefect: bool | None, user: str | None) -> None:
+    """The desk chain in this process (or through the Prefect flow)."""
+    from pipeline.cli.handoff import process_age
     from pipeline.core.models import Receipt
-    from pipeline.usecases.desk import IntakeOutcome, intake_request
+    from pipeline.usecases.desk import IntakeOutcome, intake_request, stored_copy
     from pipeline.usecases.desk import ingest as run_ingest
 
     services = _services()
@@ -153,29 +173,82 @@ def ingest(
         already = bool(data.pop("already_done", False))
         return IntakeOutcome(Receipt.model_validate(data), already_done=already)
 
+    startup = process_age()
     start = time.perf_counter()
     outcome = _guard(body)
-    receipt = outcome.receipt
-    receipt.timings["wall"] = round(time.perf_counter() - start, 3)
+    call_s = time.perf_counter() - start
+    receipt = outcome.receipt.model_dump(mode="json")
+    files: dict[str, bytes] = {}
+    if out is not None:
+        files["digitised"] = outcome.signed_pdf or _guard(
+            lambda: stored_copy(services, outcome.receipt.dossier_code))
+        if outcome.form is not None and outcome.form.citizen_pdf is not None:
+            files[outcome.form.artifact] = outcome.form.citizen_pdf
+    _deliver(receipt, outcome.lookup_url, outcome.already_done, files, input_path, out, as_json,
+             startup=startup, call_s=call_s, around="prefect" if use_prefect else "other", after=start + call_s)
+
+
+def _ingest_remote(server: Any, input_path: Path, procedure: str, applicant_id: str | None, out: Path | None,
+                   as_json: bool) -> None:
+    """The desk chain at a running ``hoso serve`` (``pipeline/cli/handoff.py``)."""
+    from pipeline.cli.handoff import hand_off, process_age
+
+    startup = process_age()
+    start = time.perf_counter()
+    handed, remote = _guard(lambda: hand_off(server, input_path, procedure, applicant_id))
+    try:
+        files: dict[str, bytes] = {}
+        if out is not None:
+            files["digitised"] = _guard(lambda: remote.pdf(handed.digitised_url))
+            if handed.citizen_form and handed.citizen_form_url:
+                url = handed.citizen_form_url
+                files[handed.citizen_form] = _guard(lambda: remote.pdf(url))
+    finally:
+        remote.close()
+    _deliver(handed.receipt, handed.lookup_url, handed.already_done, files, input_path, out, as_json,
+             startup=startup, call_s=handed.request_s, around="transfer", after=start + handed.request_s)
+
+
+def _deliver(receipt: dict[str, Any], lookup_url: str | None, already_done: bool, files: dict[str, bytes],
+             input_path: Path, out: Path | None, as_json: bool, *, startup: float, call_s: float, around: str,
+             after: float) -> None:
+    """Write the files, make the timings true, print the receipt.
+
+    ``timings``: the intake's own stages, ``startup`` (this process, before the intake), ``around`` (what
+    the call to the intake took beyond the intake's own wall time: the Prefect flow, or the upload and the
+    wait at the service) and ``output``; ``wall`` is from this process's start to the printed receipt.
+    """
+    timings = receipt.setdefault("timings", {})
+    inner = float(timings.pop("wall", 0.0))
+    timings["startup"] = round(startup, 3)
+    if call_s - inner > 0.0005:
+        timings[around] = round(timings.get(around, 0.0) + call_s - inner, 3)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         stem = input_path.stem if input_path.is_file() else input_path.name
-        signed = outcome.signed_pdf or _guard(lambda: _stored(services, receipt.dossier_code, keys.DIGITISED))
-        _write_bytes(out / f"{stem}.pdf", signed)
-        _write_json(out / f"{stem}.json", receipt.model_dump(mode="json"))
-        if outcome.form is not None and outcome.form.citizen_pdf is not None:
-            _write_bytes(out / _citizen_copy_name(stem, outcome.form.artifact), outcome.form.citizen_pdf)
+        _write_bytes(out / f"{stem}.pdf", files["digitised"])
+        for artifact, pdf in files.items():
+            if artifact != "digitised":
+                _write_bytes(out / _citizen_copy_name(stem, artifact), pdf)
+    timings["output"] = round(time.perf_counter() - after, 3)
+    timings["wall"] = round(startup + (time.perf_counter() - (after - call_s)), 3)
+    if out is not None:
+        _write_json(out / f"{(input_path.stem if input_path.is_file() else input_path.name)}.json", receipt)
     if as_json:
-        printed = receipt.model_dump(mode="json") | {"already_done": outcome.already_done,
-                                                      "lookup_url": outcome.lookup_url}
-        print(json.dumps(printed, ensure_ascii=False, indent=2))
-    else:
-        con = console()
-        con.print(receipt_panel(receipt, services.catalog, services.settings.timezone))
-        if outcome.lookup_url:
-            con.print(f"Tra cứu hồ sơ (bản của công dân): {outcome.lookup_url}", soft_wrap=True)
-        if outcome.already_done:
-            con.print("Hồ sơ này đã được tiếp nhận trước đó; không xử lý lại.")
+        print(json.dumps(receipt | {"already_done": already_done, "lookup_url": lookup_url}, ensure_ascii=False,
+                         indent=2))
+        return
+    from pipeline.cli.console import console, receipt_panel
+    from pipeline.core.models import Receipt
+    from pipeline.core.settings import get_settings
+    from pipeline.domain.catalog import load_catalog
+
+    con = console()
+    con.print(receipt_panel(Receipt.model_validate(receipt), load_catalog(), get_settings().timezone))
+    if lookup_url:
+        con.print(f"Tra cứu hồ sơ (bản của công dân): {lookup_url}", soft_wrap=True)
+    if already_done:
+        con.print("Hồ sơ này đã được tiếp nhận trước đó; không xử lý lại.")
 
 
 def _citizen_copy_name(stem: str, artifact: str) -> str:
@@ -477,7 +550,7 @@ def step(
     from pipeline.usecases import lifecycle as lc
     from pipeline.usecases.lifecycle import StepOutcome
 
-    services = Services()
+    services = _open_services()
     name = action.replace("-", "_")
     known = load_lifecycle().transitions
     if name not in known or name == "receive":
@@ -580,7 +653,7 @@ def worklist(
     if sum([role is not None, due_soon, overdue]) != 1:
         _fail(InvalidRequest("give exactly one of --role, --due-soon, --overdue",
                              "Chọn đúng một danh sách: --role, --due-soon hoặc --overdue."))
-    services = Services()
+    services = _open_services()
 
     def body() -> list[WorkItem]:
         if role is not None:
@@ -641,7 +714,7 @@ def users_add(
 
     roles = _roles(role)
     password = _read_password(password_stdin)
-    user = _guard(lambda: identity(Services()).add_user(username, name, roles, password))
+    user = _guard(lambda: identity(_open_services()).add_user(username, name, roles, password))
     print(f"Đã thêm người dùng {user.username} ({user.display_name}): {', '.join(user.roles)}")
 
 
@@ -650,7 +723,7 @@ def users_list(as_json: Annotated[bool, typer.Option("--json")] = False) -> None
     """List the users (never their passwords)."""
     from pipeline.usecases.lifecycle import identity
 
-    users = _guard(lambda: identity(Services()).users())
+    users = _guard(lambda: identity(_open_services()).users())
     if as_json:
         print(json.dumps([u.model_dump(mode="json") for u in users], ensure_ascii=False, indent=2))
         return
@@ -667,7 +740,7 @@ def users_passwd(
     from pipeline.usecases.lifecycle import identity
 
     password = _read_password(password_stdin)
-    _guard(lambda: identity(Services()).set_password(username, password))
+    _guard(lambda: identity(_open_services()).set_password(username, password))
     print(f"Đã đổi mật khẩu của {username}.")
 
 
@@ -676,7 +749,7 @@ def users_disable(username: Annotated[str, typer.Argument(metavar="USERNAME")]) 
     """Lock a user out (their tokens stop working too)."""
     from pipeline.usecases.lifecycle import identity
 
-    _guard(lambda: identity(Services()).set_active(username, False))
+    _guard(lambda: identity(_open_services()).set_active(username, False))
     print(f"Đã khóa người dùng {username}.")
 
 
@@ -685,7 +758,7 @@ def users_enable(username: Annotated[str, typer.Argument(metavar="USERNAME")]) -
     """Let a locked user in again."""
     from pipeline.usecases.lifecycle import identity
 
-    _guard(lambda: identity(Services()).set_active(username, True))
+    _guard(lambda: identity(_open_services()).set_active(username, True))
     print(f"Đã mở khóa người dùng {username}.")
 
 
@@ -702,7 +775,7 @@ def users_token(
 
     from pipeline.usecases.lifecycle import identity
 
-    ident = identity(Services())
+    ident = identity(_open_services())
     if revoke is not None:
         record = _guard(lambda: ident.revoke_token(revoke))
         print(f"Đã thu hồi mã truy cập {record.id} của {record.username}.")
@@ -876,12 +949,17 @@ def serve(
     """Serve the one-stop centre: citizen pages, staff pages and the REST API (/api/, /openapi.json)."""
     import uvicorn
 
+    from pipeline.core.settings import get_settings
+    from pipeline.usecases.services import web_services
     from pipeline.web.app import create_app
 
-    services = _services()
+    services = _guard(lambda: web_services(get_settings()))  # its own national-database client
+    ctx = click.get_current_context(silent=True)
+    if ctx is not None:
+        ctx.call_on_close(services.close)
     _guard(services.preflight)  # bad configuration: one line and its exit code, before the port is bound
     # One process: sessions, rate limits and desk jobs live in its memory.
-    uvicorn.run(create_app(services), host=host, port=port, log_level="info", proxy_headers=True,
+    uvicorn.run(create_app(services, warm=True), host=host, port=port, log_level="info", proxy_headers=True,
                 server_header=False)
 
 
@@ -911,9 +989,12 @@ def demo(
     """Run the whole path on the bundled sample dossier: receive, issue the result, verify, look up."""
     from importlib.resources import files
 
+    from pipeline.usecases.desk import stored_copy
+    from storage import keys
+
     sample = Path(str(files("pipeline") / "data" / "sample_dossier.pdf"))
     print(f"== 1. Tiếp nhận hồ sơ mẫu: {sample.name}")
-    ingest(sample, "business_household_registration", None, out, False, None)
+    _ingest_here(sample, "business_household_registration", None, out, False, None, None)
     receipt = json.loads((out / "sample_dossier.json").read_text(encoding="utf-8"))
     code = receipt["dossier_code"]
     print("== 2. Kiểm tra chữ ký bản số hóa")
@@ -926,7 +1007,7 @@ def demo(
         issue_result(code, out)
     else:  # a second demo run: the result was issued before; take it from storage
         print(f"== 3. Kết quả điện tử đã được trả trước đó (trạng thái: {record.state})")
-        _write_bytes(result_pdf, _stored(services, code, keys.RESULT))
+        _write_bytes(result_pdf, stored_copy(services, code, keys.RESULT))
     print("== 4. Kiểm tra chữ ký kết quả điện tử")
     _run_quietly(lambda: verify(result_pdf, None, False, None))
     print("== 5. Tra cứu hồ sơ")

@@ -31,6 +31,7 @@ class ExitCode(IntEnum):
     input_bad_name = 19  # a file name with control characters, bytes that are not UTF-8, or too long
     in_progress = 20  # another process holds the work (a live lease on the reservation): try again later
     forbidden = 21  # the user is unknown, inactive, not authenticated, or lacks the role for this action
+    service_unavailable = 22  # the hoso service the desk command hands work to did not answer
     internal = 99
 
 
@@ -198,3 +199,11 @@ class ConfigurationError(HosoError):
     exit_code = ExitCode.configuration
     default_vi = "Cấu hình hệ thống không hợp lệ."
     transient = False
+
+
+class ServiceUnavailable(HosoError):
+    """The running ``hoso serve`` a desk command hands its work to is down, unreachable or answered nonsense."""
+
+    exit_code = ExitCode.service_unavailable
+    default_vi = "Không kết nối được máy chủ tiếp nhận hồ sơ; vui lòng báo quản trị hệ thống."
+    transient = True

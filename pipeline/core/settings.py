@@ -174,6 +174,10 @@ class Settings(BaseSettings):
     natdb_clients_file: Path | None = Field(
         None, description="The service's clients (names, scopes, SHA-256 of tokens): pipeline/national/auth.py"
     )
+    web_natdb_token: SecretStr | None = Field(
+        None, description="`hoso serve`'s own national-database token: its own client, never the worker's"
+    )
+    web_natdb_token_file: Path | None = Field(None, description="File holding it (wins over web_natdb_token)")
     lookup_rate: int = Field(
         20, ge=1, description="`hoso serve`: citizen lookups and result checks per minute per client address"
     )
@@ -224,6 +228,21 @@ class Settings(BaseSettings):
             return read_secret_file(self.natdb_token_file, "the national-database token")
         token = self.natdb_token.get_secret_value().strip() if self.natdb_token else ""
         return token or None
+
+    def resolved_web_natdb_token(self) -> str | None:
+        """``hoso serve``'s own national-database token: ``web_natdb_token_file`` if set, else ``web_natdb_token``."""
+        if self.web_natdb_token_file is not None:
+            return read_secret_file(self.web_natdb_token_file, "the web service's national-database token")
+        token = self.web_natdb_token.get_secret_value().strip() if self.web_natdb_token else ""
+        return token or None
+
+    def for_web(self) -> Settings:
+        """These settings as ``hoso serve`` uses them: the national-database client is the web service's own
+        (HOSO_WEB_NATDB_TOKEN(_FILE)) in place of the worker's; unchanged when none is set."""
+        if self.web_natdb_token_file is None and self.web_natdb_token is None:
+            return self
+        return self.model_copy(update={"natdb_token": self.web_natdb_token,
+                                       "natdb_token_file": self.web_natdb_token_file})
 
     def ensure_dirs(self) -> None:
         """Create the data folder (and the local store) on demand, readable by this user alone (0700)."""

@@ -66,6 +66,7 @@ class Actor(BaseModel):
 
 class StateSpec(BaseModel):
     label: str = Field(min_length=1)
+    label_en: str | None = None
     awaits: Role | None = Field(None, description="The role whose work list holds a dossier in this state")
 
 
@@ -76,6 +77,7 @@ class Transition(BaseModel):
 
     name: str
     label: str = Field(min_length=1)
+    label_en: str | None = None
     sources: list[DossierState] = Field(alias="from", min_length=1)
     to: list[DossierState] = Field(default_factory=list, description="Empty: the dossier stays where it is")
     roles: list[Role] = Field(min_length=1)
@@ -102,6 +104,7 @@ class Lifecycle(BaseModel):
     """The validated lifecycle file."""
 
     roles: dict[Role, str]
+    roles_en: dict[Role, str] = Field(default_factory=dict)
     states: dict[DossierState, StateSpec]
     transitions: dict[str, Transition]
 
@@ -156,8 +159,20 @@ class Lifecycle(BaseModel):
         except KeyError:
             raise ValueError(f"no lifecycle step {action!r} (steps: {', '.join(self.transitions)})") from None
 
-    def state_label(self, state: DossierState | str) -> str:
-        return self.states[DossierState(state)].label
+    def state_label(self, state: DossierState | str, lang: str = "vi") -> str:
+        spec = self.states[DossierState(state)]
+        return (spec.label_en or spec.label) if lang == "en" else spec.label
+
+    def step_label(self, action: str, lang: str = "vi") -> str:
+        """A step's label (an action of the audit trail that is no step, e.g. ``intake``, as it is)."""
+        t = self.transitions.get(action)
+        if t is None:
+            return action
+        return (t.label_en or t.label) if lang == "en" else t.label
+
+    def role_label(self, role: Role | str, lang: str = "vi") -> str:
+        role = Role(role)
+        return self.roles_en.get(role, self.roles[role]) if lang == "en" else self.roles[role]
 
     def role_labels(self, roles: Iterable[Role]) -> str:
         return ", ".join(self.roles[r] for r in roles) or "không có vai trò"

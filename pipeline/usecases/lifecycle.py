@@ -39,6 +39,8 @@ from pipeline.domain.forms import (
     ControlSlipForm,
     FormKind,
     ProcessingStep,
+    ReceiptForm,
+    ReceivedDocument,
     RefusalForm,
     StopNoticeForm,
     SupplementForm,
@@ -400,9 +402,10 @@ def _form_work(services: Services, actor: Actor, build: Callable[[DossierRecord,
 
 
 def appointment(record: DossierRecord) -> datetime:
-    """When the result is due now: the newest appointment of an apology (Mẫu 04), else ``due_at``."""
+    """When the result is due now: the newest appointment of an apology (Mẫu 04) or of the receipt re-issued
+    once a supplement completed the dossier (Mẫu 01), else ``due_at``."""
     for event in reversed(record.events):
-        if event.action == "extend" and event.detail and event.detail.get("new_due_at"):
+        if event.action in ("extend", "supplemented") and event.detail and event.detail.get("new_due_at"):
             return datetime.fromisoformat(event.detail["new_due_at"])
     return record.due_at
 
@@ -527,8 +530,34 @@ def request_supplement(
 
 def receive_supplement(services: Services, code: str, actor: Actor, *, note: str | None = None,
                        now: datetime | None = None) -> StepOutcome:
-    """The citizen's supplement is in: back to the desk or to the specialist, wherever it was asked for."""
-    return run_step(services, code, "supplemented", actor, note=note, now=now)
+    """The citizen's supplement is in: back to the desk or to the specialist, wherever it was asked for.
+
+    Back at the desk (asked at intake, or before the dossier was forwarded) the dossier is complete only now:
+    the desk issues a new Mẫu 01 whose appointment counts the procedure's working days from now, signed and
+    stored with the dossier, the citizen's copy with a new lookup secret; the event keeps the previous and
+    the new appointment (see :func:`appointment`).
+    """
+    lc = load_lifecycle()
+    t = lc.transition("supplemented")
+
+    def work(record: DossierRecord, _role: Role, when: datetime) -> Work:
+        if lc.target(t, record.state, _history(record)) != DossierState.received:
+            return Work()  # back to the specialist: the appraisal goes on under the appointment given
+        procedure = services.catalog.procedure(record.procedure)
+        new_due = due_date(when, procedure.processing_days, services.settings.timezone)
+        form = ReceiptForm(
+            **_form_fields(services, record, actor, when),
+            documents=[ReceivedDocument(label=services.catalog.label(d.doc_type), pages=len(d.pages))
+                       for d in record.documents],
+            processing_days=procedure.processing_days, received_at=when, due_at=new_due,
+            fee_line=procedure.fee_line_vi(),
+        )
+        done = Work()
+        _sign_form(services, record, form, done)
+        done.detail = {"previous_due_at": appointment(record).isoformat(), "new_due_at": new_due.isoformat()}
+        return done
+
+    return run_step(services, code, "supplemented", actor, note=note, work=work, now=now)
 
 
 def refuse(services: Services, code: str, actor: Actor, *, reasons: list[str], now: datetime | None = None

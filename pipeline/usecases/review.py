@@ -97,14 +97,18 @@ def dossier(services: Services, code: str, actor: Actor, *, with_text: bool = Tr
     pdf = _digitised(services, record) if with_text else None
     texts = page_texts(pdf) if pdf else []
     due = appointment(record)
+    # the citizen supplemented what the desk found missing: nothing is listed as missing any more
+    supplemented = record.state != DossierState.needs_supplement and any(
+        e.action == "supplemented" for e in record.events)
+    shown = None if supplemented else receipt
     steps = [t for t in lc.transitions.values()
              if record.state in t.sources and set(t.roles) & actor.roles and t.name != "receive"]
     return DossierView(
         record=record, procedure=procedure, state_label=lc.state_label(record.state), appointment=due,
         overdue=due < datetime.now(UTC) and record.state in lc.open_states, pages=len(receipt.pages) if receipt else 0,
         documents=documents,
-        missing=[[catalog.label(k) for k in slot] for slot in (receipt.missing if receipt else [])],
-        inconsistencies=receipt.inconsistencies if receipt else [], steps=steps,
+        missing=[[catalog.label(k) for k in slot] for slot in (shown.missing if shown else [])],
+        inconsistencies=shown.inconsistencies if shown else [], steps=steps,
         can_correct=bool(actor.roles & CORRECTORS) and record.state in CORRECTABLE,
         doc_types={k: v.label for k, v in sorted(catalog.doc_types.items(), key=lambda kv: kv[1].label)},
         texts=texts,

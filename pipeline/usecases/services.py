@@ -6,6 +6,7 @@ opened — see :func:`production_problems` and :meth:`Services.check_production`
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
     from signing.tokens import Pkcs11Keys
     from storage.objects import ObjectStore
     from storage.registry import Registry
+
+log = logging.getLogger(__name__)
 
 #: ``signing.pki.ensure_dev_pki`` names its CAs with this organisation; production trusts none of them.
 DEV_PKI_ORGANISATION = "hoso (phát triển)"
@@ -171,6 +174,38 @@ def production_problems(settings: Settings) -> list[str]:
     if settings.store == "local":
         problems.append("HOSO_STORE=local keeps no versions and cannot lock objects: use s3")
     return problems
+
+
+def web_problems(settings: Settings) -> list[str]:
+    """Why ``hoso serve`` would share the worker's national-database client (English, one line each).
+
+    Over HTTP the web service asks as its own client: HOSO_WEB_NATDB_TOKEN(_FILE) where it shares the
+    worker's environment, or its own HOSO_NATDB_TOKEN_FILE where it has an environment of its own (the
+    compose file mounts it the web client's token and not the worker's). A web token equal to the
+    worker's defeats that."""
+    if settings.natdb != "http" or (settings.web_natdb_token_file is None and settings.web_natdb_token is None):
+        return []
+    try:
+        own, worker = settings.resolved_web_natdb_token(), settings.resolved_natdb_token()
+    except ConfigurationError as err:
+        return [str(err)]
+    if own is None:
+        return ["HOSO_WEB_NATDB_TOKEN_FILE is empty"]
+    if own == worker:
+        return ["hoso serve's national-database token is the worker's: issue the web service its own "
+                "(python -m pipeline.national.service issue-token --client web …)"]
+    return []
+
+
+def web_services(settings: Settings) -> Services:
+    """The Services of ``hoso serve``: the worker's settings with the web service's own national-database
+    client. Sharing the worker's is refused in production (exit 17) and logged in development."""
+    problems = web_problems(settings)
+    if problems and settings.mode == "production":
+        raise _production_error(problems)
+    for problem in problems:
+        log.warning("%s", problem)
+    return Services(settings.for_web())
 
 
 def _production_error(problems: list[str]) -> ConfigurationError:

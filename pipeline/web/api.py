@@ -7,13 +7,14 @@ the last three rate-limited per client address. Everything else needs ``Authoriz
 
 from __future__ import annotations
 
+import json
 from datetime import date
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import HTTPException
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel
 
@@ -22,12 +23,12 @@ from pipeline.core.models import Role
 from pipeline.domain import handbook
 from pipeline.domain.lifecycle import Actor, load_lifecycle
 from pipeline.domain.stats import ProvinceStats, compute_stats
-from pipeline.usecases.desk import IntakeRequest, ingest
+from pipeline.usecases.desk import stored_copy
 from pipeline.usecases.lifecycle import WorkItem, actor_for_token, due_soon, overdue, worklist
 from pipeline.usecases.portal import CitizenStatus, ResultCheck, check_issued_result, check_uploaded_pdf, citizen_status
 from pipeline.web import steps
-from pipeline.web.forms import read_body
-from pipeline.web.jobs import DeskJob
+from pipeline.web.forms import read_body, read_form
+from pipeline.web.jobs import intake_runner
 from pipeline.web.public import CODE, client_key
 from signing.verify import VerificationReport
 from storage.registry import DossierRecord
@@ -231,11 +232,56 @@ async def ingest_scan(request: Request, procedure: str, actor: Annotated[Actor, 
     if not data:
         raise InvalidRequest("empty body", "Chưa có tệp quét.")
 
-    def run(path: Any, job: DeskJob) -> tuple[dict[str, Any], str | None, bool]:
-        outcome = ingest(IntakeRequest(path, key, applicant_id, actor=actor.username, desk=actor), web.services)
-        return outcome.receipt.model_dump(mode="json"), outcome.lookup_url, outcome.already_done
+    return web.jobs.submit(actor.username, key, [("scan", data)],
+                           intake_runner(web.services, key, applicant_id, actor)).public()
 
-    return web.jobs.submit(actor.username, key, [("scan", data)], run).public()
+
+class HandedOff(BaseModel):
+    """What a desk command gets back from ``/api/desk/intake``: the job (with the receipt, the lookup link
+    and ``already_done``), and where to fetch the files it writes."""
+
+    job: dict[str, Any]
+    digitised_url: str
+    citizen_form: str | None = None  # the form's artifact name, e.g. ``form-01-1``
+    citizen_form_url: str | None = None
+
+
+@router.post("/desk/intake", tags=["staff"], response_model=HandedOff,
+             openapi_extra={"requestBody": {"content": {"multipart/form-data": {"schema": {
+                 "type": "object", "required": ["procedure", "input", "page"], "properties": {
+                     "procedure": {"type": "string"}, "applicant_id": {"type": "string"},
+                     "input": {"type": "string", "description": 'JSON: {"folder": NAME or "", "files": [NAMES]}'},
+                     "page": {"type": "array", "items": {"type": "string", "format": "binary"}}}}}}}})
+async def desk_intake(request: Request, actor: Annotated[Actor, Depends(role_in(Role.desk))]) -> HandedOff:
+    """A desk command's intake (``hoso ingest --server``), answered when the receipt is ready.
+
+    The input keeps its file names (and its folder's name), so its identity and object keys are the ones
+    the command would have made itself; the desk chain runs on this service's warm OCR workers, classifier
+    and signer, queued behind any other intake. A refusal answers with the use case's error (its ``error``
+    is the exit code's name).
+    """
+    web = request.app.state.web
+    form = await read_form(request, web.services.settings.upload_max_mb * 1_000_000)
+    key = web.services.catalog.procedure(form.get("procedure")).key
+    try:
+        described = json.loads(form.get("input") or "null")
+        folder, names = str(described.get("folder") or ""), [str(n) for n in described["files"]]
+    except (ValueError, TypeError, KeyError, AttributeError):
+        raise InvalidRequest("field 'input' must be JSON: {\"folder\": …, \"files\": […]}",
+                             "Thiếu mô tả tệp đầu vào.") from None
+    pages = form.files.get("page", [])
+    if not names or len(names) != len(pages):
+        raise InvalidRequest(f"{len(names)} file name(s) for {len(pages)} uploaded file(s)",
+                             "Số tên tệp không khớp số tệp tải lên.")
+    applicant_id = form.get("applicant_id").strip() or None
+    job = web.jobs.submit(actor.username, key, [(n, p.data) for n, p in zip(names, pages, strict=True)],
+                          intake_runner(web.services, key, applicant_id, actor), named=folder)
+    await run_in_threadpool(job.finished_event.wait)
+    if job.failure is not None:
+        raise job.failure
+    return HandedOff(job=job.public(), digitised_url=f"/api/dossiers/{job.dossier_code}/digitised.pdf",
+                     citizen_form=job.citizen_form,
+                     citizen_form_url=f"/api/jobs/{job.id}/citizen-form.pdf" if job.citizen_pdf else None)
 
 
 @router.get("/jobs/{job_id}", tags=["staff"])
@@ -244,6 +290,23 @@ def job(request: Request, job_id: str, actor: Annotated[Actor, Depends(role_in(R
     if found is None or found.owner != actor.username:
         raise HTTPException(404, "no such job")
     return found.public()
+
+
+@router.get("/jobs/{job_id}/citizen-form.pdf", tags=["staff"], response_class=Response)
+def job_citizen_form(request: Request, job_id: str, actor: Annotated[Actor, Depends(role_in(Role.desk))]
+                     ) -> Response:
+    """The citizen's copy of the desk's form of this job (with the lookup secret; held in memory only)."""
+    found = request.app.state.web.jobs.get(job_id)
+    if found is None or found.owner != actor.username or not found.citizen_pdf:
+        raise HTTPException(404, "no citizen copy for this job")
+    return Response(found.citizen_pdf, media_type="application/pdf", headers={"Cache-Control": "no-store"})
+
+
+@router.get("/dossiers/{code}/digitised.pdf", tags=["staff"], response_class=Response)
+async def digitised_copy(request: Request, code: str, _actor: AnyStaff) -> Response:
+    """The dossier's certified digitised copy, as recorded (SHA-256 checked)."""
+    pdf = await run_in_threadpool(stored_copy, request.app.state.web.services, code)
+    return Response(pdf, media_type="application/pdf", headers={"Cache-Control": "no-store"})
 
 
 @router.get("/stats", tags=["staff"])

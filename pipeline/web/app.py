@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
@@ -28,9 +29,10 @@ from pipeline.core.errors import (
     InvalidState,
     UnknownProcedure,
 )
+from pipeline.usecases.desk import warm_up
 from pipeline.usecases.services import Services
 from pipeline.web.forms import BodyTooLarge
-from pipeline.web.jobs import DeskJobs
+from pipeline.web.jobs import CitizenCopies, DeskJobs
 from pipeline.web.pages import render
 from pipeline.web.security import SESSION_COOKIE, RateLimiter, SessionStore, StaffSession
 
@@ -49,6 +51,7 @@ class WebState:
     lookups: RateLimiter
     signins: RateLimiter
     jobs: DeskJobs
+    copies: CitizenCopies = field(default_factory=CitizenCopies)
     secure_cookies: bool = False
 
     def current_staff(self, request: Request) -> StaffSession | None:
@@ -74,14 +77,19 @@ def wants_json(request: Request) -> bool:
     return request.url.path.startswith("/api/") or request.url.path in ("/healthz", "/openapi.json")
 
 
-def create_app(services: Services | None = None, *, lookup_rate: int | None = None) -> FastAPI:
-    """The application. ``lookup_rate``: public lookups per minute per client (default: the settings')."""
+def create_app(services: Services | None = None, *, lookup_rate: int | None = None, warm: bool = False) -> FastAPI:
+    """The application. ``lookup_rate``: public lookups per minute per client (default: the settings');
+    ``warm``: at start, run the desk chain once on the bundled sample (nothing recorded) so that the first
+    intake finds the OCR workers, the classifier and the signer ready (``hoso serve`` does)."""
     services = services or Services()
     settings = services.settings
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         services.catalog  # noqa: B018  (``hoso serve`` ran services.preflight() before binding the port)
+        if warm:
+            sample = Path(str(resources.files("pipeline") / "data" / "sample_dossier.pdf"))
+            state.jobs.warm(lambda: warm_up(services, sample))
         try:
             yield
         finally:

@@ -12,6 +12,7 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse
 from fastapi.templating import Jinja2Templates
 
+from pipeline.domain.lifecycle import load_lifecycle
 from pipeline.web.i18n import LANG_COOKIE, Lang, translator
 from pipeline.web.security import CSRF_COOKIE, CSRF_FIELD
 from signing.pki import ROLE_TITLES
@@ -44,12 +45,14 @@ def local_time(tz: str) -> Any:
 
 def render(request: Request, template: str, status_code: int = 200, **context: Any) -> HTMLResponse:
     """``template`` with the common context: ``t`` (text in the request's language), ``lang``, the
-    language toggle, the signed-in staff member, the CSRF token of the page's forms, ``when`` (local time)."""
+    language toggle, the signed-in staff member, the CSRF token of the page's forms, ``when`` (local time),
+    the lifecycle's labels in the request's language (``state_name``, ``step_name``, ``role_name``)."""
     web = request.app.state.web
     lang = language(request)
     staff = web.current_staff(request)
     anon_csrf = request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(32)
     csrf = staff.csrf if staff else anon_csrf
+    life = load_lifecycle()
     response = TEMPLATES.TemplateResponse(
         request,
         template,
@@ -65,6 +68,9 @@ def render(request: Request, template: str, status_code: int = 200, **context: A
             "max_mb": web.services.settings.verify_max_mb,
             "upload_mb": web.services.settings.upload_max_mb,
             "role_titles": ROLE_TITLES,
+            "state_name": lambda state: life.state_label(state, lang) if state else "",
+            "step_name": lambda action: life.step_label(action, lang),
+            "role_name": lambda role: life.role_label(role, lang) if role else "",
             **context,
         },
         status_code=status_code,

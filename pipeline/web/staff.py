@@ -4,7 +4,6 @@ statistics. Every route checks the session and the role server-side; every form 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -18,13 +17,12 @@ from pipeline.core.errors import Forbidden, InputEmpty, InvalidRequest
 from pipeline.core.models import Role
 from pipeline.domain.lifecycle import Actor, load_lifecycle
 from pipeline.domain.stats import compute_stats, table_rows
-from pipeline.usecases import review
-from pipeline.usecases.desk import IntakeRequest, ingest
+from pipeline.usecases import accounts, review
 from pipeline.usecases.lifecycle import STATE_OF_STATUS, actor_for, due_soon, login, overdue, worklist
 from pipeline.web import steps as step_forms
 from pipeline.web.charts import stats_chart
 from pipeline.web.forms import FormData, read_form
-from pipeline.web.jobs import DeskJob
+from pipeline.web.jobs import DeskJob, intake_runner
 from pipeline.web.pages import language, render
 from pipeline.web.security import CSRF_COOKIE, CSRF_FIELD, SESSION_COOKIE, StaffSession, same_token
 
@@ -158,12 +156,7 @@ def submit_intake(web: Any, actor: Actor, form: FormData) -> DeskJob:
     if not files:
         raise InputEmpty("no scan uploaded", "Chưa chọn tệp quét (PDF hoặc ảnh), hoặc tệp rỗng.")
 
-    def run(path: Path, job: DeskJob) -> tuple[dict[str, Any], str | None, bool]:
-        outcome = ingest(IntakeRequest(path, procedure, applicant_id, actor=actor.username, desk=actor), services)
-        job.citizen_pdf = outcome.form.citizen_pdf if outcome.form else None
-        return outcome.receipt.model_dump(mode="json"), outcome.lookup_url, outcome.already_done
-
-    return web.jobs.submit(actor.username, procedure, files, run)
+    return web.jobs.submit(actor.username, procedure, files, intake_runner(services, procedure, applicant_id, actor))
 
 
 def _own_job(request: Request, job_id: str) -> Any:
@@ -181,7 +174,7 @@ def desk_job(request: Request, job_id: str) -> Response:
     receipt = job.receipt or {}
     state = STATE_OF_STATUS.get(receipt.get("status", ""))
     return render(request, "staff/desk_job.html", job=job,
-                  state_label=load_lifecycle().state_label(state) if state else "",
+                  state=state,
                   due=datetime.fromisoformat(receipt["due_at"]) if receipt.get("due_at") else None,
                   missing=[[catalog.label(k) for k in slot] for slot in receipt.get("missing", [])])
 
@@ -207,12 +200,19 @@ def desk_job_form(request: Request, job_id: str) -> Response:
 
 
 @router.get("/ho-so/{code}")
-def dossier_page(request: Request, code: str, done: str | None = None) -> Response:
+def dossier_page(request: Request, code: str, done: str | None = None, copy: str | None = None) -> Response:
     _, actor = signed_in(request)
-    view = review.dossier(request.app.state.web.services, code, actor)
-    steps = load_lifecycle().transitions
-    done_label = steps[done].label if done in steps else "Sửa thông tin giấy tờ" if done == "correct" else None
-    return render(request, "staff/dossier.html", v=view, done=done_label, step_fields=step_forms.FIELDS)
+    web = request.app.state.web
+    view = review.dossier(web.services, code, actor)
+    life, lang = load_lifecycle(), language(request)
+    corrected = "Corrected a document" if lang == "en" else "Sửa thông tin giấy tờ"
+    done_label = life.step_label(done, lang) if done in life.transitions else corrected if done == "correct" else None
+    handout = None
+    if copy and web.copies.get(actor.username, code, copy) is not None:
+        number = copy.removeprefix("form-").split("-")[0]
+        handout = {"url": f"/nhan-vien/ho-so/{code}/ban-cong-dan/{copy}.pdf", "number": number}
+    return render(request, "staff/dossier.html", v=view, done=done_label, step_fields=step_forms.FIELDS,
+                  handout=handout)
 
 
 @router.get("/ho-so/{code}/trang/{page}.png")
@@ -230,9 +230,26 @@ async def dossier_step(request: Request, code: str, action: str) -> Response:
         raise HTTPException(404, "no such step")
     roles = frozenset(lc.transitions[action].roles)
     _, actor, form = await posted(request, roles)
-    services = request.app.state.web.services
-    await run_in_threadpool(step_forms.take, services, code, action, actor, form.get)
-    return _back(f"/nhan-vien/ho-so/{code}", done=action)
+    web = request.app.state.web
+    outcome = await run_in_threadpool(step_forms.take, web.services, code, action, actor, form.get)
+    copies = []
+    for issued in outcome.forms:  # the citizen's copy (with its lookup secret) for this user to print
+        if issued.citizen_pdf:
+            web.copies.put(actor.username, code, issued.artifact, issued.citizen_pdf)
+            copies.append(issued.artifact)
+    return _back(f"/nhan-vien/ho-so/{code}", done=action, **({"copy": copies[0]} if copies else {}))
+
+
+@router.get("/ho-so/{code}/ban-cong-dan/{artifact}.pdf")
+def citizen_copy(request: Request, code: str, artifact: str) -> Response:
+    """The citizen's copy of a form this user's step just issued (held in memory for them only)."""
+    _, actor = signed_in(request)
+    pdf = request.app.state.web.copies.get(actor.username, code, artifact)
+    if pdf is None:
+        raise HTTPException(404, "no citizen copy for this user")
+    return Response(pdf, media_type="application/pdf",
+                    headers={"Content-Disposition": f'inline; filename="{code}-{artifact}-cong-dan.pdf"',
+                             "Cache-Control": "no-store"})
 
 
 @router.post("/ho-so/{code}/sua")
@@ -279,3 +296,48 @@ def statistics(request: Request, start: str | None = None, end: str | None = Non
                   chart=stats_chart(result, language(request)), start=first.isoformat(), end=last.isoformat())
 
 
+
+
+# --- user accounts (admin) ----------------------------------------------------------------------
+
+ADMIN = frozenset({Role.admin})
+USERS_PAGE = "/nhan-vien/quan-tri/nguoi-dung"
+
+
+def _roles_of(form: FormData) -> list[Role]:
+    try:
+        return [Role(value) for value in form.getlist("roles")]
+    except ValueError:
+        raise InvalidRequest("unknown role", "Vai trò không hợp lệ.") from None
+
+
+@router.get("/quan-tri/nguoi-dung")
+def users_page(request: Request, done: str | None = None) -> Response:
+    _, actor = signed_in(request, ADMIN)
+    return render(request, "staff/users.html", users=accounts.users(request.app.state.web.services, actor),
+                  roles=list(Role), done=done)
+
+
+@router.post("/quan-tri/nguoi-dung")
+async def users_add(request: Request) -> Response:
+    _, actor, form = await posted(request, ADMIN)
+    user = await run_in_threadpool(
+        accounts.add_user, request.app.state.web.services, actor, form.get("username"), form.get("display_name"),
+        _roles_of(form), form.get("password"))
+    return _back(USERS_PAGE, done=user.username)
+
+
+@router.post("/quan-tri/nguoi-dung/{username}/vai-tro")
+async def users_roles(request: Request, username: str) -> Response:
+    _, actor, form = await posted(request, ADMIN)
+    accounts.set_roles(request.app.state.web.services, actor, username, _roles_of(form))
+    return _back(USERS_PAGE, done=username)
+
+
+@router.post("/quan-tri/nguoi-dung/{username}/{change}")
+async def users_lock(request: Request, username: str, change: str) -> Response:
+    if change not in ("khoa", "mo-khoa"):
+        raise HTTPException(404, "no such change")
+    _, actor, _form = await posted(request, ADMIN)
+    accounts.set_locked(request.app.state.web.services, actor, username, change == "khoa")
+    return _back(USERS_PAGE, done=username)
