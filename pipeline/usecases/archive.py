@@ -6,7 +6,8 @@ import csv
 import io
 import logging
 import os
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Collection
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -38,9 +39,12 @@ class BatchItemResult:
     status: str | None = None
     reason: str | None = None
     seconds: float = 0.0
+    timings: dict[str, float] = field(default_factory=dict)  # the desk's stages, when it ran them
 
 
-def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInput]:
+def discover_batch(
+    folder: Path, procedure: str | None = None, *, only: Collection[str] | None = None
+) -> list[BatchInput]:
     """Every entry of FOLDER as a batch input: a PDF/image file or a folder of page images is a dossier.
 
     Entries are told by content (:func:`pipeline.core.inputs.identify_input`), not by name. One that is
@@ -49,7 +53,7 @@ def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInpu
     with ``refused`` set, to be recorded as failed; only ``manifest.csv`` and hidden names are passed
     over. Names are kept as shown by :func:`pipeline.core.inputs.display_name`, safe for logs and the
     registry. The procedure comes from ``--procedure`` or else from ``manifest.csv`` (``file,procedure``,
-    UTF-8).
+    UTF-8). ``only``: just the entries of these (shown) names — a worker's claimed inputs.
     """
     if not folder.is_dir():
         raise NotADirectoryError(folder)
@@ -59,6 +63,8 @@ def discover_batch(folder: Path, procedure: str | None = None) -> list[BatchInpu
         if child.name == MANIFEST:
             continue
         shown = display_name(child.name)
+        if only is not None and shown not in only:
+            continue
         item = BatchInput(shown, child, procedure or manifest.get(child.name))
         try:
             source = identify_input(child)
@@ -95,8 +101,15 @@ def _read_manifest(path: Path) -> dict[str, str]:
     return manifest
 
 
-def process_one(item: BatchInput, services: Services, *, actor: str = "archive") -> BatchItemResult:
-    """Run the desk chain on one batch input; every failure becomes a result with its reason."""
+def process_one(
+    item: BatchInput,
+    services: Services,
+    *,
+    actor: str = "archive",
+    reraise: Callable[[Exception], bool] | None = None,
+) -> BatchItemResult:
+    """Run the desk chain on one batch input; every failure becomes a result with its reason, but those
+    ``reraise`` picks (transient ones, for a caller that retries) are raised."""
     import time
 
     start = time.perf_counter()
@@ -107,9 +120,13 @@ def process_one(item: BatchInput, services: Services, *, actor: str = "archive")
     try:
         outcome = ingest(IntakeRequest(item.path, item.procedure, actor=actor), services)
     except HosoError as err:
+        if reraise is not None and reraise(err):
+            raise
         log.warning("%s failed: %s", item.name, err)
         return BatchItemResult(item.name, "failed", reason=f"{err.reason}: {err}", seconds=time.perf_counter() - start)
     except Exception as err:  # a bug must not stop the batch; it is recorded with its type
+        if reraise is not None and reraise(err):
+            raise
         log.exception("%s failed unexpectedly", item.name)
         reason = display_name(f"internal: {type(err).__name__}: {err}", 2000)
         return BatchItemResult(item.name, "failed", reason=reason, seconds=time.perf_counter() - start)
@@ -120,4 +137,5 @@ def process_one(item: BatchInput, services: Services, *, actor: str = "archive")
         dossier_code=receipt.dossier_code,
         status=receipt.status,
         seconds=time.perf_counter() - start,
+        timings=dict(receipt.timings or {}) if not outcome.already_done else {},
     )
