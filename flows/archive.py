@@ -294,7 +294,8 @@ def reprocess_flow(
     started = datetime.now(UTC)
     batch_id = batch_id or f"batch-{started:%Y%m%dt%H%M%S%f}z"
     svc = services()
-    source = BatchSource(folder, procedure)
+    # Workers run elsewhere (other working directories, other machines sharing the folder): an absolute path.
+    source = BatchSource(folder if folder.startswith("s3://") else str(Path(folder).resolve()), procedure)
     swept = sweep_records(svc.store, svc.registry, svc.settings)
     queue = BatchQueue(svc.registry, holder_alive=holder_alive)
     queue.enqueue(batch_id, source.names(svc.settings))

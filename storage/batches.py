@@ -189,15 +189,10 @@ class BatchQueue:
     def progress(self, batch_id: str) -> Progress:
         """How many inputs of the batch are queued, claimed and done."""
         with self.registry.transaction() as session:
-            counts = Counter(
-                dict(
-                    session.execute(
-                        sa.select(BatchClaim.state, sa.func.count())
-                        .where(BatchClaim.batch_id == batch_id)
-                        .group_by(BatchClaim.state)
-                    )
-                    .tuples()
-                    .all()
-                )
+            rows = session.execute(
+                sa.select(BatchClaim.state, sa.func.count())
+                .where(BatchClaim.batch_id == batch_id)
+                .group_by(BatchClaim.state)
             )
+            counts: Counter[str] = Counter({state: int(n) for state, n in rows})
         return Progress(sum(counts.values()), counts["queued"], counts["claimed"], counts["done"])
