@@ -296,12 +296,15 @@ def reprocess_flow(
     svc = services()
     # Workers run elsewhere (other working directories, other machines sharing the folder): an absolute path.
     source = BatchSource(folder if folder.startswith("s3://") else str(Path(folder).resolve()), procedure)
-    swept = sweep_records(svc.store, svc.registry, svc.settings)
     queue = BatchQueue(svc.registry, holder_alive=holder_alive)
     queue.enqueue(batch_id, source.names(svc.settings))
     total = queue.progress(batch_id).total
     _ensure_ocr_limit(ocr_slots or max(1, workers if pool else 1) * concurrency, update=ocr_slots is not None)
     logger.info("batch %s: %d input(s) from %s", batch_id, total, folder)
+    runs = _dispatch(pool, workers, batch_id, source, concurrency) if pool else set()
+    # While the worker runs start (seconds each), resolve what crashed runs left; it touches only work whose
+    # holder is gone or whose lease lapsed, never a live worker's.
+    swept = sweep_records(svc.store, svc.registry, svc.settings)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not show_progress, transient=False) as bar:
         tracker = bar.add_task(f"reprocess {batch_id}", total=total)
@@ -310,7 +313,7 @@ def reprocess_flow(
             bar.update(tracker, completed=queue.progress(batch_id).done)
 
         if pool:
-            _run_on_pool(pool, workers, batch_id, source, concurrency, queue, advance)
+            _await_pool(pool, workers, batch_id, source, concurrency, queue, runs, advance)
         else:
             _work(batch_id, source, concurrency, advance)
         advance()
@@ -412,52 +415,58 @@ def ensure_worker_deployment(pool: str) -> str:
     return f"{WORKER_FLOW}/{WORKER_DEPLOYMENT}"
 
 
-def _run_on_pool(
+def _dispatch(pool: str, count: int, batch_id: str, source: BatchSource, slots: int) -> set[Any]:
+    """Hand ``count`` worker flow runs of the batch to the pool (deployment registered first); their ids."""
+    from prefect.deployments import run_deployment
+
+    deployment = ensure_worker_deployment(pool)
+    params = {"batch_id": batch_id, "source": source.location, "procedure": source.procedure, "slots": slots}
+    # run_deployment is sync here (no running event loop); its declared type also admits a coroutine.
+    started: list[Any] = [
+        run_deployment(deployment, parameters=params, timeout=0, as_subflow=True) for _ in range(count)
+    ]
+    runs = {run.id for run in started}
+    get_run_logger().info("batch %s: %d worker run(s) on pool %r", batch_id, len(runs), pool)
+    return runs
+
+
+def _await_pool(
     pool: str,
     workers: int,
     batch_id: str,
     source: BatchSource,
     slots: int,
     queue: BatchQueue,
+    runs: set[Any],
     on_progress: Callable[[], None],
 ) -> None:
-    """Hand ``workers`` worker flow runs to the pool and wait until the batch is done. Should every run end
-    while inputs are left (workers that died), new runs are handed out; runs left Running by a dead worker
-    are marked Crashed at the end."""
+    """Wait until the batch is done. Should every worker run end while inputs are left (workers that died), hand
+    out another; runs left Running by a dead worker are marked Crashed at the end."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.deployments import run_deployment
     from prefect.states import Crashed
 
     logger = get_run_logger()
-    deployment = ensure_worker_deployment(pool)
-    params = {"batch_id": batch_id, "source": source.location, "procedure": source.procedure, "slots": slots}
-
-    def dispatch(n: int) -> list[Any]:
-        return [run_deployment(deployment, parameters=params, timeout=0, as_subflow=True) for _ in range(n)]
-
-    runs = {r.id for r in dispatch(max(1, workers))}
-    logger.info("batch %s: %d worker run(s) on pool %r", batch_id, len(runs), pool)
     relaunches = 0
     with get_client(sync_client=True) as client:
+
+        def current() -> list[Any]:
+            return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs))))
+
         while not queue.progress(batch_id).finished:
             time.sleep(POLL_S * 2)
             on_progress()
-            states = client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs))))
-            if all(r.state is not None and r.state.is_final() for r in states) and relaunches < 3 * max(1, workers):
+            if all(r.state is not None and r.state.is_final() for r in current()) and relaunches < 3 * workers:
                 relaunches += 1
                 logger.warning("batch %s: every worker run ended with inputs left; handing out another", batch_id)
-                runs |= {r.id for r in dispatch(1)}
-        for run in client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs)))):
-            if run.state is not None and not run.state.is_final():
-                # Its worker is gone (the batch is done, so nothing of it is still claimed): say so.
-                deadline = time.monotonic() + 10
-                while time.monotonic() < deadline and not (client.read_flow_run(run.id).state or run.state).is_final():
-                    time.sleep(1)
-                if not (client.read_flow_run(run.id).state or run.state).is_final():
-                    client.set_flow_run_state(
-                        run.id, Crashed(message="worker lost; its inputs were finished by other workers"), force=True
-                    )
+                runs |= _dispatch(pool, 1, batch_id, source, slots)
+        deadline = time.monotonic() + 10  # live workers see the batch done within a poll or two
+        while time.monotonic() < deadline and not all(r.state is not None and r.state.is_final() for r in current()):
+            time.sleep(POLL_S)
+        for run in current():
+            if run.state is not None and not run.state.is_final():  # its worker is gone; nothing of it is claimed
+                message = "worker lost; its inputs were finished by other workers"
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
 
 
 __all__ = [

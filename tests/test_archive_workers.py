@@ -5,6 +5,7 @@ every input processed exactly once in registry and store, or recorded failed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -27,7 +28,6 @@ from storage.registry import Registry
 pytestmark = pytest.mark.slow
 
 PROCEDURE = "business_household_registration"
-PREFECT = str(Path(sys.executable).parent / "prefect")
 
 
 def _api(api_url: str, path: str, body: dict | None = None) -> list[dict]:
@@ -93,16 +93,15 @@ class Cluster:
     def start_worker(self, extra: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         n = len(self.workers)
         log = open(self.base / f"worker-{n}.log", "wb")  # noqa: SIM115 — the child keeps it
-        worker = subprocess.Popen(
-            [PREFECT, "worker", "start", "--pool", self.pool, "--type", "process", "--limit", "1",
-             "--name", f"{self.pool}-{n}"],
+        worker = subprocess.Popen(  # flows.worker: preflight, the pool and deployments, then `prefect worker start`
+            [sys.executable, "-m", "flows.worker", "--pool", self.pool, "--limit", "1"],
             env=self.hoso.env | (extra or {}), cwd=self.base, stdout=log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         self.workers.append(worker)
         return worker
 
-    def reprocess(self, folder: Path, *args: str) -> subprocess.Popen[str]:
+    def reprocess(self, folder: Path | str, *args: str) -> subprocess.Popen[str]:
         return subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "reprocess", str(folder), "--pool", self.pool, "--json", *args],
             env=self.hoso.env, cwd=self.base, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
@@ -140,10 +139,8 @@ def kill_tree(pid: int, sig: int) -> None:
         tree.update(children)
         frontier = children
     for member in tree:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(member, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _finish(proc: subprocess.Popen[str], cluster: Cluster, timeout: float = 900) -> dict:
