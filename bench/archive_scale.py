@@ -29,7 +29,7 @@ import threading
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -274,12 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/hoso-archive-scale"))
     parser.add_argument("--api-port", type=int, help="a Prefect server already running on 127.0.0.1")
     parser.add_argument("--prepare-only", action="store_true", help="make the archive and stop")
+    parser.add_argument("--report", action="store_true", help="print the table of the runs saved in --workdir")
+    parser.add_argument("--only", nargs="+", choices=["1w", "2w", "2w-large"], help="just these runs")
     args = parser.parse_args(argv)
     work = args.workdir
     archive = make_archive(work / "archive", max(args.dossiers, args.large))
     small = subset(archive, work / f"archive-{args.dossiers}", args.dossiers)
     large = subset(archive, work / f"archive-{args.large}", args.large) if args.large else None
     if args.prepare_only:
+        return 0
+    if args.report:  # the runs saved in the workdir, whenever they were made
+        saved = json.loads((work / "results.json").read_text())
+        for label, r in saved.items():
+            print(f"  {label} at {r.pop('at')}, load average {' '.join(f'{x:.2f}' for x in r.pop('load'))}")
+        report([Run(**r) for r in saved.values()], os.getloadavg(), os.getloadavg())
         return 0
     from pipeline.core.settings import Settings
     from signing.pki import ensure_dev_pki
@@ -289,13 +297,18 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[Run] = []
     load_before = os.getloadavg()
     try:
-        for label, folder, workers in [
-            ("1w", small, 1),
-            ("2w", small, 2),
-            *([("2w-large", large, 2)] if large else []),
-        ]:
+        plan: list[tuple[str, Path, int]] = [("1w", small, 1), ("2w", small, 2)]
+        if large is not None:
+            plan.append(("2w-large", large, 2))
+        for label, folder, workers in plan:
+            if args.only and label not in args.only:
+                continue
             runs.append(run_batch(label, folder, workers, api_url, work))
             r = runs[-1]
+            saved = work / "results.json"  # every run so far, for --report (runs may be made at different times)
+            known = json.loads(saved.read_text()) if saved.exists() else {}
+            known[label] = asdict(r) | {"load": os.getloadavg(), "at": time.strftime("%H:%M:%S")}
+            saved.write_text(json.dumps(known, indent=2))
             print(
                 f"  {label}: {r.dossiers} dossiers, {r.workers} worker(s): batch {r.batch_s:.1f} s, "
                 f"desk Σ {r.desk_s:.1f} s, peak RSS {', '.join(f'{m:.0f}' for m in r.peak_rss_mb)} MB",
