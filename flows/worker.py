@@ -50,7 +50,7 @@ def deploy(pool: str) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m flows.worker", description=__doc__.splitlines()[0])
-    parser.add_argument("--pool", default=os.environ.get("HOSO_WORK_POOL", DEFAULT_POOL))
+    parser.add_argument("--pool", default=DEFAULT_POOL)
     parser.add_argument("--limit", type=int, default=1, help="flow runs at once on this worker")
     args = parser.parse_args(argv)
     try:

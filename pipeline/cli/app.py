@@ -311,7 +311,7 @@ def status(
 def reprocess(
     folder: Annotated[str, typer.Argument(metavar="FOLDER", help="A folder, or s3://bucket/prefix")],
     procedure: Annotated[str | None, typer.Option("--procedure", "-p", help="Override manifest.csv")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, max=8, help="Dossiers in flight at once (per worker)")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Dossiers in flight at once (per worker, ≤ 8)")] = 1,
     pool: Annotated[
         str | None, typer.Option(help="Prefect work pool: the dossiers run on its workers (prefect worker start)")
     ] = None,
