@@ -195,9 +195,15 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
     stop = threading.Event()
 
     def sample() -> None:
+        last = time.monotonic()
         while not stop.wait(0.5):
             for i, p in enumerate(procs):
                 peaks[i] = max(peaks[i], tree_rss_kb(p.pid))
+            if time.monotonic() - last >= 30:  # so far, for a run stopped before its end
+                last = time.monotonic()
+                done = sum(f.read_text(errors="replace").count(" processed: ") for f in base.glob("worker-*.log"))
+                so_far = {"dossiers_done": done, "peak_rss_mb": [kb / 1024 for kb in peaks], "at": time.strftime("%T")}
+                (base / "rss-so-far.json").write_text(json.dumps(so_far))
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()

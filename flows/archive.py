@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 
 #: The Prefect global concurrency limit every worker's OCR stage takes a slot of.
 OCR_LIMIT = "hoso-ocr"
-#: The worker flow's deployment, registered by the batch on the work pool it is given.
+#: The worker flow's deployment, registered by the batch on the work pool it is given (one per pool: a
+#: deployment belongs to one pool, and batches on different pools must not move it under each other).
 WORKER_FLOW, WORKER_DEPLOYMENT = "hoso-archive-worker", "archive-worker"
 WORKER_ENTRYPOINT = "flows.archive:archive_worker_flow"
 #: How often a worker looks at its running dossiers (and the batch flow at the batch).
@@ -405,14 +406,14 @@ def ensure_worker_deployment(pool: str) -> str:
         flow_id = client.create_flow_from_name(WORKER_FLOW)
         client.create_deployment(
             flow_id=flow_id,
-            name=WORKER_DEPLOYMENT,
+            name=f"{WORKER_DEPLOYMENT}-{pool}",
             work_pool_name=pool,
             entrypoint=WORKER_ENTRYPOINT,
             enforce_parameter_schema=False,
             pull_steps=[],
             description="A worker of hoso archive batches",
         )
-    return f"{WORKER_FLOW}/{WORKER_DEPLOYMENT}"
+    return f"{WORKER_FLOW}/{WORKER_DEPLOYMENT}-{pool}"
 
 
 def _dispatch(pool: str, count: int, batch_id: str, source: BatchSource, slots: int) -> set[Any]:
