@@ -77,6 +77,7 @@ class BatchSummary(BaseModel):
     seconds: float
     swept: int = 0  # leftovers of crashed runs resolved before the batch (hoso sweep)
     workers: int = 0  # worker flow runs dispatched to a work pool (0: the batch ran in its own process)
+    handover_record: str | None = None  # object key of the signed hand-over record (legacy dossiers handed over)
 
 
 # --- where the inputs are ------------------------------------------------------------------------
@@ -88,6 +89,9 @@ class BatchSource:
 
     location: str
     procedure: str | None = None
+    agency_map: str | None = None  # old → new agency codes for hand-over rows of manifest.csv
+    batch_id: str = "batch"
+    timezone: str = "Asia/Ho_Chi_Minh"
 
     @property
     def is_s3(self) -> bool:
@@ -102,7 +106,30 @@ class BatchSource:
         folder = Path(self.location)
         if not folder.is_dir():
             raise InputMissing(f"not a folder: {folder}", f"Không tìm thấy thư mục: {folder}")
+        if self.hands_over(folder):  # hand-over rows whose file is missing are inputs too (recorded failed)
+            return [i.name for i in self.describe_all(folder)]
         return [display_name(p.name) for p in folder_entries(folder) if p.name != MANIFEST]
+
+    def hands_over(self, folder: Path) -> bool:
+        """Whether the folder's manifest.csv has hand-over columns (or an agency map was given)."""
+        manifest = folder / MANIFEST
+        if self.agency_map:
+            return True
+        if not manifest.is_file() or manifest.is_symlink():
+            return False
+        with manifest.open("rb") as fh:
+            header = fh.readline().decode("utf-8-sig", "replace")
+        return "legacy_code" in header
+
+    def describe_all(self, folder: Path) -> list[BatchInput]:
+        """Every input of a folder, with its hand-over (the batch's hand-over record needs them all)."""
+        return discover_batch(folder, self.procedure, **self._handover_options())
+
+    def _handover_options(self) -> dict[str, Any]:
+        from pipeline.domain.handover import load_agency_map
+
+        agency_map = load_agency_map(Path(self.agency_map)) if self.agency_map else None
+        return {"agency_map": agency_map, "batch_id": self.batch_id, "tz": self.timezone}
 
     @contextmanager
     def materialise(self, name: str, settings: Settings) -> Iterator[BatchInput]:
@@ -117,7 +144,7 @@ class BatchSource:
             yield self._describe(Path(tmp), name)
 
     def _describe(self, folder: Path, name: str) -> BatchInput:
-        found = discover_batch(folder, self.procedure, only={name})
+        found = discover_batch(folder, self.procedure, only={name}, **self._handover_options())
         if found:
             return found[0]
         return BatchInput(name, folder / name, self.procedure, refused=f"input_missing: {name}: no longer in the batch")
@@ -156,7 +183,7 @@ def reprocess_dossier(name: str, batch_id: str, source: BatchSource, holder: str
     token = OCR_SLOT.set(_ocr_slot)
     try:
         with source.materialise(name, svc.settings) as item:
-            result = process_one(item, svc, reraise=is_transient)
+            result = process_one(item, svc)
     finally:
         OCR_SLOT.reset(token)
     stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items())
@@ -262,12 +289,15 @@ def _work(batch_id: str, source: BatchSource, slots: int, on_progress: Callable[
 
 
 @flow(name=WORKER_FLOW, validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
-def archive_worker_flow(batch_id: str, source: str, procedure: str | None = None, slots: int = 1) -> int:
+def archive_worker_flow(
+    batch_id: str, source: str, procedure: str | None = None, slots: int = 1, agency_map: str | None = None
+) -> int:
     """A worker of an archive batch: claim and process its inputs until none is left; how many ran here."""
     _forward_hoso_logs()
     svc = services()
     svc.preflight()  # a worker that cannot sign or store must not claim anything
-    ran = _work(batch_id, BatchSource(source, procedure), max(1, min(slots, 8)))
+    batch = BatchSource(source, procedure, agency_map, batch_id, svc.settings.timezone)
+    ran = _work(batch_id, batch, max(1, min(slots, 8)))
     get_run_logger().info("batch %s: %d input(s) processed by this worker", batch_id, ran)
     return ran
 
@@ -285,6 +315,7 @@ def reprocess_flow(
     workers: int = 1,
     concurrency: int = 1,
     ocr_slots: int | None = None,
+    agency_map: str | None = None,
 ) -> BatchSummary:
     """Reprocess every dossier of ``folder`` (a folder, or ``s3://bucket/prefix``), after sweeping what crashed
     runs left. Without ``pool`` the dossiers run here, ``concurrency`` at once; with it, ``workers`` worker
@@ -296,7 +327,10 @@ def reprocess_flow(
     batch_id = batch_id or f"batch-{started:%Y%m%dt%H%M%S%f}z"
     svc = services()
     # Workers run elsewhere (other working directories, other machines sharing the folder): an absolute path.
-    source = BatchSource(folder if folder.startswith("s3://") else str(Path(folder).resolve()), procedure)
+    location = folder if folder.startswith("s3://") else str(Path(folder).resolve())
+    if agency_map:
+        agency_map = str(Path(agency_map).resolve())
+    source = BatchSource(location, procedure, agency_map, batch_id, svc.settings.timezone)
     queue = BatchQueue(svc.registry, holder_alive=holder_alive)
     queue.enqueue(batch_id, source.names(svc.settings))
     total = queue.progress(batch_id).total
@@ -320,6 +354,7 @@ def reprocess_flow(
         advance()
     items = svc.registry.batch_items(batch_id)
     summary = _summary(batch_id, items, total, started, len(swept.items), workers if pool else 0)
+    summary.handover_record = _handover_record(svc, source, items)
     _table_artifact(summary, items)
     if summary.failed:
         logger.warning("batch %s: %d of %d input(s) failed (listed in its artifact)", batch_id, summary.failed, total)
@@ -342,6 +377,23 @@ def _summary(
         swept=swept,
         workers=workers,
     )
+
+
+def _handover_record(svc: Any, source: BatchSource, items: list[BatchItemRecord]) -> str | None:
+    """The batch's signed hand-over record, when it handed legacy dossiers over (a folder's manifest with
+    hand-over rows; issue 12 item 4: pipeline/usecases/handover.py); its object key."""
+    from pipeline.usecases.handover import write_handover_record
+
+    if source.is_s3 or not source.hands_over(Path(source.location)):
+        return None
+    inputs = source.describe_all(Path(source.location))
+    if not any(i.legacy for i in inputs):
+        return None
+    results = [
+        BatchItemResult(i.input_name, i.outcome, dossier_code=i.dossier_code, reason=i.reason)
+        for i in {i.input_name: i for i in items}.values()
+    ]
+    return write_handover_record(svc, source.batch_id, inputs, results).object_key
 
 
 def _table_artifact(summary: BatchSummary, items: list[BatchItemRecord]) -> None:
@@ -421,7 +473,13 @@ def _dispatch(pool: str, count: int, batch_id: str, source: BatchSource, slots: 
     from prefect.deployments import run_deployment
 
     deployment = ensure_worker_deployment(pool)
-    params = {"batch_id": batch_id, "source": source.location, "procedure": source.procedure, "slots": slots}
+    params = {
+        "batch_id": batch_id,
+        "source": source.location,
+        "procedure": source.procedure,
+        "slots": slots,
+        "agency_map": source.agency_map,
+    }
     # run_deployment is sync here (no running event loop); its declared type also admits a coroutine.
     started: list[Any] = [
         run_deployment(deployment, parameters=params, timeout=0, as_subflow=True) for _ in range(count)

@@ -40,7 +40,7 @@ MAX_DRAWS = 10_000  # forms, images, patterns and glyph procedures drawn per pag
 MAX_TOKENS = 2_000_000  # content-stream tokens read per page
 MAX_OBJECTS_BASE, MAX_OBJECTS_PER_PAGE = 50_000, 1_000  # objects a document's pages reach
 MAX_SEGMENTS = 100_000  # PNG chunks, JPEG segments
-JPEG_HEAD = 4 << 20  # a JPEG's frame header must come within this many bytes
+JPEG_HEAD = 4 << 20  # a JPEG's frame header and first scan must start within this many bytes
 _STEP = 1 << 20
 Buffer = bytes | mmap.mmap
 
@@ -299,7 +299,7 @@ def jpeg_frames(data: bytes | memoryview, where: str) -> list[Frame]:
     if bytes(data[:2]) != b"\xff\xd8":
         raise corrupt(where, "JPEG data does not start with a JPEG marker")
     frames: list[Frame] = []
-    i, n, segments = 2, len(data), 0
+    i, n, segments, started = 2, len(data), 0, False
     while i + 4 <= n:
         segments += 1
         if segments > MAX_SEGMENTS:
@@ -312,6 +312,7 @@ def jpeg_frames(data: bytes | memoryview, where: str) -> list[Frame]:
             i += 1 if marker == 0xFF else 2
             continue
         if marker in (0xD9, 0xDA):
+            started = True
             break
         (length,) = struct.unpack(">H", bytes(data[i + 2 : i + 4]))
         if length < 2:
@@ -324,6 +325,13 @@ def jpeg_frames(data: bytes | memoryview, where: str) -> list[Frame]:
         i += 2 + length
     if not frames:
         raise corrupt(where, "JPEG data has no frame header")
+    if not started and n >= JPEG_HEAD:
+        # Decoders keep every segment before the first scan in memory (Pillow: APPn and COM data).
+        raise too_large(
+            where,
+            f"JPEG image data does not start within the first {megabytes(JPEG_HEAD)}",
+            "Tệp ảnh JPEG có quá nhiều dữ liệu phụ trước phần ảnh; vui lòng quét hoặc xuất lại tệp.",
+        )
     return frames
 
 
@@ -570,6 +578,7 @@ _TOKEN = re.compile(
     rb"|[^\x00\t\n\x0c\r ()<>\[\]{}/%]+"  # number, keyword or operator
 )
 _STRING_STOP = re.compile(rb"[()\\]")
+_SHOW = frozenset({b"Tj", b"TJ", b"'", b'"'})  # text-showing operators
 _INLINE_END = re.compile(rb"[\x00\t\n\x0c\r ]EI(?=[\x00\t\n\x0c\r /\[<(%]|$)")
 _NAME_ESCAPE = re.compile(rb"#([0-9A-Fa-f]{2})")
 _OPERANDS = frozenset(b"+-.0123456789/<[]{}(")
@@ -839,10 +848,13 @@ class PdfBounds:
         self, state: _Page, data: bytes, resources: object, depth: int, stack: tuple[tuple[int, int], ...]
     ) -> tuple[int, int]:
         ops = draws = 0
-        for op, operands in self._operators(state, data, resources):
+        glyph_ops = 0  # operators of the current Type 3 font's costliest glyph procedure
+        for op, operands, text in self._operators(state, data, resources):
             ops += 1
             sub: tuple[int, int] | None = None
-            if op == b"Do" and operands and operands[-1][:1] == b"/":
+            if op in _SHOW:
+                ops += text * (1 + glyph_ops)  # every glyph shown is drawn, a Type 3 glyph by its procedure
+            elif op == b"Do" and operands and operands[-1][:1] == b"/":
                 name = _name(operands[-1])
                 xobj = _resource(resources, "/XObject", name)
                 if not isinstance(xobj, pikepdf.Stream):
@@ -857,8 +869,10 @@ class PdfBounds:
                 draws += 1  # its pixels were counted as it was read
             elif op == b"Tf" and len(operands) >= 2 and operands[-2][:1] == b"/":
                 font = _resource(resources, "/Font", _name(operands[-2]))
+                glyph_ops = 0
                 if isinstance(font, pikepdf.Dictionary) and font.get("/Subtype") == pikepdf.Name.Type3:
-                    sub = self._glyphs(state, font, resources, depth + 1, stack)
+                    procs_ops, procs_draws, glyph_ops = self._glyphs(state, font, resources, depth + 1, stack)
+                    sub = (procs_ops, procs_draws)
             elif op in (b"scn", b"SCN") and operands and operands[-1][:1] == b"/":
                 pattern = _resource(resources, "/Pattern", _name(operands[-1]))
                 if isinstance(pattern, pikepdf.Stream):  # a tiling pattern: a form drawn once per cell
@@ -877,21 +891,26 @@ class PdfBounds:
     def _glyphs(
         self, state: _Page, font: pikepdf.Dictionary, resources: object, depth: int,
         stack: tuple[tuple[int, int], ...],
-    ) -> tuple[int, int]:
-        """A Type 3 font's glyph procedures, each counted once per use of the font."""
-        ops = draws = 0
+    ) -> tuple[int, int, int]:
+        """A Type 3 font's glyph procedures, each counted once per selection of the font, and the operators
+        of its costliest one (what each glyph shown in it may cost)."""
+        ops = draws = costliest = 0
         own = font.get("/Resources")
         for proc in _values(font.get("/CharProcs")):
             if isinstance(proc, pikepdf.Stream):
                 sub = self._form(state, proc, own if own is not None else resources, depth, stack)
-                ops, draws = ops + sub[0], draws + sub[1] + 1
+                ops, draws, costliest = ops + sub[0], draws + sub[1] + 1, max(costliest, sub[0])
                 self._limit(state, ops, draws)
-        return ops, draws
+        return ops, draws, costliest
 
-    def _operators(self, state: _Page, data: bytes, resources: object) -> Iterator[tuple[bytes, list[bytes]]]:
-        """(operator, its last operands) of a content stream; strings, comments and inline image data are
-        skipped, never taken for operators. Inline images are checked as they are read (BI)."""
+    def _operators(
+        self, state: _Page, data: bytes, resources: object
+    ) -> Iterator[tuple[bytes, list[bytes], int]]:
+        """(operator, its last operands, bytes of the strings among its operands) of a content stream;
+        strings, comments and inline image data are skipped, never taken for operators. Inline images are
+        checked as they are read (BI)."""
         operands: deque[bytes] = deque(maxlen=4)
+        text = 0
         pos, n = 0, len(data)
         while pos < n:
             m = _TOKEN.match(data, pos)
@@ -906,17 +925,23 @@ class PdfBounds:
             if state.tokens > MAX_TOKENS:
                 raise heavy(state.where, f"page content has more than {MAX_TOKENS} tokens")
             if token == b"(":
-                pos = _skip_string(data, pos)
+                start, pos = pos, _skip_string(data, pos)
+                text += pos - start - 1
                 operands.append(b"()")
+            elif first == 0x3C and token != b"<<":  # a hex string: two digits a byte
+                text += (len(token) - 1) // 2
+                operands.append(token)
             elif first in _OPERANDS or token in (b"true", b"false", b"null", b"<<", b">>", b")", b">"):
                 operands.append(token)
             elif token == b"BI":
                 pos = self._inline_image(state, data, pos, resources)
-                yield token, []
+                yield token, [], 0
                 operands.clear()
+                text = 0
             else:
-                yield token, list(operands)
+                yield token, list(operands), text
                 operands.clear()
+                text = 0
 
     def _inline_image(self, state: _Page, data: bytes, pos: int, resources: object) -> int:
         """Check the inline image whose dictionary starts at ``pos``; returns where its EI ends.

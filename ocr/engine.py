@@ -5,6 +5,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import signal
 import tempfile
 import time
 from collections import deque
@@ -53,6 +54,8 @@ def _run_job(engine: OcrEngine, job: PageJob, options: OcrOptions) -> Recognized
 
 
 def _worker_init() -> None:
+    # Ctrl-C reaches the whole process group: the parent decides (a watcher finishes its dossier first).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ["OMP_THREAD_LIMIT"] = "1"
     cv2.setNumThreads(1)  # parallelism is across pages
 

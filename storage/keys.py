@@ -10,6 +10,8 @@
     dossiers/<code>/history/<artifact>/<n>.pdf    earlier versions of a renewed signed PDF, n = 1, 2, …
     dossiers/<code>/forms/<NN>-<slug>-<n>.pdf     the stored copy of the n-th one-stop form NN (Mẫu 01–06)
                                                   (``form-<NN>-<n>``)
+    handovers/<batch id>/bien-ban-ban-giao.pdf    the signed hand-over record of an archive batch (a batch's,
+                                                  not a dossier's; record class ``form``)
 
 Keys derive from the dossier code alone, so a resumed intake writes to the same keys and never stores
 a dossier twice. Every write is a new version of its key (storage/objects.py), owned by the attempt
@@ -27,6 +29,7 @@ from typing import Literal
 RecordClass = Literal["input", "digitised", "manifest", "result", "form"]
 
 DOSSIERS = "dossiers"
+HANDOVERS = "handovers"
 
 INPUT = "input"
 DIGITISED = "digitised"
@@ -103,9 +106,19 @@ _CLASS_OF_ARTIFACT: dict[str, RecordClass] = {
 }
 
 
+def handover_key(batch_id: str) -> str:
+    """Key of the signed hand-over record (biên bản bàn giao) of archive batch ``batch_id``."""
+    if not batch_id or "/" in batch_id or batch_id in (".", ".."):
+        raise ValueError(f"not a batch id: {batch_id!r}")
+    return f"{HANDOVERS}/{batch_id}/bien-ban-ban-giao.pdf"
+
+
 def record_class(key: str) -> RecordClass | None:
-    """The record class of a dossier's object key; None for a key outside ``dossiers/<code>/``."""
+    """The record class of a dossier's object key (a hand-over record is a ``form``); None for a key outside
+    ``dossiers/<code>/`` and ``handovers/``."""
     parts = key.split("/")
+    if len(parts) == 3 and parts[0] == HANDOVERS:
+        return "form"
     if len(parts) < 3 or parts[0] != DOSSIERS:
         return None
     rest = parts[2:]

@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 
 from pipeline.core.errors import IntegrityError, StorageFailed
 from pipeline.core.faults import checkpoint
+from pipeline.core.retry import S3_TRANSIENT_CODES
 
 if TYPE_CHECKING:
     from pipeline.core.settings import Settings
@@ -61,12 +62,14 @@ class ObjectMissing(StorageFailed):
     """The requested object does not exist in the store."""
 
     default_vi = "Không tìm thấy dữ liệu lưu trữ của hồ sơ."
+    transient = False
 
 
 class ObjectLocked(StorageFailed):
     """The version is under retention (object lock) or legal hold: it cannot be destroyed."""
 
     default_vi = "Dữ liệu lưu trữ đang được khóa bảo toàn; không thể xóa hoặc ghi đè."
+    transient = False
 
 
 class Lock(BaseModel):
@@ -787,7 +790,7 @@ def _write_verified(
 _AUTH_CODES = frozenset(
     {"InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "InvalidToken", "ExpiredToken"}
 )
-_TRANSIENT_CODES = frozenset({"InternalError", "SlowDown", "ServiceUnavailable", "RequestTimeout"})
+_TRANSIENT_CODES = S3_TRANSIENT_CODES  # one list: pipeline.core.retry classifies what these raise
 _MISSING_CODES = frozenset({"NoSuchKey", "NoSuchObject", "NoSuchVersion"})
 
 
@@ -870,6 +873,7 @@ class S3ObjectStore(BaseObjectStore):
                         f"S3 server {self.endpoint} refused the credentials for bucket {self.bucket!r} "
                         f"({err.code}) while trying to {what}; check HOSO_S3_ACCESS_KEY/HOSO_S3_SECRET_KEY",
                         "Máy chủ lưu trữ từ chối thông tin đăng nhập; kiểm tra cấu hình khóa truy cập S3.",
+                        transient=False,
                     ) from err
                 if err.code in _MISSING_CODES:
                     raise ObjectMissing(f"no object to {what} in {self.describe}") from err

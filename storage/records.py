@@ -41,11 +41,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.errors import HosoError, StorageFailed
+from pipeline.core.errors import HosoError, IntegrityError, StorageFailed
 from pipeline.core.settings import RetentionRule
 from storage import keys as object_keys
-from storage.objects import Lock, ObjectInfo, ObjectLocked, ObjectStore
-from storage.registry import AttemptRecord, Registry, StoredVersionRecord, utcnow
+from storage.objects import Lock, ObjectInfo, ObjectLocked, ObjectStore, sha256_bytes
+from storage.registry import ArtifactRecord, AttemptRecord, Registry, StoredVersionRecord, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,15 @@ Retention = Mapping[Any, RetentionRule | None]  # record class -> rule (Settings
 
 
 # --- who holds a lease --------------------------------------------------------------------------
+
+
+def read_recorded(store: ObjectStore, artifact: ArtifactRecord) -> bytes:
+    """The bytes of a recorded artifact: the version the registry recorded (never whatever was written to
+    its key since), checked against the SHA-256 it recorded."""
+    data = store.get_bytes(artifact.object_key, artifact.version_id)
+    if sha256_bytes(data) != artifact.sha256:
+        raise IntegrityError(f"{artifact.object_key} differs from the SHA-256 the registry recorded")
+    return data
 
 
 def new_attempt_id() -> str:
@@ -107,6 +116,26 @@ def holder_alive(holder: str) -> bool | None:
     if now is None:
         return False
     return start in ("?", now)
+
+
+#: Attempts of this process whose rollback could not reach the registry (a database outage). Their leases
+#: still look live — this process runs — so a retry of the same work would wait for itself until they expire.
+_unreleased: set[str] = set()
+
+
+def release_unfinished(registry: Registry) -> int:
+    """End the leases of this process's attempts whose rollback could not reach the registry, so that a retry
+    (or the sweeper) takes their work over at once; returns how many. Those still unreachable stay listed."""
+    released = 0
+    for attempt in sorted(_unreleased):
+        try:
+            registry.expire_attempt(attempt, "ended by its own process: its rollback could not reach the registry")
+        except HosoError as err:
+            log.warning("attempt %s still cannot be released: %s", attempt, err)
+            break
+        _unreleased.discard(attempt)
+        released += 1
+    return released
 
 
 # --- writing as an attempt ----------------------------------------------------------------------
@@ -195,6 +224,7 @@ class AttemptWriter:
             recorded = {(e.key, e.version_id) for e in self.registry.ledger(attempt=self.id, statuses=["final"])}
         except HosoError as err:
             log.warning("rollback of attempt %s: registry unreachable (%s); left for the sweeper", self.id, err)
+            _unreleased.add(self.id)
             return False
         removed, kept = [], []
         for info in reversed(self.written):
@@ -220,6 +250,7 @@ class AttemptWriter:
                 self.registry.end_attempt(self.id, "rolled_back", note=reason)
         except HosoError as err:
             log.warning("rollback of attempt %s: %s", self.id, err)
+            _unreleased.add(self.id)
             return False
         return not kept
 

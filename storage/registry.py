@@ -33,7 +33,14 @@ from sqlalchemy.engine import Dialect, Engine, make_url
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship, selectinload
 from sqlalchemy.pool import StaticPool
 
-from pipeline.core.errors import ConfigurationError, DossierNotFound, InProgressElsewhere, InvalidState, StorageFailed
+from pipeline.core.errors import (
+    ConfigurationError,
+    DossierCodeTaken,
+    DossierNotFound,
+    InProgressElsewhere,
+    InvalidState,
+    StorageFailed,
+)
 from pipeline.core.models import DocumentInfo, DossierState, Role
 from storage import keys as object_keys
 
@@ -99,6 +106,8 @@ class Dossier(Base):
         sa.UniqueConstraint("input_sha256", "procedure", name="uq_dossiers_input"),
         sa.Index("ix_dossiers_state", "state"),
         sa.Index("ix_dossiers_received_at", "received_at"),
+        sa.Index("ix_dossiers_legacy_code", "legacy_code", unique=True),
+        sa.Index("ix_dossiers_handover_batch", "handover_batch"),
     )
 
     code: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
@@ -118,6 +127,11 @@ class Dossier(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     lease_attempt: Mapped[str | None] = mapped_column(sa.String(40))  # the attempt holding a reservation
+    # A legacy dossier handed over (pipeline/domain/handover.py): its original code (= ``code``), the old
+    # unit it came from (``agency_code`` is the new unit's) and the archive batch that handed it over.
+    legacy_code: Mapped[str | None] = mapped_column(sa.String(64))
+    handed_over_from: Mapped[str | None] = mapped_column(sa.String(40))
+    handover_batch: Mapped[str | None] = mapped_column(sa.String(64))
 
     documents: Mapped[list[Document]] = relationship(
         back_populates="dossier", cascade="all, delete-orphan", order_by="Document.position"
@@ -244,6 +258,25 @@ class AuditEntry(Base):
     dossier_code: Mapped[str | None] = mapped_column(sa.String(64), index=True)
     attempt: Mapped[str | None] = mapped_column(sa.String(40))
     note: Mapped[str | None] = mapped_column(sa.Text)
+
+
+class HandoverRecordRow(Base):
+    """The signed hand-over record (biên bản bàn giao) of one archive batch: where it is and what it counts."""
+
+    __tablename__ = "handover_records"
+
+    batch_id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)
+    object_key: Mapped[str] = mapped_column(sa.String(1024))
+    version_id: Mapped[str | None] = mapped_column(sa.String(255))
+    sha256: Mapped[str] = mapped_column(sa.String(64))
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    rows: Mapped[int]
+    handed_over: Mapped[int]
+    already_done: Mapped[int]
+    failed: Mapped[int]
+    summary: Mapped[dict[str, Any]] = mapped_column(sa.JSON)
+    actor: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
 
 class CodeSequence(Base):
@@ -383,6 +416,21 @@ class BatchItemRecord(_FromRow):
     at: datetime
 
 
+class HandoverRecordInfo(_FromRow):
+    batch_id: str
+    object_key: str
+    version_id: str | None
+    sha256: str
+    size: int
+    rows: int
+    handed_over: int
+    already_done: int
+    failed: int
+    summary: dict[str, Any]
+    actor: str
+    created_at: datetime
+
+
 class DossierRecord(_FromRow):
     code: str
     procedure: str
@@ -401,6 +449,9 @@ class DossierRecord(_FromRow):
     created_at: datetime
     updated_at: datetime
     lease_attempt: str | None = None
+    legacy_code: str | None = None
+    handed_over_from: str | None = None
+    handover_batch: str | None = None
     documents: list[DocumentRecord] = Field(default_factory=list)
     artifacts: dict[str, ArtifactRecord] = Field(default_factory=dict)
     events: list[EventRecord] = Field(default_factory=list)
@@ -410,6 +461,15 @@ class DossierRecord(_FromRow):
     def _by_name(cls, value: Any) -> Any:
         """The row's list of artifacts, keyed by name."""
         return value if isinstance(value, dict) else {a.name: a for a in value}
+
+
+@dataclass(frozen=True)
+class LegacyIntake:
+    """What the registry keeps of a legacy dossier handed over: its own code, the old unit, the batch."""
+
+    code: str
+    from_agency: str
+    batch_id: str
 
 
 @dataclass(frozen=True)
@@ -440,7 +500,9 @@ def _artifact_rows(artifacts: Iterable[tuple[str, ObjectInfo]], at: datetime) ->
     return rows
 
 
-def _record_versions(session: Session, code: str, artifacts: Iterable[tuple[str, ObjectInfo]], at: datetime) -> None:
+def _record_versions(
+    session: Session, code: str | None, artifacts: Iterable[tuple[str, ObjectInfo]], at: datetime
+) -> None:
     """Enter the recorded versions in the ledger as ``final``: the writer's pending entry, or a new one.
 
     A version whose attempt was swept, superseded or rolled back cannot be recorded: its bytes may be
@@ -792,10 +854,22 @@ class Registry:
         applicant_id: str | None,
         actor: str,
         lease_attempt: str | None = None,
+        legacy: LegacyIntake | None = None,
     ) -> Dossier:
-        day = self._code_day(received_at)
-        seq = self._next_sequence(session, agency_code, day)
-        code = f"{agency_code}-{day}-{seq:04d}"
+        if legacy is not None:
+            code = legacy.code
+            if session.get(Dossier, code) is not None:
+                raise DossierCodeTaken(
+                    f"dossier code {code} is in the registry already, made from another input",
+                    f"Mã hồ sơ {code} đã có trong hệ thống (một hồ sơ khác); hồ sơ này không được bàn giao lại.",
+                )
+        else:
+            day = self._code_day(received_at)
+            while True:  # a handed-over dossier may hold a code the sequence would give
+                seq = self._next_sequence(session, agency_code, day)
+                code = f"{agency_code}-{day}-{seq:04d}"
+                if session.get(Dossier, code) is None:
+                    break
         now = utcnow()
         row = Dossier(
             code=code,
@@ -813,6 +887,8 @@ class Registry:
             updated_at=now,
             lease_attempt=lease_attempt,
         )
+        if legacy is not None:
+            row.legacy_code, row.handed_over_from, row.handover_batch = code, legacy.from_agency, legacy.batch_id
         row.events.append(Event(at=now, actor=actor, from_state=None, to_state=row.state, action="reserve"))
         session.add(row)
         session.flush()  # a concurrent reservation of the same input fails here, inside the retry
@@ -834,13 +910,15 @@ class Registry:
         holder: str,
         lease_for: timedelta,
         holder_alive: HolderAlive | None = None,
+        legacy: LegacyIntake | None = None,
     ) -> IntakeClaim:
         """Reserve a dossier code for this input under a lease held by ``attempt``, in one transaction.
 
-        A new input gets a new code (``new``). A reservation whose lease is free, expired or held by a
-        process that is gone is taken over (``resumed``; the earlier attempt is ``superseded`` and named
-        in the dossier's events and the audit log: its objects are the caller's to remove). A live lease
-        of another attempt is left alone (``busy``); a dossier past intake is ``done``.
+        A new input gets a new code (``new``) — a handed-over dossier (``legacy``) its own code, or
+        DossierCodeTaken when another input's dossier holds that code. A reservation whose lease is free,
+        expired or held by a process that is gone is taken over (``resumed``; the earlier attempt is
+        ``superseded`` and named in the dossier's events and the audit log: its objects are the caller's to
+        remove). A live lease of another attempt is left alone (``busy``); a dossier past intake is ``done``.
         """
         for _ in range(3):
             try:
@@ -856,6 +934,7 @@ class Registry:
                             session, input_sha256=input_sha256, input_name=input_name, procedure=procedure,
                             procedure_code=procedure_code, agency_code=agency_code, received_at=received_at,
                             due_at=due_at, applicant_id=applicant_id, actor=actor, lease_attempt=attempt,
+                            legacy=legacy,
                         )
                         mine = self._add_attempt(session, attempt, "intake", row.code, holder, actor, now + lease_for)
                         return IntakeClaim("new", self._reload(session, row.code), AttemptRecord.model_validate(mine))
@@ -1156,14 +1235,17 @@ class Registry:
         actor: str,
         at: datetime | None = None,
         attempt: str | None = None,
+        handover_note: str | None = None,
     ) -> DossierRecord:
         """Close intake in one transaction: documents, artifacts (final in the ledger), receipt, state, an event.
 
         With ``attempt``, only while that attempt holds the reservation (InProgressElsewhere otherwise);
         the lease ends with it. ``at`` (default: now) is when intake ended; given by imports and tests.
+        A handed-over dossier (``handover_note``, its audit line) lands in the state it was handed over in
+        (any but ``receiving``), with a ``handover`` event and a ``handed_over`` line in the audit log.
         """
         state = DossierState(state)
-        if state not in INTAKE_STATES:
+        if state not in INTAKE_STATES and (handover_note is None or state == DossierState.receiving):
             raise InvalidState(f"intake cannot end in state {state.value!r}")
         with self._session() as session:
             row = self._load(session, code, lock=True)
@@ -1197,9 +1279,13 @@ class Registry:
                     )
                 )
             row.artifacts.extend(_artifact_rows(artifacts, now).values())
-            row.events.append(
-                Event(at=now, actor=actor, from_state=row.state, to_state=state.value, action="intake")
-            )
+            row.events.append(Event(
+                at=now, actor=actor, from_state=row.state, to_state=state.value,
+                action="intake" if handover_note is None else "handover", note=handover_note,
+            ))
+            if handover_note is not None:
+                session.add(AuditEntry(at=now, actor=actor, action="handed_over", dossier_code=code, attempt=attempt,
+                                       note=handover_note))
             row.state = state.value
             row.intake_status = intake_status
             row.receipt_json = to_jsonable_python(receipt)
@@ -1354,6 +1440,37 @@ class Registry:
                     at=utcnow(),
                 )
             )
+
+    def record_handover(
+        self,
+        batch_id: str,
+        artifact: ObjectInfo,
+        *,
+        totals: dict[str, int],
+        summary: dict[str, Any],
+        actor: str,
+    ) -> HandoverRecordInfo:
+        """Record an archive batch's signed hand-over record (its version final in the ledger), once per batch."""
+        with self._session() as session:
+            now = utcnow()
+            if session.get(HandoverRecordRow, batch_id) is not None:
+                raise InvalidState(f"batch {batch_id} has its hand-over record already")
+            _record_versions(session, None, [("handover", artifact)], now)
+            row = HandoverRecordRow(
+                batch_id=batch_id, object_key=artifact.key, version_id=artifact.version_id, sha256=artifact.sha256,
+                size=artifact.size, rows=totals["rows"], handed_over=totals["handed_over"],
+                already_done=totals["already_done"], failed=totals["failed"], summary=to_jsonable_python(summary),
+                actor=actor, created_at=now,
+            )
+            session.add(row)
+            session.add(AuditEntry(at=now, actor=actor, action="handover_record", note=f"{batch_id}: {artifact.key}"))
+            session.flush()
+            return HandoverRecordInfo.model_validate(row)
+
+    def handover_record(self, batch_id: str) -> HandoverRecordInfo | None:
+        with self._session() as session:
+            row = session.get(HandoverRecordRow, batch_id)
+            return None if row is None else HandoverRecordInfo.model_validate(row)
 
     def batch_items(self, batch_id: str) -> list[BatchItemRecord]:
         """The outcomes recorded for ``batch_id``, in recording order."""

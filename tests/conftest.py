@@ -92,7 +92,8 @@ def postgres_base_url() -> str | None:
     return postgres_url()
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+# PostgreSQL cases are slow (a schema and its migrations per test): the fast lane runs the registry on SQLite.
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
 def registry_url(
     request: pytest.FixtureRequest, tmp_path: Path, postgres_base_url: str | None
 ) -> Iterator[str]:

@@ -14,7 +14,7 @@ import pytest
 
 from flows.archive import BatchSource, drain
 from flows.retry import is_transient
-from pipeline.core.errors import InProgressElsewhere, InputCorrupt, StorageFailed, UnknownProcedure
+from pipeline.core.errors import InputCorrupt
 from pipeline.core.settings import Settings
 from storage.batches import BatchQueue
 from storage.registry import Registry
@@ -116,17 +116,19 @@ def test_a_run_that_ends_without_recording_is_settled_by_the_loop(registry: Regi
     assert item.outcome == "failed" and "after 4 tries" in (item.reason or "")
 
 
-def test_only_transient_errors_are_retried() -> None:
-    import sqlalchemy.exc
-    import urllib3.exceptions
+def test_prefect_retries_a_task_only_on_transient_exceptions() -> None:
+    """The task's retry condition asks the one classification (flows/retry.py → pipeline.core.retry); a dossier
+    that failed on its input comes back as a Failed state without an exception and is never retried."""
+    from prefect.states import Failed
 
-    assert is_transient(StorageFailed("S3 down"))
-    assert is_transient(InProgressElsewhere("another worker has it"))
-    assert is_transient(urllib3.exceptions.MaxRetryError(None, "/", "refused"))  # type: ignore[arg-type]
-    assert is_transient(sqlalchemy.exc.OperationalError("SELECT 1", {}, Exception("gone")))
-    assert not is_transient(InputCorrupt("truncated"))
-    assert not is_transient(UnknownProcedure("x"))
-    assert not is_transient(ValueError("a bug"))
+    from flows.archive import _retry_if_transient
+
+    unreachable = ConnectionRefusedError(111, "Connection refused")
+    assert is_transient(unreachable)
+    assert _retry_if_transient(None, None, Failed(data=unreachable))
+    assert not _retry_if_transient(None, None, Failed(data=InputCorrupt("truncated")))
+    assert not _retry_if_transient(None, None, Failed(data=ValueError("a bug")))
+    assert not _retry_if_transient(None, None, Failed(message="ARC-1.pdf: input_empty: file is empty"))
 
 
 def test_a_folder_source_lists_names_only_and_describes_one_entry_on_demand(tmp_path: Path) -> None:

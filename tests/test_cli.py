@@ -121,6 +121,7 @@ def test_the_citizen_gets_a_lookup_link_and_the_receipt_form_is_stored(received:
     assert (event.actor, event.role, event.detail["batch"]) == ("desk-officer", "desk", "ingest")
 
 
+@pytest.mark.slow
 def test_verify_accepts_the_signed_copy_and_detects_one_changed_byte(
     received: tuple[Hoso, Path, dict], tmp_path: Path
 ) -> None:
@@ -138,6 +139,7 @@ def test_verify_accepts_the_signed_copy_and_detects_one_changed_byte(
     assert bad.returncode != 0
 
 
+@pytest.mark.slow
 def test_result_is_signed_twice_and_the_dossier_is_returned(received: tuple[Hoso, Path, dict]) -> None:
     runner, out, receipt = received
     code = receipt["dossier_code"]
@@ -208,8 +210,8 @@ def _bad_inputs(folder: Path) -> dict[str, tuple[Path, ExitCode]]:
 
 @pytest.mark.parametrize(
     "name",
-    ["zero_byte.pdf", "truncated.pdf", "encrypted.pdf", "zero_size_page.pdf", "bomb.png", "notes.pdf", "pipe.pdf",
-     "link.pdf"],
+    ["zero_byte.pdf", *(pytest.param(name, marks=pytest.mark.slow) for name in [
+        "truncated.pdf", "encrypted.pdf", "zero_size_page.pdf", "bomb.png", "notes.pdf", "pipe.pdf", "link.pdf"])],
 )
 def test_bad_input_gets_one_clear_line_its_exit_code_and_leaves_nothing(
     hoso: Hoso, tmp_path: Path, name: str
@@ -226,6 +228,7 @@ def test_bad_input_gets_one_clear_line_its_exit_code_and_leaves_nothing(
     assert hoso.registry.list_dossiers() == []
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not Path("/dev/zero").exists(), reason="no /dev/zero")
 def test_a_device_is_refused_at_once(hoso: Hoso) -> None:
     start = time.monotonic()
@@ -256,6 +259,7 @@ def _batch(folder: Path, seeds: list[int], bad: bool = True) -> Path:
     return folder
 
 
+@pytest.mark.slow
 def test_reprocess_accounts_for_every_input_and_skips_finished_work(hoso_on_prefect: Hoso, tmp_path: Path) -> None:
     hoso = hoso_on_prefect
     folder = _batch(tmp_path / "batch", [11, 12])
@@ -272,6 +276,7 @@ def test_reprocess_accounts_for_every_input_and_skips_finished_work(hoso_on_pref
     assert sorted(i.outcome for i in items) == ["already_done", "already_done", "failed"]
 
 
+@pytest.mark.slow
 def test_reprocess_killed_half_way_resumes_with_each_dossier_once(hoso_on_prefect: Hoso, tmp_path: Path) -> None:
     hoso = hoso_on_prefect
     folder = _batch(tmp_path / "batch", [21, 22, 23, 24], bad=False)
@@ -326,6 +331,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+@pytest.mark.slow
 def test_a_batch_of_bad_inputs_records_each_failure_with_its_reason(hoso_on_prefect: Hoso, tmp_path: Path) -> None:
     hoso = hoso_on_prefect
     bad = _bad_inputs(tmp_path / "bad")
@@ -341,6 +347,7 @@ def test_a_batch_of_bad_inputs_records_each_failure_with_its_reason(hoso_on_pref
     assert hoso.registry.list_dossiers() == []
 
 
+@pytest.mark.slow
 @pytest.mark.postgres
 def test_ingest_on_s3_and_postgresql(seaweedfs, postgres_base_url: str | None, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """The production shape: objects in S3 (SeaweedFS here), the registry in PostgreSQL."""

@@ -16,6 +16,8 @@ import pytest
 from support.cli import SAMPLE, Hoso
 from support.servers import PrefectServer
 
+pytestmark = pytest.mark.slow  # a Prefect server; tests/test_flows_inprocess.py runs the flows' bodies fast
+
 
 def _api(api_url: str, path: str) -> list[dict]:
     """What a Prefect server's ``POST <path>`` (a ``/…/filter`` query) answers with no filter."""

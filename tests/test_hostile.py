@@ -74,6 +74,7 @@ def test_the_bombs_are_real() -> None:
     assert len(zeros_bomb(1 << 30)) < 1.1e6
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_every_hostile_input_is_refused_with_its_exit_code(corpus: list[tuple[Case, Path]], tmp_path: Path) -> None:
     hoso = Hoso(tmp_path / "var", {"HOSO_NATDB": "off"})
@@ -97,6 +98,7 @@ def test_every_hostile_input_is_refused_with_its_exit_code(corpus: list[tuple[Ca
     _nothing_kept(hoso)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_a_batch_of_hostile_inputs_is_recorded_as_failed(
     corpus: list[tuple[Case, Path]], tmp_path: Path, prefect_server: PrefectServer
@@ -158,6 +160,7 @@ def test_a_bad_name_is_refused_before_the_file_is_read(tmp_path: Path) -> None:
     assert err.value.exit_code == ExitCode.input_bad_name and "\\xff" in err.value.message_vi
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_an_odd_but_accepted_name_is_received_and_stored_under_it(tmp_path: Path) -> None:
     name = "-Tờ khai..bản 1.png"
@@ -259,6 +262,7 @@ def test_every_public_sample_passes_the_checks() -> None:
         assert inspect_input(src, OPTS).page_count >= 1, src
 
 
+@pytest.mark.slow
 def test_large_pages_are_decoded_reduced(tmp_path: Path) -> None:
     big = Image.new("L", (9000, 7000), 255)  # 63 Mpx, within the pixel limit, over the work size
     big.paste(0, (1000, 1000, 8000, 1100))
@@ -286,6 +290,7 @@ def test_large_pages_are_decoded_reduced(tmp_path: Path) -> None:
     assert rendered.image.convert("L").getpixel((rendered.image.width // 2, round(1050 * rendered.dpi / 600))) < 60
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 def test_large_fax_pages_go_through_ocr_reduced(tmp_path: Path) -> None:
     """1-bit Group 4 pages over the work size are decoded whole, reduced in grey, handed to the workers."""

@@ -59,6 +59,7 @@ def table_text(reg: Registry) -> str:
     return "\n".join(out)
 
 
+@pytest.mark.slow  # scrypt at full cost, several times
 def test_passwords_are_scrypt_hashes_that_carry_their_cost() -> None:
     stored = hash_password(PASSWORD)
     scheme, log2_n, r, p, salt, digest = stored.split("$")

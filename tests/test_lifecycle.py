@@ -64,6 +64,7 @@ def every_row(services: Services) -> str:
                          for row in conn.execute(sa.text(f'SELECT * FROM "{table}"')))
 
 
+@pytest.mark.slow  # every step × role × state: ~60 s; the walk through every step below is fast
 def test_each_step_by_each_role_from_each_state(services: Services) -> None:
     """Every step: each role it allows takes it from each state it starts from (the event says who, in which
     role, from → to); every other role is Forbidden, every other state InvalidState, and neither changes
@@ -200,6 +201,7 @@ def test_the_desk_form_is_issued_once(services: Services) -> None:
         lc.issue_intake_forms(services, receipt, SPECIALIST)
 
 
+@pytest.mark.slow
 def test_a_fee_that_applies_must_be_paid_before_the_result_is_returned(services: Services) -> None:
     code = dossier_in(services, S.result_ready, T0, procedure="certified_copy")  # a verified fee
     with pytest.raises(InvalidRequest) as err:
@@ -221,6 +223,7 @@ def test_a_fee_that_applies_must_be_paid_before_the_result_is_returned(services:
     assert services.registry.get(other).state == S.returned and issued.verification_code
 
 
+@pytest.mark.slow
 def test_issue_result_takes_the_remaining_steps_as_the_batch(services: Services) -> None:
     code = dossier_in(services, S.approval, T0)
     issued = clerk.issue_result(code, services)
@@ -243,6 +246,7 @@ def test_issue_result_takes_the_remaining_steps_as_the_batch(services: Services)
     assert again.pdf == services.store.get_bytes(keys.result_key(ready))
 
 
+@pytest.mark.slow
 def test_a_step_in_progress_holds_the_dossier(services: Services) -> None:
     code = dossier_in(services, S.approval, T0)
     ident = Identity(services.registry)
@@ -257,6 +261,7 @@ def test_a_step_in_progress_holds_the_dossier(services: Services) -> None:
     assert take(services, "approve", code, APPROVER).record.state == S.sealing
 
 
+@pytest.mark.slow
 def test_a_failed_step_leaves_the_dossier_and_the_store_as_they_were(services: Services,
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     code = dossier_in(services, S.approval, T0)
@@ -287,6 +292,7 @@ def test_a_failed_step_leaves_the_dossier_and_the_store_as_they_were(services: S
     assert take(services, "approve", code, APPROVER).record.state == S.sealing  # nothing left held
 
 
+@pytest.mark.slow
 def test_an_apology_gives_a_new_appointment_by_working_days(services: Services) -> None:
     # received Fri 25/04/2025 09:00 (3 working days: Sat 26/04 is a make-up working day) → due Tue 29/04 17:00
     received = datetime(2025, 4, 25, 9, 0, tzinfo=VN)
@@ -318,6 +324,7 @@ def test_an_apology_gives_a_new_appointment_by_working_days(services: Services) 
     assert code in [i.code for i in lc.overdue(services, now=datetime(2025, 5, 6, 17, 1, tzinfo=VN))]
 
 
+@pytest.mark.slow
 def test_work_lists_follow_the_working_day_clock(services: Services) -> None:
     # due dates (3 working days; Sat 26/04/2025 is a make-up working day, 30/04–02/05 are off):
     # received Wed 23/04 → Sat 26/04; Thu 24/04 → Mon 28/04; Fri 25/04 → Tue 29/04; Mon 28/04 → Tue 06/05
@@ -351,6 +358,7 @@ def test_work_lists_follow_the_working_day_clock(services: Services) -> None:
     assert lc.worklist(services, Role.admin) == []
 
 
+@pytest.mark.slow
 def test_decision_766_over_dossiers_the_steps_made(services: Services) -> None:
     """Steps that leave the state as it is (the desk's form, a payment, an apology) are neither a second
     request to supplement nor an end; the result being ready ends the dossier."""
@@ -370,6 +378,7 @@ def test_decision_766_over_dossiers_the_steps_made(services: Services) -> None:
     assert (stats.early, stats.on_time, stats.late, stats.open) == (2, 0, 1, 1)
 
 
+@pytest.mark.slow
 def test_users_from_password_and_token_act_in_their_roles(services: Services) -> None:
     ident = Identity(services.registry)
     ident.add_user("hung", "Lê Văn Hùng", [Role.approver, Role.specialist], "mat-khau-rat-dai")

@@ -74,6 +74,7 @@ def failed_with(proc: subprocess.CompletedProcess[str], code: ExitCode) -> str:
     return line
 
 
+@pytest.mark.slow  # many `hoso` processes
 def test_users_are_added_listed_and_given_tokens(setup: tuple[Hoso, Services]) -> None:
     hoso, services = setup
     added = hoso("users", "add", "lan", "--name", "Nguyễn Thị Lan", "--role", "desk", "--role", "clerk",
@@ -111,6 +112,7 @@ def test_users_are_added_listed_and_given_tokens(setup: tuple[Hoso, Services]) -
         actor_for_token(services, token)
 
 
+@pytest.mark.slow  # many `hoso` processes
 def test_steps_by_named_users_and_their_refusals(setup: tuple[Hoso, Services], tmp_path: Path) -> None:
     hoso, services = setup
     for name, role in (("lan", "desk"), ("minh", "specialist")):
@@ -147,6 +149,7 @@ def test_steps_by_named_users_and_their_refusals(setup: tuple[Hoso, Services], t
     failed_with(hoso("step", "return", code, "--user", "lan", "--channel", "post"), ExitCode.usage)  # no tracking
 
 
+@pytest.mark.slow  # many `hoso` processes
 def test_work_lists_on_the_command_line(setup: tuple[Hoso, Services]) -> None:
     hoso, services = setup
     now = datetime.now(VN)
@@ -163,6 +166,7 @@ def test_work_lists_on_the_command_line(setup: tuple[Hoso, Services]) -> None:
     failed_with(hoso("worklist", "--role", "boss"), ExitCode.usage)
 
 
+@pytest.mark.slow  # four `hoso` processes at once
 def test_four_concurrent_issue_results_end_with_one_result(on_both: tuple[Hoso, Services]) -> None:
     """Four processes issue the result of one dossier at once: one does, three are told it is in progress
     or done; the registry and the store agree on the one result (SHA-256, verification code)."""

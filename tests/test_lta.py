@@ -31,6 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_results import pdfa_2b_problems, revisions  # noqa: E402
 from test_signing import flattened_text, make_pdf  # noqa: E402
 
+pytestmark = pytest.mark.slow  # the certomancer PKI's OCSP, CRL and TSA services (a server of their own)
+
 
 def ids(pki) -> SignerIdentities:
     """The test PKI's signers by role."""

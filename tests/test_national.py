@@ -635,3 +635,29 @@ def test_the_service_will_not_start_without_its_clients(tmp_path: Path) -> None:
     data = yaml.safe_load((tmp_path / "clients.yaml").read_text())
     assert data == {"clients": [{"name": "worker", "scopes": ["verify", "write"], "token_sha256": token_hash(token)}]}
     assert set(NATDB_CLIENTS) >= {"worker", "verify-only", "read-only", "write-only"}
+
+
+@pytest.mark.slow
+def test_a_desk_killed_before_saving_to_the_citizens_store_saves_on_the_rerun(tmp_path: Path) -> None:
+    """Recorded, then killed before the forms and the save: the rerun (already done) still keeps the
+    applicant's papers for reuse."""
+    import signal
+
+    from support.cli import SAMPLE as SAMPLE_PDF
+    from support.cli import Hoso
+
+    hoso = Hoso(tmp_path / "var", {"HOSO_TEST_DIE_AT": "record:after_lock"})
+    args = ("ingest", str(SAMPLE_PDF), "--procedure", "business_household_registration", "--json")
+    assert hoso(*args).returncode == -signal.SIGKILL
+    registry = hoso.registry
+    try:
+        db = RegistryNationalDb(registry)
+        assert db.find_documents(APPLICANT["id_number"], ["cccd"]) == []
+        del hoso.env["HOSO_TEST_DIE_AT"]
+        rerun = hoso(*args)
+        assert rerun.returncode == 0, rerun.stderr[-2000:]
+        assert json.loads(rerun.stdout)["already_done"] is True
+        (kept,) = db.find_documents(APPLICANT["id_number"], ["cccd"])
+        assert kept.dossier_code == json.loads(rerun.stdout)["dossier_code"]
+    finally:
+        registry.close()

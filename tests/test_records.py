@@ -19,7 +19,7 @@ import pytest
 import sqlalchemy as sa
 from support.servers import SeaweedServer
 
-from pipeline.core.errors import ConfigurationError, DossierNotFound, InProgressElsewhere
+from pipeline.core.errors import ConfigurationError, DossierNotFound, InProgressElsewhere, IntegrityError
 from pipeline.core.models import DossierState
 from pipeline.core.settings import RetentionRule, Settings
 from storage import keys, schema
@@ -30,6 +30,7 @@ from storage.records import (
     holder_id,
     lock_recorded,
     new_attempt_id,
+    read_recorded,
     sweep,
 )
 from storage.registry import IntakeClaim, Registry
@@ -51,7 +52,7 @@ def registry(registry_url: str) -> Iterator[Registry]:
     reg.close()
 
 
-@pytest.fixture(params=["local", "s3-locked"])
+@pytest.fixture(params=["local", pytest.param("s3-locked", marks=pytest.mark.slow)])  # S3: tests/test_objects.py
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> ObjectStore:
     if request.param == "local":
         return LocalObjectStore(tmp_path / "objects")
@@ -343,6 +344,7 @@ def test_sweep_discards_a_stale_reservation_with_its_objects(store: ObjectStore,
 # --- archive upkeep keeps the old version -------------------------------------------------------
 
 
+@pytest.mark.slow  # the certomancer PKI's timestamp server
 @pytest.mark.parametrize("backend", ["local", "s3-locked"])
 def test_signature_refresh_writes_a_new_version_and_keeps_the_old(
     test_pki: Any, tmp_path: Path, request: pytest.FixtureRequest, backend: str
@@ -396,3 +398,17 @@ def test_signature_refresh_writes_a_new_version_and_keeps_the_old(
     assert report.ok and report.findings == [], [f.detail for f in report.findings]
     signed = {n for n in after if n == keys.RESULT or n.startswith("form-")}
     assert report.checked["signatures"] == len(signed)  # not the kept earlier version nor the unsealed copy
+
+
+def test_a_recorded_artifact_is_read_at_its_recorded_version(tmp_path: Path, registry: Registry) -> None:
+    """What was written to a key after recording (another attempt, a stray writer) is never what the
+    clerk seals, the portal verifies or staff see; bytes that fail the recorded SHA-256 are refused."""
+    store = LocalObjectStore(tmp_path / "objects")
+    c = claim(registry, "read-recorded")
+    record = finalize(registry, c, write_intake(store, registry, c))
+    digitised = registry.get(record.code).artifacts[keys.DIGITISED]
+    store.put_bytes(digitised.object_key, b"%PDF-1.7 written later", "application/pdf")
+    assert store.get_bytes(digitised.object_key) == b"%PDF-1.7 written later"
+    assert read_recorded(store, digitised) == b"%PDF-1.7 scan signed"
+    with pytest.raises(IntegrityError):
+        read_recorded(store, digitised.model_copy(update={"sha256": sha("something else")}))

@@ -136,6 +136,7 @@ def assert_consistent(hoso: Hoso, registry: Registry, dossiers: int) -> None:
 # --- concurrent duplicates ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_eight_desks_with_four_inputs_make_four_dossiers(tmp_path: Path, registry_url: str) -> None:
     hoso = Hoso(tmp_path / "var", {"HOSO_DATABASE_URL": registry_url, "HOSO_LEASE_WAIT_SECONDS": "600"})
     inputs = distinct_inputs(tmp_path / "in", 4)
@@ -155,6 +156,7 @@ def test_eight_desks_with_four_inputs_make_four_dossiers(tmp_path: Path, registr
         registry.close()
 
 
+@pytest.mark.slow
 def test_a_desk_that_will_not_wait_is_told_in_progress_elsewhere(tmp_path: Path) -> None:
     hoso = Hoso(tmp_path / "var")
     (scan,) = distinct_inputs(tmp_path / "in", 1)
@@ -178,6 +180,33 @@ def test_a_desk_that_will_not_wait_is_told_in_progress_elsewhere(tmp_path: Path)
     assert json.loads(again.stdout)["dossier_code"] == json.loads(out)["dossier_code"]
 
 
+@pytest.mark.slow
+def test_an_input_rewritten_while_it_is_received_is_refused_and_nothing_kept(tmp_path: Path) -> None:
+    """Identified (and OCR'd) as one file, then rewritten before it is stored: the stored bytes would not
+    be what the registry and the receipt describe, so the desk refuses it (exit 5) and keeps nothing."""
+    hoso = Hoso(tmp_path / "var")
+    scan, other = distinct_inputs(tmp_path / "in", 2)
+    pause = tmp_path / "paused"
+    desk = start(hoso, *ingest_args(scan),
+                 env={"HOSO_TEST_PAUSE_AT": "record:after_reserve", "HOSO_TEST_PAUSE_FILE": str(pause)})
+    deadline = time.monotonic() + 300
+    while not pause.exists() and desk.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pause.exists(), desk.communicate()[1][-2000:]
+    scan.write_bytes(other.read_bytes())
+    pause.unlink()
+    ((rc, out, err),) = finish([desk])
+    assert rc == ExitCode.input_corrupt and out == "", err[-2000:]
+    assert "changed while it was being received" in err and "Tệp đã thay đổi trong khi đang tiếp nhận" in err
+    registry = hoso.registry
+    try:
+        assert [r.state for r in registry.list_dossiers()] == []
+    finally:
+        registry.close()
+    assert hoso.stored_keys() == []
+
+
+@pytest.mark.slow
 def test_four_clerks_issue_one_result(tmp_path: Path, registry_url: str) -> None:
     """Deciding the winner before signing is the dossier lifecycle's (pipeline/usecases/lifecycle.py): until
     it is here, every run signs and stores its own result."""
@@ -211,6 +240,7 @@ def test_four_clerks_issue_one_result(tmp_path: Path, registry_url: str) -> None
 # --- fault injection ----------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_desks_killed_at_every_stage_end_in_one_dossier_each(tmp_path: Path, registry_url: str) -> None:
     hoso = Hoso(tmp_path / "var", {"HOSO_DATABASE_URL": registry_url, "HOSO_LEASE_WAIT_SECONDS": "600"})
     inputs = distinct_inputs(tmp_path / "in", len(KILL_STAGES))
@@ -233,6 +263,7 @@ def test_desks_killed_at_every_stage_end_in_one_dossier_each(tmp_path: Path, reg
         registry.close()
 
 
+@pytest.mark.slow
 def test_storage_outage_in_the_middle_of_an_upload_then_rerun(tmp_path: Path, registry_url: str) -> None:
     server = start_seaweedfs(tmp_path / "weed")
     try:
@@ -275,6 +306,7 @@ def test_storage_outage_in_the_middle_of_an_upload_then_rerun(tmp_path: Path, re
 # --- versioning and locks on SeaweedFS ----------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_recorded_copy_on_seaweedfs_cannot_be_deleted_or_overwritten_away(
     tmp_path: Path, seaweedfs: SeaweedServer
 ) -> None:
@@ -325,6 +357,7 @@ def test_a_recorded_copy_on_seaweedfs_cannot_be_deleted_or_overwritten_away(
         registry.close()
 
 
+@pytest.mark.slow
 def test_registry_objects_logs_and_keys_are_private_to_their_user(tmp_path: Path) -> None:
     import stat as st
 

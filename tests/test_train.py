@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+import unicodedata
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,16 @@ import pytest
 from pipeline.core.errors import ConfigurationError
 from pipeline.domain.catalog import load_catalog
 from pipeline.domain.classify import classify
-from pipeline.domain.doctype_model import bundled_model, load_model, save_model
+from pipeline.domain.doctype_model import (
+    NGRAMS,
+    DocTypeModel,
+    bundled_model,
+    char_wb_ngrams,
+    count_ngrams,
+    features_text,
+    load_model,
+    save_model,
+)
 from pipeline.training.synth import ocr_noise, synthetic_document, templates
 from pipeline.training.train import train_model
 
@@ -87,3 +97,58 @@ def test_cli_train_writes_model_and_checksum(tmp_path: Path) -> None:
     assert result.exit_code == 0, result.output
     assert out.is_file() and (tmp_path / "cli.npz.sha256").is_file()
     load_model(out)
+
+
+# Upper case, NFC and NFD diacritics, đ/Đ, tabs and runs of spaces, one-letter words, punctuation, digits, an MRZ
+# line, a word exactly as long as an n-gram with its padding, nothing at all.
+VARIED_TEXTS = [
+    "CỘNG HÒA XÃ HỘI CHỦ NGHĨA VIỆT NAM\nĐộc lập - Tự do - Hạnh phúc",
+    "GIẤY KHAI SINH\tHọ, chữ đệm, tên:  NGUYỄN   Văn A\r\nNgày sinh: 01/02/2003",
+    "Căn cước công dân số 001203004567 — Quê quán: Xã Đông Hưng, tỉnh Thái Bình",
+    "IDVNM2030045671001203004567<<8\n0302015M3302013VNM<<<<<<<<<<<6\nNGUYEN<<VAN<A<<<<<<<<<<<<<<<<<",
+    "a b cd efg hijk ở ồ ữ Đ đ",
+    unicodedata.normalize("NFD", "nghiêng Đường phố"),  # marks as code points of their own
+    "",
+    "   \n\t  ",
+    "x" * 9 + " ab  abc   abcd",
+]
+
+
+def _sklearn_vectorize(model: DocTypeModel, texts: list[str]) -> np.ndarray:
+    """The vectorizer doctype_model used before it counted n-grams itself: scikit-learn's, then sublinear tf-idf."""
+    from scipy import sparse
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    cv = CountVectorizer(analyzer="char_wb", ngram_range=NGRAMS, vocabulary=model.vocabulary)
+    counts = cv.transform([features_text(t) for t in texts]).astype(np.float64)
+    counts.data = 1.0 + np.log(counts.data)
+    x = counts.multiply(model.idf).tocsr()
+    norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()
+    norms[norms == 0] = 1.0
+    return sparse.csr_matrix(sparse.diags(1.0 / norms) @ x).toarray()
+
+
+def test_ngram_counts_are_bit_identical_to_scikit_learn() -> None:
+    from sklearn.feature_extraction.text import CountVectorizer
+
+    rng = random.Random(11)
+    noisy = [ocr_noise(synthetic_document(k, rng).text, rng, 0.2) for k in sorted(load_catalog().document_types)]
+    texts = VARIED_TEXTS + noisy
+    analyzer = CountVectorizer(analyzer="char_wb", ngram_range=NGRAMS).build_analyzer()
+    for text in texts:  # raw text (case and diacritics kept) and what the model sees
+        for doc in (text, features_text(text)):
+            assert list(char_wb_ngrams(doc)) == analyzer(doc), doc
+
+    fitted = CountVectorizer(analyzer="char_wb", ngram_range=NGRAMS).fit(texts)
+    ours = count_ngrams(texts, fitted.vocabulary_)
+    theirs = fitted.transform(texts)
+    assert ours.dtype == theirs.dtype and ours.shape == theirs.shape and ours.nnz == theirs.nnz > 1000
+    assert np.array_equal(ours.indptr, theirs.indptr) and np.array_equal(ours.indices, theirs.indices)
+    assert np.array_equal(ours.data, theirs.data)
+
+    model = bundled_model()
+    assert model is not None
+    expected = _sklearn_vectorize(model, texts)
+    got = model._vectorize(texts).toarray()
+    assert np.count_nonzero(got) > 1000
+    assert got.tobytes() == expected.tobytes()  # bit for bit, not merely close

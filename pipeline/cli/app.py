@@ -78,14 +78,9 @@ def _record_crash() -> Path:
 
 def _stored(services: Services, code: str, artifact: str) -> bytes:
     """The bytes of a dossier's artifact: the version the registry recorded, checked against its SHA-256."""
-    from pipeline.core.errors import IntegrityError
-    from storage.objects import sha256_bytes
+    from storage.records import read_recorded
 
-    art = services.registry.get(code).artifacts[artifact]
-    data = services.store.get_bytes(art.object_key, art.version_id)
-    if sha256_bytes(data) != art.sha256:
-        raise IntegrityError(f"{art.object_key} differs from the SHA-256 the registry recorded")
-    return data
+    return read_recorded(services.store, services.registry.get(code).artifacts[artifact])
 
 
 def _services() -> Services:
@@ -321,9 +316,13 @@ def reprocess(
     ] = None,
     batch_id: Annotated[str | None, typer.Option(help="Resume this batch (default: a new one)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
+    agency_map: Annotated[
+        Path | None, typer.Option("--agency-map", help="old_code,new_code[,new_name]: old units → new units")
+    ] = None,
 ) -> None:
     """Archive: run the desk chain over every dossier in FOLDER (or under an S3 prefix) as a Prefect flow,
-    here or on a work pool's workers (resumable, each input exactly once)."""
+    here or on a work pool's workers (resumable, each input exactly once); legacy dossiers in manifest.csv are
+    handed over to their new units, with a signed hand-over record."""
     import flows  # noqa: F401  (quiet Prefect defaults must be set before Prefect is imported)
     from flows.archive import reprocess_flow
     from flows.runtime import quick_flow_settings, use_services
@@ -335,6 +334,10 @@ def reprocess(
         print("hoso: lỗi [usage]: --pool cần máy chủ Prefect (PREFECT_API_URL) — --pool needs PREFECT_API_URL",
               file=sys.stderr)
         raise typer.Exit(int(ExitCode.usage))
+    if agency_map is not None:  # a bad map stops the batch before any work
+        from pipeline.domain.handover import load_agency_map
+
+        _guard(lambda: load_agency_map(agency_map))
     use_services(_services())
     from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -343,7 +346,7 @@ def reprocess(
     with quick_flow_settings():
         summary = _guard(lambda: flow(
             folder, procedure, batch_id=batch_id, show_progress=not as_json, pool=pool, workers=workers,
-            concurrency=concurrency, ocr_slots=ocr_slots,
+            concurrency=concurrency, ocr_slots=ocr_slots, agency_map=str(agency_map) if agency_map else None,
         ))
     if as_json:
         print(summary.model_dump_json(indent=2))
@@ -354,8 +357,54 @@ def reprocess(
         )
         for name, reason in summary.failures.items():
             print(f"  ✘ {name}: {reason}")
+        if summary.handover_record:
+            print(f"Biên bản bàn giao: {summary.handover_record}")
     if summary.failed:
         raise typer.Exit(int(ExitCode.failed))
+
+
+@app.command()
+def watch(
+    folder: Annotated[Path, typer.Argument(metavar="DIR", help="The scanner stations' inbox")],
+    procedure: Annotated[
+        str | None, typer.Option("--procedure", "-p", help="Default procedure (a .done marker or manifest.csv wins)")
+    ] = None,
+    settle: Annotated[float, typer.Option(min=0, help="Seconds a dossier must stay unchanged (without .done)")] = 5.0,
+    poll: Annotated[float, typer.Option(min=0.05, help="Seconds between looks at the inbox")] = 2.0,
+    once: Annotated[bool, typer.Option("--once", help="Receive what is complete now, then exit")] = False,
+) -> None:
+    """Archive: receive each dossier dropped into DIR once complete; shelve it in DIR/done or DIR/failed."""
+    import signal
+    import threading
+
+    from pipeline.usecases.watch import WatchItem, WatchOptions
+    from pipeline.usecases.watch import watch as run_watch
+
+    logging.getLogger("pipeline.usecases.watch").setLevel(logging.INFO)  # one English line per dossier
+    services = _services()
+
+    def preflight() -> None:
+        services.preflight()
+        services.ocr_engine  # noqa: B018  (a bad HOSO_OCR_ENGINE stops the watcher before it takes anything)
+
+    _guard(preflight)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):  # stop after the current dossier
+        signal.signal(sig, lambda *_: stop.set())
+
+    def show(item: WatchItem) -> None:
+        if item.outcome == "failed":
+            print(f"✘ {item.name}: không tiếp nhận được — {item.reason_vi} → {item.shelved}", flush=True)
+        else:
+            again = " (đã tiếp nhận từ trước)" if item.outcome == "already_done" else ""
+            print(f"✔ {item.name}: đã tiếp nhận, mã hồ sơ {item.dossier_code}{again} → {item.shelved}", flush=True)
+
+    options = WatchOptions(procedure=procedure, settle=settle, poll=poll)
+    summary = _guard(lambda: run_watch(folder, services, options, once=once, stop=stop, on_item=show))
+    if once:
+        print(f"Đã xử lý {len(summary.items)} hồ sơ, {summary.failed} lỗi, {len(summary.left)} chưa xử lý.")
+        if summary.failed:
+            raise typer.Exit(int(ExitCode.failed))
 
 
 @app.command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 from rich.console import Console, Group
@@ -11,8 +12,10 @@ from rich.table import Table
 
 from pipeline.core.models import Receipt
 from pipeline.domain.catalog import Catalog
-from signing.verify import SignatureReport, VerificationReport
-from storage.registry import DossierRecord
+
+if TYPE_CHECKING:  # only annotations: `hoso status` need not load pyHanko
+    from signing.verify import SignatureReport, VerificationReport
+    from storage.registry import DossierRecord
 
 TITLES = {
     "accepted": "GIẤY TIẾP NHẬN HỒ SƠ VÀ HẸN TRẢ KẾT QUẢ",
@@ -120,6 +123,9 @@ def status_panel(record: DossierRecord, tz: str) -> Panel:
     head.add_row("Trạng thái:", f"[bold]{record.state}[/]")
     head.add_row("Nhận lúc:", _local(record.received_at, tz))
     head.add_row("Hẹn trả:", _local(record.due_at, tz))
+    if record.handed_over_from:
+        where = f"{record.agency_code} (bàn giao từ {record.handed_over_from}, đợt {record.handover_batch})"
+        head.add_row("Đơn vị:", where)
     history = Table(title="Lịch sử xử lý")
     for col in ("Thời gian", "Người thực hiện", "Thao tác", "Từ", "Sang", "Ghi chú"):
         history.add_column(col)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import IntEnum
+from typing import Any
 
 
 class ExitCode(IntEnum):
@@ -37,14 +38,26 @@ class HosoError(Exception):
     """Base of every error hoso reports to a person.
 
     ``str(err)`` is the English message for logs; ``message_vi`` is for citizens and clerks.
+    ``transient``: whether the same work may succeed if tried again later (a server down or overloaded):
+    True or False decides; None (most engine errors) leaves it to the error's cause — see
+    :func:`pipeline.core.retry.is_transient`.
     """
 
     exit_code: ExitCode = ExitCode.internal
     default_vi: str = "Lỗi hệ thống không mong đợi."
+    transient: bool | None = None
 
-    def __init__(self, message: str, message_vi: str | None = None) -> None:
+    def __init__(self, message: str, message_vi: str | None = None, *, transient: bool | None = None) -> None:
         super().__init__(message)
         self.message_vi = message_vi or self.default_vi
+        if transient is not None:
+            self.transient = transient
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickling (process pools, Prefect results) drops the cause chain that may decide `transient`: keep the verdict.
+        from pipeline.core.retry import is_transient
+
+        return (type(self), self.args, self.__dict__ | {"transient": is_transient(self)})
 
     @property
     def reason(self) -> str:
@@ -54,6 +67,8 @@ class HosoError(Exception):
 
 class InputError(HosoError):
     """The citizen's input cannot be processed."""
+
+    transient = False
 
 
 class InputMissing(InputError):
@@ -107,6 +122,7 @@ class InputInvalidPage(InputError):
 class UnknownProcedure(HosoError):
     exit_code = ExitCode.unknown_procedure
     default_vi = "Không tìm thấy thủ tục hành chính đã chọn."
+    transient = False
 
 
 class OcrFailed(HosoError):
@@ -127,16 +143,25 @@ class StorageFailed(HosoError):
 class IntegrityError(HosoError):
     exit_code = ExitCode.integrity_error
     default_vi = "Dữ liệu lưu trữ không toàn vẹn (sai mã băm)."
+    transient = False
 
 
 class DossierNotFound(HosoError):
     exit_code = ExitCode.dossier_not_found
     default_vi = "Không tìm thấy hồ sơ với mã đã nhập."
+    transient = False
 
 
 class InvalidState(HosoError):
     exit_code = ExitCode.invalid_state
     default_vi = "Hồ sơ không ở trạng thái cho phép thao tác này."
+    transient = False
+
+
+class DossierCodeTaken(InvalidState):
+    """A dossier code asked for (a handed-over dossier's own code) that another input's dossier holds."""
+
+    default_vi = "Mã hồ sơ đã có trong hệ thống (một hồ sơ khác)."
 
 
 class InProgressElsewhere(HosoError):
@@ -144,12 +169,14 @@ class InProgressElsewhere(HosoError):
 
     exit_code = ExitCode.in_progress
     default_vi = "Hồ sơ này đang được xử lý ở nơi khác (quầy hoặc tiến trình khác); vui lòng thử lại sau."
+    transient = True  # later the holder has finished (already done) or its lease has run out (taken over)
 
 
 class InvalidRequest(HosoError):
     """A request that lacks what it needs or gives something malformed (a reason, a tracking number…)."""
 
     exit_code = ExitCode.usage
+    transient = False
     default_vi = "Yêu cầu thiếu hoặc sai thông tin."
 
 
@@ -164,8 +191,10 @@ class Forbidden(HosoError):
 
     exit_code = ExitCode.forbidden
     default_vi = "Người dùng không có quyền thực hiện thao tác này."
+    transient = False
 
 
 class ConfigurationError(HosoError):
     exit_code = ExitCode.configuration
     default_vi = "Cấu hình hệ thống không hợp lệ."
+    transient = False

@@ -114,6 +114,13 @@ class Settings(BaseSettings):
         30.0, ge=0, description="How long a second desk with the same input waits for the first before it gives up"
     )
 
+    # Retries of work that a transient error stopped (pipeline/core/retry.py)
+    retry_attempts: int = Field(
+        4, ge=1, le=50, description="Attempts in all at one dossier when an outage (storage, database) stops it"
+    )
+    retry_base_delay: float = Field(2.0, ge=0, description="Seconds before the first retry; doubled each time")
+    retry_max_delay: float = Field(60.0, ge=0, description="Longest wait between two attempts (jitter: half to all)")
+
     # Registry database
     database_url: str | None = Field(None, description="SQLAlchemy URL; default sqlite:///<data_dir>/registry.db")
 

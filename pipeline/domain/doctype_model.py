@@ -2,9 +2,11 @@
 
 A character n-gram TF-IDF (diacritic-folded text, n = 2..4 within words) and a multinomial logistic
 regression with temperature-calibrated probabilities; trained by :mod:`pipeline.training.train` (not
-imported at run time). Saved without pickle: a ``.npz`` of plain arrays (vocabulary, idf, coefficients,
-intercepts, classes, temperature), loaded with ``allow_pickle=False``; a ``.sha256`` file next to it
-records its checksum, checked on every load.
+imported at run time). The n-grams are counted here exactly as scikit-learn's ``char_wb`` analyzer counts
+them (tests/test_train.py compares both), so that classifying a dossier does not import scikit-learn (~1 s).
+Saved without pickle: a ``.npz`` of plain arrays (vocabulary, idf, coefficients, intercepts, classes,
+temperature), loaded with ``allow_pickle=False``; a ``.sha256`` file next to it records its checksum,
+checked on every load.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ import hashlib
 import io
 import json
 import re
+from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -31,6 +35,7 @@ TITLE_LINES = 12
 MAX_CHARS = 3000
 _NON_ALNUM = re.compile(r"[^0-9a-z<]+")
 _MRZ = re.compile(r"[A-Z0-9<]{25,}")
+_WHITE_SPACES = re.compile(r"\s\s+")
 
 
 def features_text(text: str) -> str:
@@ -40,6 +45,41 @@ def features_text(text: str) -> str:
     cues = " zzmrz" if _MRZ.search(text.replace(" ", "")) else ""
     squashed = _NON_ALNUM.sub(" ", fold(" ".join([head, head, *lines[TITLE_LINES:]])))
     return (squashed[:MAX_CHARS] + cues).strip()
+
+
+def char_wb_ngrams(text: str, ngram_range: tuple[int, int] = NGRAMS) -> Iterator[str]:
+    """The n-grams scikit-learn's ``CountVectorizer(analyzer="char_wb")`` takes from ``text``, in its order.
+
+    Lower-cased; each whitespace-separated word padded with one space on either side; a word no longer than
+    ``n`` (with its padding) gives itself once and no longer n-grams.
+    """
+    low, high = ngram_range
+    for word in _WHITE_SPACES.sub(" ", text.lower()).split():
+        padded = f" {word} "
+        for n in range(low, high + 1):
+            yield padded[:n]
+            yield from (padded[i : i + n] for i in range(1, len(padded) - n + 1))
+            if len(padded) <= n:
+                break
+
+
+def count_ngrams(texts: list[str], vocabulary: dict[str, int]) -> sparse.csr_matrix:
+    """Counts of the vocabulary's n-grams, one row per text: ``CountVectorizer(vocabulary=…).transform`` (int64,
+    column indices sorted in each row)."""
+    indices: list[int] = []
+    values: list[int] = []
+    indptr = [0]
+    for text in texts:
+        counts = Counter(j for j in map(vocabulary.get, char_wb_ngrams(text)) if j is not None)
+        indices.extend(counts)
+        values.extend(counts.values())
+        indptr.append(len(indices))
+    matrix = sparse.csr_matrix(
+        (np.asarray(values, dtype=np.int64), np.asarray(indices, dtype=np.int32), np.asarray(indptr, dtype=np.int32)),
+        shape=(len(texts), len(vocabulary)),
+    )
+    matrix.sort_indices()
+    return matrix
 
 
 @dataclass
@@ -53,17 +93,9 @@ class DocTypeModel:
     intercept: np.ndarray
     temperature: float = 1.0
     meta: dict[str, object] = field(default_factory=dict)
-    _counter: object | None = field(default=None, repr=False)
 
     def _vectorize(self, texts: list[str]) -> sparse.csr_matrix:
-        from sklearn.feature_extraction.text import CountVectorizer
-
-        if self._counter is None:
-            cv = CountVectorizer(analyzer="char_wb", ngram_range=NGRAMS, vocabulary=self.vocabulary)
-            cv.fit([])  # fixed vocabulary: validates it once
-            self._counter = cv
-        assert isinstance(self._counter, CountVectorizer)
-        counts = self._counter.transform([features_text(t) for t in texts]).astype(np.float64)
+        counts = count_ngrams([features_text(t) for t in texts], self.vocabulary).astype(np.float64)
         counts.data = 1.0 + np.log(counts.data)  # sublinear tf
         x = counts.multiply(self.idf).tocsr()
         norms = np.sqrt(np.asarray(x.multiply(x).sum(axis=1))).ravel()

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import unicodedata
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,7 +29,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args
 from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
-from xml.sax.saxutils import escape
 
 import yaml
 from pydantic import BaseModel, Field, SecretStr, StringConstraints, TypeAdapter, ValidationError, model_validator
@@ -62,10 +60,14 @@ from pipeline.domain.printing import (
     BOLD,
     ITALIC,
     REGULAR,
+    PageLayout,
+    SignatureBox,
+    SignatureSlot,
     as_pdfa_2b,
     clock_vi,
     date_vi,
     local_time,
+    markup,
     qr_drawing,
     register_fonts,
 )
@@ -116,19 +118,10 @@ StepOutcome = Literal["early", "on_time", "late"]
 # Labels and layout (pipeline/data/forms.yaml)
 
 
-class FormLayout(BaseModel):
+class FormLayout(PageLayout):
     """Sizes in points for one paper size."""
 
-    margin_x: float = Field(gt=0)
-    margin_top: float = Field(gt=0)
-    margin_bottom: float = Field(gt=0)
     qr_size: float = Field(ge=40)
-    header_size: float = Field(gt=0)
-    title_size: float = Field(gt=0)
-    body_size: float = Field(gt=0)
-    small_size: float = Field(gt=0)
-    footer_size: float = Field(gt=0)
-    signature_height: float = Field(ge=40)
 
 
 class FormSpec(BaseModel):
@@ -643,24 +636,11 @@ def form_object_key(dossier_code: str, kind: FormKind, n: int = 1, book: FormBoo
 
 
 @dataclass(frozen=True)
-class SignatureSlot:
-    """Where the visible signature goes: a 0-based page and a box (x1, y1, x2, y2) in PDF points."""
-
-    page: int
-    box: tuple[float, float, float, float]
-
-
-@dataclass(frozen=True)
 class RenderedForm:
     pdf: bytes
     url: str
     signature: SignatureSlot | None  # None: the form has no signature block (Mẫu 06); sign invisibly
     pages: int
-
-
-def _text(value: str) -> str:
-    """Dynamic text for a reportlab paragraph: NFC, markup-escaped."""
-    return escape(unicodedata.normalize("NFC", value))
 
 
 class _Styles:
@@ -770,24 +750,6 @@ def _date_line(form: FormBase) -> str:
     return f"{form.place}, {line}" if form.place else _capital(line)
 
 
-class _SignatureBox(Flowable):
-    """Empty space of a fixed size that records where it was drawn, for the visible signature stamp."""
-
-    def __init__(self, width: float, height: float, sink: list[SignatureSlot]) -> None:
-        super().__init__()
-        self.box_width, self.box_height, self.sink = width, height, sink
-
-    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
-        self.width = min(self.box_width, availWidth)
-        self.height = self.box_height
-        return self.width, self.height
-
-    def draw(self) -> None:
-        x1, y1 = self.canv.absolutePosition(0, 0)
-        x2, y2 = self.canv.absolutePosition(self.width, self.height)
-        self.sink.append(SignatureSlot(self.canv.getPageNumber() - 1, (x1, y1, x2, y2)))
-
-
 class _Builder:
     """Turns one form into flowables, with its labels and styles at hand."""
 
@@ -804,17 +766,17 @@ class _Builder:
     # Building blocks
 
     def value(self, value: str | None) -> str:
-        return f"<b>{_text(value)}</b>" if value else _text(self.book.common.blank)
+        return f"<b>{markup(value)}</b>" if value else markup(self.book.common.blank)
 
     def line(
         self, label: str, value: str | None, *, plain: bool = False, style: ParagraphStyle | None = None
     ) -> Paragraph:
         """``Label: value`` (the value bold unless ``plain``; a blank to fill in when unknown)."""
-        shown = _text(value) if plain and value else self.value(value)
-        return Paragraph(f"{_text(label)}: {shown}", style or self.st.body)
+        shown = markup(value) if plain and value else self.value(value)
+        return Paragraph(f"{markup(label)}: {shown}", style or self.st.body)
 
     def para(self, text: str, style: ParagraphStyle | None = None) -> Paragraph:
-        return Paragraph(_text(text), style or self.st.justify)
+        return Paragraph(markup(text), style or self.st.justify)
 
     def procedure(self) -> str:
         f = self.form
@@ -824,8 +786,8 @@ class _Builder:
 
     def contact(self) -> list[Flowable]:
         a, lab = self.form.applicant, self.labels
-        phone = f"{_text(lab['phone'])}: {self.value(a.phone)}"
-        email = f"{_text(lab['email'])}: {self.value(a.email)}" if "email" in lab else ""
+        phone = f"{markup(lab['phone'])}: {self.value(a.phone)}"
+        email = f"{markup(lab['email'])}: {self.value(a.email)}" if "email" in lab else ""
         return [
             self.line(lab["address"], a.address, plain=True),
             Paragraph(f"{phone}{'&nbsp;&nbsp;&nbsp; ' + email if email else ''}", self.st.body),
@@ -834,14 +796,14 @@ class _Builder:
     def heading(self) -> list[Flowable]:
         out: list[Flowable] = [
             Spacer(1, 5),
-            Paragraph(_text(self.spec.title), self.st.title),
+            Paragraph(markup(self.spec.title), self.st.title),
             Spacer(1, 2),
-            Paragraph(f"{_text(self.book.common.dossier_code)}: <b>{_text(self.form.dossier_code)}</b>",
+            Paragraph(f"{markup(self.book.common.dossier_code)}: <b>{markup(self.form.dossier_code)}</b>",
                       self.st.center),
         ]
         copy_label = self.labels.get(f"copy_{self.copy}")
         if copy_label:
-            out.append(Paragraph(_text(copy_label), self.st.center_italic))
+            out.append(Paragraph(markup(copy_label), self.st.center_italic))
         out.append(Spacer(1, 6))
         return out
 
@@ -849,12 +811,12 @@ class _Builder:
         """Two columns: ``left`` (or nothing) and the signer's title, hint, stamp box and name on the right."""
         col = self.width / 2
         # A title may take two lines, e.g. "KT. CHỦ TỊCH" over "PHÓ CHỦ TỊCH".
-        right: list[Flowable] = [Paragraph("<br/>".join(map(_text, title.splitlines())), self.st.center_bold)]
+        right: list[Flowable] = [Paragraph("<br/>".join(map(markup, title.splitlines())), self.st.center_bold)]
         if hint:
-            right.append(Paragraph(_text(hint), self.st.center_italic))
-        right.append(_SignatureBox(min(col - 8, 185), self.layout.signature_height, self.slots))
+            right.append(Paragraph(markup(hint), self.st.center_italic))
+        right.append(SignatureBox(min(col - 8, 185), self.layout.signature_height, self.slots))
         if name:
-            right.append(Paragraph(f"<b>{_text(name)}</b>", self.st.center))
+            right.append(Paragraph(f"<b>{markup(name)}</b>", self.st.center))
         table = Table([[left or [Spacer(1, 1)], right]], colWidths=[col, col])
         table.setStyle(TableStyle([
             ("FONT", (0, 0), (-1, -1), REGULAR),  # else the table sets an unembedded Helvetica (not PDF/A)
@@ -868,12 +830,12 @@ class _Builder:
     def hand_signature(self, title: str, name: str | None) -> list[Flowable]:
         """A column for a signature by hand (the applicant's), the same height as the stamp column."""
         out: list[Flowable] = [
-            Paragraph(_text(title), self.st.center_bold),
-            Paragraph(_text(self.book.common.sign_hint), self.st.center_italic),
+            Paragraph(markup(title), self.st.center_bold),
+            Paragraph(markup(self.book.common.sign_hint), self.st.center_italic),
             Spacer(1, self.layout.signature_height),
         ]
         if name:
-            out.append(Paragraph(f"<b>{_text(name)}</b>", self.st.center))
+            out.append(Paragraph(f"<b>{markup(name)}</b>", self.st.center))
         return out
 
     def grid(self, rows: list[list[Any]], widths: list[float]) -> Table:
@@ -900,16 +862,16 @@ class _Builder:
             self.line(lab["applicant_id"], f.applicant.id_number),
             *self.contact(),
             self.line(lab["procedure"], self.procedure()),
-            Paragraph(_text(lab["documents"]), st.body),
+            Paragraph(markup(lab["documents"]), st.body),
         ]
         if f.documents:
-            rows: list[list[Any]] = [[Paragraph(_text(lab[k]), st.cell_head)
+            rows: list[list[Any]] = [[Paragraph(markup(lab[k]), st.cell_head)
                                       for k in ("col_no", "col_name", "col_form", "col_pages")]]
             for i, doc in enumerate(f.documents, 1):
                 rows.append([
                     Paragraph(str(i), st.cell_center),
-                    Paragraph(_text(doc.label), st.cell),
-                    Paragraph(_text(lab["form_reused"] if doc.reused else lab["form_scan"]), st.cell),
+                    Paragraph(markup(doc.label), st.cell),
+                    Paragraph(markup(lab["form_reused"] if doc.reused else lab["form_scan"]), st.cell),
                     Paragraph(str(doc.pages) if doc.pages else "—", st.cell_center),
                 ])
             out += [self.grid(rows, [8, 52, 28, 12]), Spacer(1, 3)]
@@ -918,20 +880,20 @@ class _Builder:
         days = (lab["processing_same_day"] if f.processing_days == 0
                 else lab["processing_days"].format(n=f"{f.processing_days:02d}"))
         out += [
-            Paragraph(f"{_text(lab['sets'])}: <b>{f.sets:02d}</b> {_text(lab['sets_unit'])}", st.body),
+            Paragraph(f"{markup(lab['sets'])}: <b>{f.sets:02d}</b> {markup(lab['sets_unit'])}", st.body),
             self.line(lab["processing"], days),
             self.line(lab["received"], clock_vi(f.received_at)),
             self.line(lab["due"], clock_vi(f.due_at)),
             self.line(lab["delivery"], f.delivery or common.unit_sentence),
-            Paragraph(f"{_text(lab['fee'])} {_text(f.fee_line)}", st.justify),
-            Paragraph(f"{_text(lab['book'])}: {self.value(f.book_volume)} "
-                      f"{_text(lab['book_entry'])}: {self.value(f.book_entry)}", st.body),
+            Paragraph(f"{markup(lab['fee'])} {markup(f.fee_line)}", st.justify),
+            Paragraph(f"{markup(lab['book'])}: {self.value(f.book_volume)} "
+                      f"{markup(lab['book_entry'])}: {self.value(f.book_entry)}", st.body),
             self.signatures(self.hand_signature(lab["sign_left"], f.applicant.name), lab["sign_right"],
                             common.sign_hint, self.form.signer_name),
         ]
         if self.spec.notes:
-            notes: list[Flowable] = [Spacer(1, 3), Paragraph(f"<b><i>{_text(lab['notes'])}</i></b>", st.small)]
-            notes += [Paragraph("- " + _text(note), st.small_item) for note in self.spec.notes]
+            notes: list[Flowable] = [Spacer(1, 3), Paragraph(f"<b><i>{markup(lab['notes'])}</i></b>", st.small)]
+            notes += [Paragraph("- " + markup(note), st.small_item) for note in self.spec.notes]
             out.append(KeepTogether(notes))
         return out
 
@@ -942,21 +904,21 @@ class _Builder:
             self.line(lab["applicant"], f.applicant.name),
             self.line(lab["procedure"], self.procedure()),
             *self.contact(),
-            Paragraph(_text(lab["request"]), st.body),
+            Paragraph(markup(lab["request"]), st.body),
         ]
         n = 0
         if f.missing:
             n += 1
-            out.append(Paragraph(f"<b>{n}. {_text(lab['missing'])}</b>", st.body))
+            out.append(Paragraph(f"<b>{n}. {markup(lab['missing'])}</b>", st.body))
             out += [self.para(f"- {lab['alternatives'].join(slot)}", st.item) for slot in f.missing]
         if f.inconsistencies:
             n += 1
-            out.append(Paragraph(f"<b>{n}. {_text(lab['inconsistent'])}</b>", st.body))
+            out.append(Paragraph(f"<b>{n}. {markup(lab['inconsistent'])}</b>", st.body))
             out += [self.para(f"- {item}", st.item) for item in f.inconsistencies]
         # The reasons the desk gave, except those already listed word for word as items.
         reasons = [r for r in f.reasons if r not in f.inconsistencies]
         if reasons:
-            out.append(Paragraph(f"<b>{_text(lab['reasons'])}</b>", st.body))
+            out.append(Paragraph(f"<b>{markup(lab['reasons'])}</b>", st.body))
             out += [self.para(f"- {r}", st.item) for r in reasons]
         phone = lab["closing_phone"].format(phone=f.contact_phone) if f.contact_phone else ""
         out += [
@@ -985,7 +947,7 @@ class _Builder:
         a, lab = self.form.applicant, self.labels
         to = f"Ông/Bà {a.name}" if a.name else None
         return [
-            Paragraph(f"{_text(lab['to'])}: {self.value(to)}", self.st.center),
+            Paragraph(f"{markup(lab['to'])}: {self.value(to)}", self.st.center),
             Spacer(1, 2),
             self.line(lab["address"], a.address, plain=True),
             self.line(lab["phone"], a.phone),
@@ -993,8 +955,8 @@ class _Builder:
 
     def leader_signature(self, title: str | None) -> Flowable:
         st, lab = self.st, self.labels
-        recipients: list[Flowable] = [Paragraph(f"<b><i>{_text(lab['recipients'])}</i></b>", st.small)]
-        recipients += [Paragraph(_text(line), st.small) for line in self.spec.recipients]
+        recipients: list[Flowable] = [Paragraph(f"<b><i>{markup(lab['recipients'])}</i></b>", st.small)]
+        recipients += [Paragraph(markup(line), st.small) for line in self.spec.recipients]
         return self.signatures(recipients, (title or lab["sign_title"]).upper(), None, self.form.signer_name)
 
     def apology(self, f: ApologyForm) -> list[Flowable]:
@@ -1028,16 +990,16 @@ class _Builder:
     def control(self, f: ControlSlipForm) -> list[Flowable]:
         lab, st = self.labels, self.st
         outcomes = {"early": lab["outcome_early"], "on_time": lab["outcome_on_time"], "late": lab["outcome_late"]}
-        rows: list[list[Any]] = [[Paragraph(_text(lab[k]), st.cell_head)
+        rows: list[list[Any]] = [[Paragraph(markup(lab[k]), st.cell_head)
                                   for k in ("col_no", "col_unit", "col_time", "col_outcome", "col_note")]]
         for i, step in enumerate(f.steps, 1):
             rows.append([
                 Paragraph(str(i), st.cell_center),
-                Paragraph(f"<b>{_text(step.action)}:</b> {_text(step.unit)}<br/>"
-                          f"{_text(step.actor)} <i>({_text(step.role)})</i>", st.cell),
-                Paragraph(_text(clock_vi(step.at)), st.cell),
-                Paragraph(_text(outcomes[step.outcome]) if step.outcome else "", st.cell_center),
-                Paragraph(_text(step.note or ""), st.cell),
+                Paragraph(f"<b>{markup(step.action)}:</b> {markup(step.unit)}<br/>"
+                          f"{markup(step.actor)} <i>({markup(step.role)})</i>", st.cell),
+                Paragraph(markup(clock_vi(step.at)), st.cell),
+                Paragraph(markup(outcomes[step.outcome]) if step.outcome else "", st.cell_center),
+                Paragraph(markup(step.note or ""), st.cell),
             ])
         return [
             self.line(lab["applicant"], f.applicant.name),

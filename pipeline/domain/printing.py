@@ -8,22 +8,30 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import unicodedata
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from xml.sax.saxutils import escape
 from zoneinfo import ZoneInfo
 
 import pikepdf
 from PIL import ImageCms
+from pydantic import BaseModel, Field
 from reportlab.graphics.barcode.qr import QrCodeWidget
 from reportlab.graphics.shapes import Drawing
 from reportlab.lib.fonts import addMapping
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFError, TTFont
+from reportlab.platypus import Flowable
 
 from pipeline.core.errors import ConfigurationError
 
 __all__ = [
     "BOLD",
+    "PageLayout",
+    "SignatureBox",
+    "SignatureSlot",
     "BOLD_ITALIC",
     "ITALIC",
     "REGULAR",
@@ -32,6 +40,7 @@ __all__ = [
     "clock_vi",
     "date_vi",
     "local_time",
+    "markup",
     "qr_drawing",
     "register_fonts",
 ]
@@ -129,3 +138,47 @@ def as_pdfa_2b(pdf: bytes, *, xmp_only: bool = False, dc_type: str | None = None
         out = io.BytesIO()
         doc.save(out, deterministic_id=True)
     return out.getvalue()
+
+
+class PageLayout(BaseModel):
+    """Sizes in points of a printed document's page (from its labels file)."""
+
+    margin_x: float = Field(gt=0)
+    margin_top: float = Field(gt=0)
+    margin_bottom: float = Field(gt=0)
+    header_size: float = Field(gt=0)
+    title_size: float = Field(gt=0)
+    body_size: float = Field(gt=0)
+    small_size: float = Field(gt=0)
+    footer_size: float = Field(gt=0)
+    signature_height: float = Field(ge=40)
+
+
+def markup(value: str) -> str:
+    """Dynamic text for a reportlab paragraph: NFC, markup-escaped."""
+    return escape(unicodedata.normalize("NFC", value))
+
+
+@dataclass(frozen=True)
+class SignatureSlot:
+    """Where the visible signature goes: a 0-based page and a box (x1, y1, x2, y2) in PDF points."""
+
+    page: int
+    box: tuple[float, float, float, float]
+
+
+class SignatureBox(Flowable):
+    """Empty space of a fixed size that records where it was drawn, for the visible signature stamp."""
+
+    def __init__(self, width: float, height: float, sink: list[SignatureSlot]) -> None:
+        super().__init__()
+        self.box_width, self.box_height, self.sink = width, height, sink
+
+    def wrap(self, availWidth: float, availHeight: float) -> tuple[float, float]:
+        self.width, self.height = min(self.box_width, availWidth), self.box_height
+        return self.width, self.height
+
+    def draw(self) -> None:
+        x1, y1 = self.canv.absolutePosition(0, 0)
+        x2, y2 = self.canv.absolutePosition(self.width, self.height)
+        self.sink.append(SignatureSlot(self.canv.getPageNumber() - 1, (x1, y1, x2, y2)))

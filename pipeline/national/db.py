@@ -335,7 +335,7 @@ class HttpNationalDb:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         if self._down:
-            raise NationalDbUnavailable(self._down)
+            raise NationalDbUnavailable(self._down, transient="HTTP 401" not in self._down)
         problem = ""
         for attempt in range(self.retries + 1):
             if attempt:
@@ -358,11 +358,11 @@ class HttpNationalDb:
                     "check HOSO_NATDB_TOKEN / HOSO_NATDB_TOKEN_FILE"
                 )
                 log.error("%s", self._down)
-                raise NationalDbUnavailable(self._down)
+                raise NationalDbUnavailable(self._down, transient=False)
             return response
         self._down = f"national database {self.base_url} unavailable after {self.retries + 1} attempts: {problem}"
         log.warning("%s", self._down)
-        raise NationalDbUnavailable(self._down)
+        raise NationalDbUnavailable(self._down, transient=True)
 
     def verify_citizen(
         self, id_number: str, full_name: str | None, date_of_birth: str | None

@@ -13,7 +13,7 @@ import secrets
 from datetime import UTC, datetime
 from typing import Any
 
-from pipeline.core.errors import DossierBusy, IntegrityError, InvalidState
+from pipeline.core.errors import DossierBusy, InvalidState
 from pipeline.core.models import DossierState
 from pipeline.domain.lifecycle import Actor, Delivery, Payment, load_lifecycle
 from pipeline.domain.results import ResultContent, seal_result, sign_as_approver
@@ -34,7 +34,7 @@ from pipeline.usecases.services import Services
 from signing.levels import Level
 from storage import keys
 from storage.identity import Claim
-from storage.objects import sha256_bytes
+from storage.records import read_recorded
 from storage.registry import DossierRecord
 
 __all__ = ["APPROVER_NAME", "IssuedResult", "approve", "issue_result", "seal"]
@@ -101,9 +101,7 @@ def seal(
         approved = record.artifacts.get(keys.RESULT_APPROVED)
         if approved is None:
             raise InvalidState(f"dossier {code} has no approved result", "Chưa có kết quả được lãnh đạo ký duyệt.")
-        pdf = services.store.get_bytes(approved.object_key)
-        if sha256_bytes(pdf) != approved.sha256:
-            raise IntegrityError(f"{approved.object_key} differs from the SHA-256 the registry recorded")
+        pdf = read_recorded(services.store, approved)
         verification = _verification_code(record)
         sealed = seal_result(
             pdf, services.keys, dossier_code=code, agency_name=s.agency_name, timestamp_url=s.tsa_url,
@@ -180,8 +178,9 @@ def issue_result(
         ident.release(claim)
     if issued is None:  # sealed before this run: the stored result
         record = services.registry.get(code)
-        key = record.artifacts[keys.RESULT].object_key
-        issued = IssuedResult(code, key, _verification_code(record), services.store.get_bytes(key))
+        stored = record.artifacts[keys.RESULT]
+        pdf = read_recorded(services.store, stored)
+        issued = IssuedResult(code, stored.object_key, _verification_code(record), pdf)
     return issued
 
 

@@ -25,15 +25,23 @@ from pyhanko.sign.fields import MDPPerm
 
 from ocr.engine import inspect_input, ocr_input
 from ocr.models import RecognizedPage
-from pipeline.core.errors import HosoError, InProgressElsewhere, InputEmpty
+from pipeline.core.errors import (
+    DossierCodeTaken,
+    DossierNotFound,
+    HosoError,
+    InProgressElsewhere,
+    InputCorrupt,
+    InputEmpty,
+)
 from pipeline.core.faults import checkpoint
-from pipeline.core.inputs import Input, identify_input
+from pipeline.core.inputs import Input, display_name, identify_input
 from pipeline.core.models import ApplicantCheck, DocumentInfo, DossierState, PageInfo, Receipt, Validation
 from pipeline.domain.applicant import apply_applicant_check, consult_national_db, save_dossier_documents
 from pipeline.domain.catalog import Catalog, Procedure
 from pipeline.domain.classify import classify
 from pipeline.domain.deadlines import due_date
 from pipeline.domain.extract import extract_fields
+from pipeline.domain.handover import Handover
 from pipeline.domain.lifecycle import Actor
 from pipeline.domain.segment import segment
 from pipeline.domain.validate import validate
@@ -50,8 +58,9 @@ from storage.records import (
     holder_id,
     lock_recorded,
     new_attempt_id,
+    release_unfinished,
 )
-from storage.registry import DossierRecord, IntakeClaim
+from storage.registry import DossierRecord, IntakeClaim, LegacyIntake
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +85,9 @@ class IntakeRequest:
     applicant_id: str | None = None
     actor: str = "desk-officer"
     desk: Actor | None = None  # the named desk user (default: the unattended command, as ``actor``)
+    # A legacy dossier handed over by an archive batch: it keeps its code, dates and state, lands in the
+    # new unit, and gets no desk form (pipeline/domain/handover.py).
+    handover: Handover | None = None
 
 
 def intake_request(
@@ -167,12 +179,18 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     procedure = services.catalog.procedure(request.procedure)
     source = identify_input(request.input_path)
 
+    # A failure of this process that could not reach the registry left its lease looking live: end it, or
+    # the retry of that input would wait for itself.
+    release_unfinished(services.registry)
     done = _received_already(services, source.sha256, procedure.key)
+    _check_handover(services, request.handover, done)
     if done is not None:
         log.info("dossier %s already received from this input; nothing to do", done.code)
         outcome = _already_received(services, done)
-        # A run that crashed after recording the dossier left its form to do.
+        # A run that crashed after recording the dossier left its form, and its save to the citizen's
+        # store (an upsert: saving again is harmless), to do.
         outcome.form = _desk_form(request, services, outcome.receipt, now)
+        _save_to_citizen_store(services, done)
         return outcome
 
     services.store  # noqa: B018  (open storage now: a misconfigured store must fail before minutes of OCR)
@@ -223,6 +241,29 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     return outcome
 
 
+def _check_handover(services: Services, handover: Handover | None, done: DossierRecord | None) -> None:
+    """Before any OCR: a legacy code that another input's dossier holds, or an input already received under
+    another code, is refused (DossierCodeTaken) — never a silent overwrite or a second dossier."""
+    if handover is None:
+        return
+    code = handover.legacy_code
+    if done is not None:
+        if done.code != code:
+            raise DossierCodeTaken(
+                f"this input was received already as dossier {done.code}, not {code}",
+                f"Hồ sơ này đã được tiếp nhận với mã {done.code}; không bàn giao lại với mã {code}.",
+            )
+        return
+    try:
+        holder = services.registry.get(code)
+    except DossierNotFound:
+        return
+    raise DossierCodeTaken(
+        f"dossier code {code} is in the registry already, made from another input ({holder.input_name})",
+        f"Mã hồ sơ {code} đã có trong hệ thống (một hồ sơ khác); hồ sơ này không được bàn giao lại.",
+    )
+
+
 def _received_already(services: Services, input_sha256: str, procedure: str) -> DossierRecord | None:
     """The dossier this input already made, after waiting (up to ``HOSO_LEASE_WAIT_SECONDS``) for a desk
     that holds it now; None when this desk should go on. InProgressElsewhere if the other is still at it."""
@@ -236,6 +277,17 @@ def _received_already(services: Services, input_sha256: str, procedure: str) -> 
         if time.monotonic() >= deadline:
             raise _busy(record)
         time.sleep(WAIT_STEP_S)
+
+
+def _save_to_citizen_store(services: Services, record: DossierRecord) -> None:
+    digitised = record.artifacts.get(keys.DIGITISED)
+    if digitised is None:
+        return
+    natdb = services.national_db()
+    try:
+        save_dossier_documents(natdb, Receipt.model_validate(record.receipt_json), digitised.sha256)
+    finally:
+        natdb.close()
 
 
 def _busy(record: DossierRecord) -> InProgressElsewhere:
@@ -263,7 +315,9 @@ def _desk_form(
     request: IntakeRequest, services: Services, receipt: Receipt, now: datetime | None
 ) -> FormIssued | None:
     """After :func:`record_intake`: the desk's form for the dossier, once (see ``issue_intake_forms``), locked
-    once recorded like the rest of the dossier."""
+    once recorded like the rest of the dossier; none for a dossier handed over (it was received long ago)."""
+    if request.handover is not None:
+        return None
     form = issue_intake_forms(services, receipt, request.desk or Actor.for_batch("ingest", request.actor), now=now)
     if form is not None:
         _lock(services, receipt.dossier_code)
@@ -293,20 +347,23 @@ def record_intake(
     versions this attempt wrote — never another desk's — and discards the reservation.
     """
     registry, store, settings = services.registry, services.store, services.settings
-    received_at = now or datetime.now(UTC)
+    received_at = request.handover.received_at if request.handover else now or datetime.now(UTC)
     lease_for = timedelta(seconds=settings.lease_seconds)
     attempt = new_attempt_id()
     claim = _claim(services, request, procedure, source, received_at, attempt, lease_for)
     if claim.status == "done":
+        _check_handover(services, request.handover, claim.record)
         return _already_received(services, claim.record)
     record = claim.record
     code = record.code
     assert claim.attempt is not None
     checkpoint("record:after_reserve")
     writer = AttemptWriter(store, registry, claim.attempt, lease_for)
+    cleared = claim.status != "resumed"  # nothing of an earlier attempt left under this code
     try:
         if claim.status == "resumed":
             removed = clear_reservation_objects(store, registry, code, keep_attempt=attempt)
+            cleared = True
             log.info("resumed reservation %s; removed %d object version(s) of earlier attempts", code, removed)
         input_keys = [(keys.input_key(code, f.name), keys.input_artifact(i, len(source.files)))
                       for i, f in enumerate(source.files, start=1)]
@@ -315,7 +372,14 @@ def record_intake(
         )
         written: list[tuple[str, ObjectInfo]] = []
         for (key, name), f in zip(input_keys, source.files, strict=True):
-            written.append((name, writer.put_file(key, f.path, f.content_type, artifact=name)))
+            stored = writer.put_file(key, f.path, f.content_type, artifact=name)
+            written.append((name, stored))
+            if stored.sha256 != f.sha256:  # rewritten (a scanner still at it) or swapped since it was identified
+                raise InputCorrupt(
+                    f"{display_name(f.name)} changed while it was being received (SHA-256 {f.sha256[:12]}… when "
+                    f"identified, {stored.sha256[:12]}… when stored)",
+                    "Tệp đã thay đổi trong khi đang tiếp nhận (máy quét chưa ghi xong?); vui lòng đợi rồi thử lại.",
+                )
         checkpoint("record:after_input")
         written.append((keys.DIGITISED, writer.put_bytes(
             keys.digitised_key(code), signed_pdf, "application/pdf", artifact=keys.DIGITISED)))
@@ -360,19 +424,23 @@ def record_intake(
             keys.manifest_key(code), json.dumps(manifest, ensure_ascii=False, indent=2).encode(), "application/json",
             artifact=keys.MANIFEST)))
         checkpoint("record:after_objects")
+        handover = request.handover
         registry.finalize_intake(
             code,
-            state=STATE_OF_STATUS[validation.status],
+            state=handover.state if handover else STATE_OF_STATUS[validation.status],
             intake_status=validation.status,
             documents=documents,
             artifacts=written,
             receipt=receipt.model_dump(mode="json"),
             actor=request.actor,
             attempt=attempt,
+            handover_note=handover.note if handover else None,
         )
     except BaseException as err:
         log.exception("recording dossier %s failed; removing what this attempt wrote", code)
-        writer.rollback(discard=code, reason=f"intake failed: {type(err).__name__}: {err}")
+        # An earlier attempt's objects still stored (the store down while clearing them) keep the reservation:
+        # the next run resumes it and clears them; discarded, they would be orphans under a forgotten code.
+        writer.rollback(discard=code if cleared else None, reason=f"intake failed: {type(err).__name__}: {err}")
         raise
     checkpoint("record:after_finalize")
     _lock(services, code)
@@ -392,21 +460,28 @@ def _claim(
     """The reservation for this input, held by ``attempt`` — or ``done`` — after waiting for a desk that holds it."""
     deadline = time.monotonic() + services.settings.lease_wait_seconds
     holder = holder_id()
+    handover = request.handover
+    due_at = due_date(received_at, procedure.processing_days, services.settings.timezone)
+    legacy = None
+    if handover is not None:
+        due_at = handover.due_at or due_at
+        legacy = LegacyIntake(handover.legacy_code, handover.from_agency, handover.batch_id)
     while True:
         claim = services.registry.claim_intake(
             input_sha256=source.sha256,
             input_name=source.name,
             procedure=procedure.key,
             procedure_code=procedure.national_code,
-            agency_code=services.settings.agency_code,
+            agency_code=handover.to_agency if handover else services.settings.agency_code,
             received_at=received_at,
-            due_at=due_date(received_at, procedure.processing_days, services.settings.timezone),
+            due_at=due_at,
             applicant_id=request.applicant_id,
             actor=request.actor,
             attempt=attempt,
             holder=holder,
             lease_for=lease_for,
             holder_alive=holder_alive,
+            legacy=legacy,
         )
         if claim.status != "busy":
             return claim

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -28,6 +29,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 
 from pipeline.core.errors import DossierBusy, Forbidden, HosoError, InvalidRequest, InvalidState
+from pipeline.core.faults import checkpoint
 from pipeline.core.models import DossierState, Receipt, Role
 from pipeline.domain.deadlines import due_date
 from pipeline.domain.forms import (
@@ -68,6 +70,9 @@ log = logging.getLogger(__name__)
 
 #: How long a step may hold a dossier before another run may take it over (a crashed or hung holder).
 CLAIM_TTL = timedelta(minutes=10)
+#: Claims of this process whose step failed while the registry was unreachable, so they could not be given up:
+#: released at this process's next step, or they would keep the dossier busy for CLAIM_TTL after the outage.
+_unreleased: list[Claim] = []
 PDF = "application/pdf"
 
 
@@ -231,6 +236,17 @@ def run_step(
     )
 
 
+def _release_unreleased(ident: Identity) -> None:
+    """Give up the claims an earlier failed step of this process could not (see ``_unreleased``)."""
+    for held in list(_unreleased):
+        try:
+            ident.release(held)  # False when it expired or was taken over meanwhile: gone either way
+        except HosoError:
+            return  # still unreachable: the step about to run finds out itself
+        with suppress(ValueError):  # another thread of this process released it too
+            _unreleased.remove(held)
+
+
 def _perform(
     services: Services,
     code: str,
@@ -261,12 +277,14 @@ def _perform(
         )
         return StepOutcome(after, action, role)
 
+    _release_unreleased(ident)
     own = claim is None
     held = claim or ident.claim(
         code, action, actor.username, ttl=CLAIM_TTL, check=lambda row: admissible(DossierRecord.model_validate(row))
     )
     writer: AttemptWriter | None = None
     try:
+        checkpoint("step:claimed", action)
         record = registry.get(code)  # as it is now that this step holds it
         if not own:  # the caller's claim was checked for its own purpose, not this step's
             admissible(record)
@@ -301,8 +319,13 @@ def _perform(
     except BaseException as err:
         if writer is not None:  # only this attempt's unrecorded versions: safe whoever holds the claim now
             writer.rollback(reason=f"{action} failed: {type(err).__name__}: {err}")
-        if own and ident.holds(held):
-            ident.release(held)
+        if own:
+            try:
+                if ident.holds(held):
+                    ident.release(held)
+            except HosoError as lost:  # the registry is down: give the claim up at the next step instead
+                log.warning("could not release the claim on %s for %s: %s", code, action, lost)
+                _unreleased.append(held)
         raise
     if writer is not None:
         try:

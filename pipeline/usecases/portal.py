@@ -20,6 +20,7 @@ from pipeline.usecases.lifecycle import PublicStatus, citizen_lookup
 from pipeline.usecases.services import Services
 from signing.verify import VerificationReport, verify_pdf
 from storage import keys
+from storage.records import read_recorded
 from storage.registry import DossierRecord
 
 
@@ -99,7 +100,7 @@ def check_issued_result(services: Services, code: str, verification_code: str) -
     given = verification_code.strip().upper()
     if artifact is None or expected is None or not hmac.compare_digest(given.encode(), expected.upper().encode()):
         return None
-    pdf = services.store.get_bytes(artifact.object_key)
+    pdf = read_recorded(services.store, artifact)
     report = verify_pdf(pdf, _roots(services), identities=services.signer_identities, profile="result")
     return ResultCheck(dossier_code=code, procedure_label=services.catalog.procedure(record.procedure).label,
                        issued_at=artifact.created_at, report=report)

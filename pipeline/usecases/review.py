@@ -24,6 +24,7 @@ from pipeline.domain.validate import validate
 from pipeline.usecases.lifecycle import appointment
 from pipeline.usecases.services import Services
 from storage import keys
+from storage.records import read_recorded
 from storage.registry import DossierRecord
 
 #: Who may correct what the desk read, and while the dossier is still being appraised.
@@ -62,7 +63,7 @@ class DossierView:
 
 def _digitised(services: Services, record: DossierRecord) -> bytes | None:
     artifact = record.artifacts.get(keys.DIGITISED)
-    return None if artifact is None else services.store.get_bytes(artifact.object_key)
+    return None if artifact is None else read_recorded(services.store, artifact)
 
 
 def page_texts(pdf: bytes) -> list[str]:
@@ -142,7 +143,7 @@ def page_thumbnail(services: Services, code: str, page: int, *, width: int = 240
         if key in _THUMBNAILS:
             _THUMBNAILS.move_to_end(key)
             return _THUMBNAILS[key]
-    png = _render_page(services.store.get_bytes(artifact.object_key), page, width)
+    png = _render_page(read_recorded(services.store, artifact), page, width)
     with _thumbnails_lock:
         _THUMBNAILS[key] = png
         while len(_THUMBNAILS) > _THUMBNAILS_KEPT:

@@ -13,28 +13,28 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from asn1crypto import x509 as asn1_x509
-from cryptography import x509
-from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
-
-from ocr.engine import page_pool
 from ocr.models import OcrOptions
-from ocr.plugin import OcrEngine, load_engine
 from pipeline.core.errors import ConfigurationError
 from pipeline.core.settings import DEV_PKI_PASSPHRASE, Settings, get_settings
-from pipeline.domain.applicant import ReuseGuard
 from pipeline.domain.catalog import Catalog, load_catalog
-from pipeline.national.db import NationalDb, open_national_db
-from signing.identities import SignerIdentities
-from signing.pki import ROLES, DevPki, ensure_dev_pki
-from signing.signers import SigningKeys
-from signing.tokens import Pkcs11Keys
-from signing.verify import load_trust_roots
-from storage.objects import ObjectStore, open_store
-from storage.registry import Registry
+
+# The heavy parts (OpenCV and the OCR engine, pyHanko, the national databases, SQLAlchemy, minio) are imported
+# where they are first opened, so that `hoso --help`, `hoso status` and registry-only work never load them.
+if TYPE_CHECKING:
+    from asn1crypto import x509 as asn1_x509
+    from cryptography import x509
+
+    from ocr.plugin import OcrEngine
+    from pipeline.domain.applicant import ReuseGuard
+    from pipeline.national.db import NationalDb
+    from signing.identities import SignerIdentities
+    from signing.pki import DevPki
+    from signing.signers import SigningKeys
+    from signing.tokens import Pkcs11Keys
+    from storage.objects import ObjectStore
+    from storage.registry import Registry
 
 #: ``signing.pki.ensure_dev_pki`` names its CAs with this organisation; production trusts none of them.
 DEV_PKI_ORGANISATION = "hoso (phát triển)"
@@ -84,12 +84,18 @@ def store_protection(store: ObjectStore) -> Protection:
 
 
 def _is_dev_ca(cert: x509.Certificate) -> bool:
+    from cryptography.x509.oid import NameOID
+
     names = [*cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME),
              *cert.issuer.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
     return any(n.value == DEV_PKI_ORGANISATION for n in names)
 
 
 def _pkcs12_problems(settings: Settings) -> list[str]:
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    from signing.pki import ROLES
+
     problems = []
     try:
         passphrase = settings.resolved_pki_passphrase()
@@ -116,6 +122,10 @@ def _pkcs12_problems(settings: Settings) -> list[str]:
 
 
 def _trust_problems(settings: Settings) -> list[str]:
+    from cryptography import x509
+
+    from signing.verify import load_trust_roots
+
     if not settings.trust_roots:
         return ["HOSO_TRUST_ROOTS is unset: production does not fall back to the development root"]
     problems = []
@@ -196,6 +206,8 @@ class Services:
 
     def preflight(self) -> None:
         """Open what a long-running worker needs now, so that bad configuration stops it at start."""
+        from signing.pki import ROLES
+
         self.check_production()
         self.store  # noqa: B018
         self.registry  # noqa: B018
@@ -217,6 +229,8 @@ class Services:
 
     @cached_property
     def store(self) -> ObjectStore:
+        from storage.objects import open_store
+
         self.check_production()
         store = open_store(self.settings)
         if self.settings.mode == "production":
@@ -228,12 +242,16 @@ class Services:
 
     @cached_property
     def registry(self) -> Registry:
+        from storage.registry import Registry
+
         self.check_production()
         return Registry.from_settings(self.settings)
 
     @cached_property
     def pki(self) -> DevPki:
         """The PKCS#12 files: the dev PKI (made on demand) in development; in production only existing files."""
+        from signing.pki import ROLES, DevPki, ensure_dev_pki
+
         self.check_production()
         folder = self.settings.resolved_pki_dir
         if self.settings.mode == "production":
@@ -248,6 +266,9 @@ class Services:
     @cached_property
     def keys(self) -> SigningKeys | Pkcs11Keys:
         """Signers by role: PKCS#12 files (HOSO_PKI_DIR), or a PKCS#11 token (HOSO_KEY_SOURCE=pkcs11)."""
+        from signing.signers import SigningKeys
+        from signing.tokens import Pkcs11Keys
+
         self.check_production()
         s = self.settings
         if s.key_source == "pkcs11":
@@ -257,6 +278,8 @@ class Services:
     @cached_property
     def trust_roots(self) -> list[asn1_x509.Certificate]:
         """Configured trust roots (HOSO_TRUST_ROOTS), else (development only) the dev PKI's root."""
+        from signing.verify import load_trust_roots
+
         self.check_production()
         paths: list[bytes | Path] = list(self.settings.trust_roots) or [self.pki.root_cert]
         return load_trust_roots(paths)
@@ -265,6 +288,8 @@ class Services:
     def signer_identities(self) -> SignerIdentities:
         """Who may sign in each role (HOSO_SIGNER_CERTS), else the key source's own certificates per role:
         the token's (HOSO_KEY_SOURCE=pkcs11) or the dev PKI's, with any it has replaced."""
+        from signing.identities import SignerIdentities
+
         s = self.settings
         if s.signer_certs:
             return SignerIdentities.from_config(s.signer_certs)
@@ -274,11 +299,15 @@ class Services:
 
     def national_db(self) -> NationalDb:
         """A connection to the national databases the settings name; the caller closes it."""
+        from pipeline.national.db import open_national_db
+
         self.check_production()
         return open_national_db(self.settings, self.registry)
 
     def reuse_guard(self) -> ReuseGuard:
         """What a stored document must pass to be reused in a dossier (domain/applicant.py)."""
+        from pipeline.domain.applicant import ReuseGuard
+
         return ReuseGuard(self.store, [cert.dump() for cert in self.trust_roots], self.signer_identities)
 
     @property
@@ -291,6 +320,8 @@ class Services:
     @cached_property
     def ocr_engine(self) -> OcrEngine:
         """The page OCR engine HOSO_OCR_ENGINE names (a bad name is a ConfigurationError)."""
+        from ocr.plugin import load_engine
+
         return load_engine(self.settings.ocr_engine)
 
     @property
@@ -302,6 +333,8 @@ class Services:
         jobs = self.settings.ocr_jobs or os.cpu_count() or 1
         if jobs == 1:
             return None
+        from ocr.engine import page_pool
+
         with self._pool_lock:
             # ProcessPoolExecutor marks itself _broken and then refuses all work; it offers no public test.
             if self._pool is not None and getattr(self._pool, "_broken", False):

@@ -183,6 +183,27 @@ def with_sof(data: bytes, w: int, h: int) -> bytes:
     return data[: i + 5] + struct.pack(">HH", h, w) + data[i + 9 :]
 
 
+def jpeg_segment_flood(size: int = 8 << 20) -> bytes:
+    """A small JPEG whose scan comes after ``size`` bytes of comment segments (decoders keep them all)."""
+    data = jpeg_bytes(900, 1200)
+    scan = data.index(b"\xff\xda")
+    comment = b"\xff\xfe" + struct.pack(">H", 0xFFFF) + b"x" * 0xFFFD
+    return data[:scan] + comment * (size // len(comment)) + data[scan:]
+
+
+def type3_glyph_flood(glyphs: int = 300_000, paths: int = 300) -> bytes:
+    """A Type 3 font whose one glyph strokes ``paths`` lines, shown ``glyphs`` times on one spot (TJ moves
+    back after each): the font is selected once, but every glyph shown runs its procedure. Before glyphs
+    were counted, rendering it ran past 5 minutes."""
+    proc = b"1000 0 d0 " + b"0 0 m 1000 1000 l S " * paths
+    return doc(zlib.compress(b"BT /T3 12 Tf 72 700 Td [" + b"(a) 1000 " * glyphs + b"] TJ ET"),
+               b"<< /Font << /T3 5 0 R >> >>", content_entries=b"/Filter /FlateDecode", extra={
+                   5: b"<< /Type /Font /Subtype /Type3 /FontBBox [0 0 1000 1000] /FontMatrix "
+                      b"[0.001 0 0 0.001 0 0] /CharProcs << /a 6 0 R >> /Encoding << /Type "
+                      b"/Encoding /Differences [97 /a] >> /FirstChar 97 /LastChar 97 /Widths [1000] >>",
+                   6: stream(b"", proc)})
+
+
 def jp2_codestream(w: int, h: int) -> bytes:
     """The start of a JPEG 2000 codestream: SOC and a SIZ header declaring w x h, one component."""
     siz = struct.pack(">HHIIIIIIIIH", 41, 0, w, h, 0, 0, w, h, 0, 0, 1) + bytes([7, 1, 1])
@@ -576,6 +597,13 @@ def cases(outside: Path | None = None) -> list[Case]:
                                       b"/Encoding /Differences [97 /a] >> /FirstChar 97 /LastChar 97 /Widths "
                                       b"[1000] >>",
                                    6: stream(b"/Filter /FlateDecode", bomb)}))),
+        Case(b"pdf-type3-glyph-flood.pdf", E.input_too_large,
+             "a Type 3 glyph of 900 operators shown 300000 times on one spot (270 million operators)",
+             write(type3_glyph_flood)),
+        Case(b"pdf-glyph-flood.pdf", E.input_too_large, "one string of 3 million glyphs",
+             write(lambda: doc(zlib.compress(b"BT /F1 1 Tf (" + b"x" * 3_000_000 + b") Tj ET"),
+                               b"<< /Font << /F1 << /Type /Font /Subtype /Type1 /BaseFont /Helvetica >> >> >>",
+                               content_entries=b"/Filter /FlateDecode"))),
         Case(b"pdf-font-file-bomb.pdf", E.input_too_large, "an embedded font file inflating to 1 GiB",
              write(lambda: doc(b"BT /F1 12 Tf 72 700 Td (abc) Tj ET", b"<< /Font << /F1 5 0 R >> >>", extra={
                  5: b"<< /Type /Font /Subtype /TrueType /BaseFont /Bomb /FirstChar 97 /LastChar 99 /Widths "
@@ -621,6 +649,8 @@ def cases(outside: Path | None = None) -> list[Case]:
              write(lambda: jpeg_bytes(900, 1200)[: len(jpeg_bytes(900, 1200)) // 2])),
         Case(b"jpeg-exif-loop.jpg", E.input_corrupt, "an EXIF block that loops, orientation 6, cut short",
              write(exif_loop_jpeg)),
+        Case(b"jpeg-segment-flood.jpg", E.input_too_large, "8 MB of comment segments before the scan",
+             write(jpeg_segment_flood)),
         Case(b"jpeg-progressive-big.jpg", E.input_too_large, "a progressive 9000x9000 RGB JPEG header",
              write(lambda: with_sof(jpeg_bytes(mode="RGB"), 9000, 9000).replace(b"\xff\xc0", b"\xff\xc2"))),
         Case(b"tiff-frame-bomb.tif", E.input_too_large, "a third TIFF frame declared 100000x100000 px",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -357,3 +358,136 @@ def start_test_pki(directory: Path, port: int | None = None) -> TestPkiServer:
             time.sleep(0.2)
     server.stop()
     raise RuntimeError("test PKI server did not answer in 30 s")
+
+
+# --- a private PostgreSQL cluster (never the machine's shared server) ---------------------------
+
+
+def postgres_bindir() -> Path | None:
+    """The newest Debian ``postgresql`` package's programs (initdb, pg_ctl), or None."""
+    found = [p for p in Path("/usr/lib/postgresql").glob("*/bin/pg_ctl") if p.parts[-3].isdigit()]
+    found.sort(key=lambda p: int(p.parts[-3]))
+    return found[-1].parent if found else None
+
+
+@dataclass
+class PrivatePostgres:
+    """A PostgreSQL cluster of its own (initdb), on 127.0.0.1:``port`` with its unix socket in its folder.
+
+    ``stop()`` and ``start()`` again make an outage of the registry's database; ``close()`` stops it for good
+    and removes its data. Run as root, the cluster belongs to the ``postgres`` user (initdb refuses root), in a
+    private temporary folder that user can reach.
+    """
+
+    bindir: Path
+    data_dir: Path
+    socket_dir: Path
+    log_path: Path
+    port: int
+    run_as: str | None = None
+    own_root: Path | None = None  # the temporary folder made for it (removed by close)
+
+    def url(self, database: str = "postgres") -> str:
+        return f"postgresql+psycopg://postgres@{LOOPBACK}:{self.port}/{database}"
+
+    def _pg_ctl(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.data_dir), *args]
+        if self.run_as:
+            cmd = ["runuser", "-u", self.run_as, "--", *cmd]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=self.socket_dir)
+
+    def start(self) -> None:
+        """Start the server (again) and return once it accepts connections."""
+        options = (f"-p {self.port} -k {self.socket_dir} -c listen_addresses={LOOPBACK} -c fsync=off "
+                   "-c max_connections=40 -c shared_buffers=16MB")
+        proc = self._pg_ctl("-l", str(self.log_path), "-o", options, "-w", "-t", "60", "start")
+        if proc.returncode != 0:
+            raise RuntimeError(f"pg_ctl start failed: {proc.stderr}\n{self.log_tail()}")
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: connections are cut; ``immediate``: as a crash would)."""
+        if self.running():
+            proc = self._pg_ctl("-m", mode, "-w", "stop")
+            if proc.returncode != 0 and self.running():
+                raise RuntimeError(f"pg_ctl stop failed: {proc.stderr}")
+
+    def running(self) -> bool:
+        return self._pg_ctl("status").returncode == 0
+
+    def create_database(self, name: str) -> str:
+        """A new database in this cluster; its SQLAlchemy URL."""
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        finally:
+            engine.dispose()
+        return self.url(name)
+
+    def log_tail(self, chars: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        try:
+            self.stop("immediate")
+        finally:
+            if self.own_root is not None:
+                shutil.rmtree(self.own_root, ignore_errors=True)
+
+    def __enter__(self) -> PrivatePostgres:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def private_postgres(base_dir: Path, port: int | None = None) -> PrivatePostgres:
+    """initdb a new cluster and start it on 127.0.0.1:``port`` (default: a free port); trust auth, user postgres.
+
+    Its data and socket live in ``base_dir`` — or, run as root, in a fresh ``/tmp/hoso-pg-*`` folder owned by
+    the ``postgres`` user (``base_dir`` then keeps only the log). Use as a context manager (or ``close()``).
+    """
+    import pwd
+    import tempfile
+
+    bindir = postgres_bindir()
+    if bindir is None:
+        raise RuntimeError("PostgreSQL server programs are missing: apt-get install postgresql")
+    base_dir.mkdir(parents=True, exist_ok=True)
+    port = port or free_ports(1, with_grpc=False)[0]
+    run_as, own_root, root = None, None, base_dir
+    if os.geteuid() == 0:
+        run_as = "postgres"
+        own_root = root = Path(tempfile.mkdtemp(prefix="hoso-pg-"))
+        user = pwd.getpwnam(run_as)
+        os.chown(root, user.pw_uid, user.pw_gid)
+    data_dir, socket_dir = root / "data", root / "socket"
+    log_path = root / "postgres.log"
+    server = PrivatePostgres(bindir, data_dir, socket_dir, log_path, port, run_as, own_root)
+    init = [str(bindir / "initdb"), "-D", str(data_dir), "-U", "postgres", "--auth=trust", "--encoding=UTF8",
+            "--locale=C", "--no-sync"]
+    if run_as:
+        init = ["runuser", "-u", run_as, "--", *init]
+        subprocess.run(["runuser", "-u", run_as, "--", "mkdir", "-m", "0700", str(socket_dir)], check=True)
+    else:
+        socket_dir.mkdir(mode=0o700)
+    proc = subprocess.run(init, capture_output=True, text=True, timeout=120, cwd=root)
+    if proc.returncode != 0:
+        server.close()
+        raise RuntimeError(f"initdb failed: {proc.stderr}")
+    try:
+        server.start()
+    except BaseException:
+        server.close()
+        raise
+    if run_as and base_dir != root:
+        with contextlib.suppress(OSError):
+            (base_dir / "postgres.log").symlink_to(log_path)
+    return server
