@@ -1,24 +1,70 @@
-"""The archive job: reprocess every dossier in a folder, one Prefect task per dossier."""
+"""The archive job: a batch of dossiers (a folder or an S3 prefix) through the desk chain, one Prefect task per
+dossier, on this machine or on the workers of a Prefect work pool.
+
+Exactly once comes from the registry, not from Prefect. The batch flow (``hoso-reprocess``) queues every input
+in the registry (:mod:`storage.batches`); whoever works on the batch — its own task runner, or K worker flow
+runs (``hoso-archive-worker``) handed to a work pool's workers — claims inputs one at a time under a lease,
+runs the desk on each as a task named by the input, and finishes it with its outcome in one transaction. A
+worker that dies leaves its claim; once the lease expires (at once when its process is known to be gone)
+another worker takes the input again, and the desk's own reservation by input SHA-256 resumes what the dead
+one had half written. The batch is over when every input is done: processed, already done, or failed with
+its reason.
+
+Prefect shows: a Failed task (with the reason) for each failed dossier, Completed for the others; retries
+with backoff for transient errors only (:mod:`flows.retry`); the desk's stage timings in each task's log;
+the hoso loggers forwarded to the Prefect API; a table artifact of the batch. The batch flow run itself is
+Completed once every input is accounted for, failed dossiers included (they are listed in its artifact and
+summary); it fails only when it could not account for every input. A global concurrency limit
+(:data:`OCR_LIMIT`) caps simultaneous OCR over all workers.
+"""
 
 from __future__ import annotations
 
+import concurrent.futures
+import logging
+import time
 from collections import Counter
-from datetime import UTC, datetime
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from tempfile import TemporaryDirectory
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
+from prefect.states import Failed, State
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from flows.retry import RETRIES, RETRY_DELAYS, is_transient
 from flows.runtime import services
-from pipeline.domain.handover import load_agency_map
-from pipeline.usecases.archive import BatchInput, BatchItemResult, discover_batch, process_one
-from pipeline.usecases.handover import write_handover_record
+from pipeline.core.errors import HosoError, InputMissing, StorageFailed
+from pipeline.core.inputs import display_name, folder_entries
+from pipeline.core.settings import Settings
+from pipeline.usecases.archive import MANIFEST, BatchInput, BatchItemResult, discover_batch, process_one
+from pipeline.usecases.desk import OCR_SLOT
 from pipeline.usecases.upkeep import sweep_records
+from storage.batches import BatchQueue
+from storage.records import holder_alive, holder_id
+from storage.registry import BatchItemRecord
+
+log = logging.getLogger(__name__)
+
+#: The Prefect global concurrency limit every worker's OCR stage takes a slot of.
+OCR_LIMIT = "hoso-ocr"
+#: The worker flow's deployment, registered by the batch on the work pool it is given (one per pool: a
+#: deployment belongs to one pool, and batches on different pools must not move it under each other).
+WORKER_FLOW, WORKER_DEPLOYMENT = "hoso-archive-worker", "archive-worker"
+WORKER_ENTRYPOINT = "flows.archive:archive_worker_flow"
+#: How often a worker looks at its running dossiers (and the batch flow at the batch).
+POLL_S = 1.0
+#: Longest registry outage a worker waits through before its flow run fails (its claims then expire).
+MAX_OUTAGE_S = 600.0
+#: Rows of the batch's table artifact (failures first); the rest is in the registry (batch_items).
+ARTIFACT_ROWS = 2000
 
 
 class BatchSummary(BaseModel):
@@ -30,62 +76,465 @@ class BatchSummary(BaseModel):
     failures: dict[str, str]
     seconds: float
     swept: int = 0  # leftovers of crashed runs resolved before the batch (hoso sweep)
+    workers: int = 0  # worker flow runs dispatched to a work pool (0: the batch ran in its own process)
     handover_record: str | None = None  # object key of the signed hand-over record (legacy dossiers handed over)
 
 
-# Idempotency lives in the registry (input SHA-256), not in Prefect's result cache: the registry is
-# the source of truth, and a cache that outlived a wiped registry would skip work wrongly.
-@task(name="reprocess-dossier", cache_policy=NO_CACHE, task_run_name="{item.name}")
-def reprocess_dossier(item: BatchInput, batch_id: str) -> BatchItemResult:
-    """Desk chain on one archived dossier, recorded as a batch item whatever happens."""
+# --- where the inputs are ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchSource:
+    """A batch's inputs: a folder (shared by every worker) or ``s3://bucket/prefix`` on the store's endpoint."""
+
+    location: str
+    procedure: str | None = None
+    agency_map: str | None = None  # old → new agency codes for hand-over rows of manifest.csv
+    batch_id: str = "batch"
+    timezone: str = "Asia/Ho_Chi_Minh"
+
+    @property
+    def is_s3(self) -> bool:
+        return self.location.startswith("s3://")
+
+    def names(self, settings: Settings) -> list[str]:
+        """The inputs' names as shown and recorded (nothing is read but the listing)."""
+        if self.is_s3:
+            from storage.inbox import S3Inbox
+
+            return S3Inbox.parse(self.location, settings).names()
+        folder = Path(self.location)
+        if not folder.is_dir():
+            raise InputMissing(f"not a folder: {folder}", f"Không tìm thấy thư mục: {folder}")
+        if self.hands_over(folder):  # hand-over rows whose file is missing are inputs too (recorded failed)
+            return [i.name for i in self.describe_all(folder)]
+        return [display_name(p.name) for p in folder_entries(folder) if p.name != MANIFEST]
+
+    def hands_over(self, folder: Path) -> bool:
+        """Whether the folder's manifest.csv has hand-over columns (or an agency map was given)."""
+        manifest = folder / MANIFEST
+        if self.agency_map:
+            return True
+        if not manifest.is_file() or manifest.is_symlink():
+            return False
+        with manifest.open("rb") as fh:
+            header = fh.readline().decode("utf-8-sig", "replace")
+        return "legacy_code" in header
+
+    def describe_all(self, folder: Path) -> list[BatchInput]:
+        """Every input of a folder, with its hand-over (the batch's hand-over record needs them all)."""
+        return discover_batch(folder, self.procedure, **self._handover_options())
+
+    def _handover_options(self) -> dict[str, Any]:
+        from pipeline.domain.handover import load_agency_map
+
+        agency_map = load_agency_map(Path(self.agency_map)) if self.agency_map else None
+        return {"agency_map": agency_map, "batch_id": self.batch_id, "tz": self.timezone}
+
+    @contextmanager
+    def materialise(self, name: str, settings: Settings) -> Iterator[BatchInput]:
+        """Input ``name`` as a batch input on this machine (an S3 entry fetched to a temporary folder)."""
+        if not self.is_s3:
+            yield self._describe(Path(self.location), name)
+            return
+        from storage.inbox import S3Inbox
+
+        with TemporaryDirectory(prefix="hoso-inbox-") as tmp:
+            S3Inbox.parse(self.location, settings).fetch(name, Path(tmp))
+            yield self._describe(Path(tmp), name)
+
+    def _describe(self, folder: Path, name: str) -> BatchInput:
+        found = discover_batch(folder, self.procedure, only={name}, **self._handover_options())
+        if found:
+            return found[0]
+        return BatchInput(name, folder / name, self.procedure, refused=f"input_missing: {name}: no longer in the batch")
+
+
+# --- one dossier ---------------------------------------------------------------------------------
+
+
+def _ocr_slot() -> AbstractContextManager[object]:
+    from prefect.concurrency.sync import concurrency
+
+    # The lease is renewed while OCR runs; a dead worker's slot comes back when it lapses.
+    return concurrency(OCR_LIMIT, occupy=1, lease_duration=60)
+
+
+def _retry_if_transient(task: Any, task_run: Any, state: State[Any]) -> bool:
+    """Prefect's retry condition: only an exception :func:`flows.retry.is_transient` names (never a dossier
+    that failed on its input, which comes back as a Failed state without one)."""
+    return isinstance(state.data, BaseException) and is_transient(state.data)
+
+
+@task(
+    name="reprocess-dossier",
+    task_run_name="{name}",
+    cache_policy=NO_CACHE,
+    retries=RETRIES,
+    retry_delay_seconds=RETRY_DELAYS,
+    retry_jitter_factor=0.2,
+    retry_condition_fn=_retry_if_transient,
+)
+def reprocess_dossier(name: str, batch_id: str, source: BatchSource, holder: str) -> BatchItemResult | State[Any]:
+    """The desk chain on one input of the batch, finished in the registry with its outcome: a Failed task
+    (with the reason) when the dossier failed; transient errors are raised, to be retried."""
+    logger = get_run_logger()
     svc = services()
-    result = process_one(item, svc)
-    svc.registry.record_batch_item(
-        batch_id,
-        item.name,
-        outcome=result.outcome,
-        dossier_code=result.dossier_code,
-        reason=result.reason,
-    )
+    token = OCR_SLOT.set(_ocr_slot)
+    try:
+        with source.materialise(name, svc.settings) as item:
+            result = process_one(item, svc)
+    finally:
+        OCR_SLOT.reset(token)
+    stages = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in result.timings.items())
+    queue = BatchQueue(svc.registry)
+    if not queue.finish(batch_id, name, holder, result.outcome, dossier_code=result.dossier_code, reason=result.reason):
+        logger.warning("%s: another worker took this input over meanwhile; its outcome is recorded there", name)
+    if result.outcome == "failed":
+        logger.error("%s failed: %s", name, result.reason)
+        return Failed(message=f"{name}: {result.reason}")
+    logger.info("%s %s: %s in %.2f s (%s)", name, result.outcome, result.dossier_code, result.seconds, stages or "-")
     return result
+
+
+# --- a worker's loop -----------------------------------------------------------------------------
+
+
+Start = Callable[[str], "concurrent.futures.Future[Any]"]
+Settle = Callable[[str], None]
+
+
+def drain(
+    queue: BatchQueue,
+    batch_id: str,
+    holder: str,
+    start: Start,
+    settle: Settle,
+    *,
+    slots: int = 1,
+    lease_for: timedelta,
+    poll: float = POLL_S,
+    on_progress: Callable[[], None] | None = None,
+) -> int:
+    """Claim inputs of ``batch_id`` for ``holder`` and run them (``start``), at most ``slots`` at once, until the
+    batch has none left — waiting for inputs other workers hold, which come back if those die. ``settle``
+    is called once each run has ended. Claims are renewed while their runs go on. Returns how many ran here.
+    """
+    running: dict[concurrent.futures.Future[Any], str] = {}
+    ran = 0
+    renewed = time.monotonic()
+    outage_since: float | None = None
+    while True:
+        try:
+            while len(running) < slots and (name := queue.claim(batch_id, holder, lease_for)) is not None:
+                running[start(name)] = name
+            if not running and queue.progress(batch_id).finished:
+                return ran
+            if running and time.monotonic() - renewed >= lease_for.total_seconds() / 3:
+                lost = queue.renew(batch_id, running.values(), holder, lease_for)
+                renewed = time.monotonic()
+                if lost:
+                    log.warning("claims taken over by other workers: %s", ", ".join(lost))
+            outage_since = None
+        except StorageFailed as err:  # the registry is away: wait for it (the claims' leases run on)
+            outage_since = outage_since or time.monotonic()
+            if time.monotonic() - outage_since > MAX_OUTAGE_S:
+                raise
+            log.warning("batch %s: registry unavailable, waiting: %s", batch_id, err)
+        if not running:
+            time.sleep(poll)
+            continue
+        done, _ = concurrent.futures.wait(running, timeout=poll, return_when=concurrent.futures.FIRST_COMPLETED)
+        for future in done:
+            settle(running.pop(future))
+            ran += 1
+            if on_progress is not None:
+                on_progress()
+
+
+def _work(batch_id: str, source: BatchSource, slots: int, on_progress: Callable[[], None] | None = None) -> int:
+    """Run :func:`drain` in the current flow run, each input a :func:`reprocess_dossier` task."""
+    svc = services()
+    queue = BatchQueue(svc.registry, holder_alive=holder_alive)
+    holder = holder_id()
+    futures: dict[str, Any] = {}
+
+    def start(name: str) -> concurrent.futures.Future[Any]:
+        futures[name] = reprocess_dossier.submit(name, batch_id, source, holder)
+        return futures[name].wrapped_future  # type: ignore[no-any-return]
+
+    def settle(name: str) -> None:
+        future = futures.pop(name)
+        future.wait()  # done already: this takes its final state from the run, not from the API
+        state = future.state
+        if state.is_completed():
+            return
+        # The task ended without recording its input (retries exhausted, or it crashed): record it failed.
+        exc = state.result(raise_on_failure=False)
+        if isinstance(exc, HosoError):
+            reason = f"{exc.reason}: {exc}"
+        elif isinstance(exc, BaseException):
+            reason = f"internal: {type(exc).__name__}: {exc}"
+        else:
+            reason = state.message or state.name or "failed"
+        if isinstance(exc, BaseException) and is_transient(exc):
+            reason += f" (after {RETRIES + 1} tries)"
+        try:
+            queue.finish(batch_id, name, holder, "failed", reason=display_name(reason, 2000))
+        except StorageFailed as err:  # its claim lapses and another try takes it
+            log.warning("%s: could not record its failure now: %s", name, err)
+
+    lease_for = timedelta(seconds=svc.settings.lease_seconds)
+    return drain(queue, batch_id, holder, start, settle, slots=slots, lease_for=lease_for, on_progress=on_progress)
+
+
+@flow(name=WORKER_FLOW, validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
+def archive_worker_flow(
+    batch_id: str, source: str, procedure: str | None = None, slots: int = 1, agency_map: str | None = None
+) -> int:
+    """A worker of an archive batch: claim and process its inputs until none is left; how many ran here."""
+    _forward_hoso_logs()
+    svc = services()
+    svc.preflight()  # a worker that cannot sign or store must not claim anything
+    batch = BatchSource(source, procedure, agency_map, batch_id, svc.settings.timezone)
+    ran = _work(batch_id, batch, max(1, min(slots, 8)))
+    get_run_logger().info("batch %s: %d input(s) processed by this worker", batch_id, ran)
+    return ran
+
+
+# --- the batch -----------------------------------------------------------------------------------
 
 
 @flow(name="hoso-reprocess", validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=1))  # type: ignore[arg-type]  # Prefect's generic runner typing
 def reprocess_flow(
-    folder: str, procedure: str | None = None, batch_id: str | None = None, show_progress: bool = True,
+    folder: str,
+    procedure: str | None = None,
+    batch_id: str | None = None,
+    show_progress: bool = True,
+    pool: str | None = None,
+    workers: int = 1,
+    concurrency: int = 1,
+    ocr_slots: int | None = None,
     agency_map: str | None = None,
 ) -> BatchSummary:
-    """Reprocess a folder of dossiers, after sweeping what crashed runs left; a failed dossier never stops the
-    others."""
-    start = datetime.now(UTC)
-    batch_id = batch_id or f"batch-{start:%Y%m%dT%H%M%S%fZ}"
+    """Reprocess every dossier of ``folder`` (a folder, or ``s3://bucket/prefix``), after sweeping what crashed
+    runs left. Without ``pool`` the dossiers run here, ``concurrency`` at once; with it, ``workers`` worker
+    flow runs go to that work pool (each ``concurrency`` at once). A failed dossier never stops the others.
+    Re-running a ``batch_id`` resumes it."""
+    _forward_hoso_logs()
+    logger = get_run_logger()
+    started = datetime.now(UTC)
+    batch_id = batch_id or f"batch-{started:%Y%m%dt%H%M%S%f}z"
     svc = services()
+    # Workers run elsewhere (other working directories, other machines sharing the folder): an absolute path.
+    location = folder if folder.startswith("s3://") else str(Path(folder).resolve())
+    if agency_map:
+        agency_map = str(Path(agency_map).resolve())
+    source = BatchSource(location, procedure, agency_map, batch_id, svc.settings.timezone)
+    queue = BatchQueue(svc.registry, holder_alive=holder_alive)
+    queue.enqueue(batch_id, source.names(svc.settings))
+    total = queue.progress(batch_id).total
+    _ensure_ocr_limit(ocr_slots or max(1, workers if pool else 1) * concurrency, update=ocr_slots is not None)
+    logger.info("batch %s: %d input(s) from %s", batch_id, total, folder)
+    runs = _dispatch(pool, workers, batch_id, source, concurrency) if pool else set()
+    # While the worker runs start (seconds each), resolve what crashed runs left; it touches only work whose
+    # holder is gone or whose lease lapsed, never a live worker's.
     swept = sweep_records(svc.store, svc.registry, svc.settings)
-    items = discover_batch(Path(folder), procedure, **_handover_options(agency_map, batch_id, svc.settings.timezone))
-    results: list[BatchItemResult] = []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not show_progress, transient=False) as bar:
-        tracker = bar.add_task("reprocess", total=len(items))
-        futures = [reprocess_dossier.submit(item, batch_id) for item in items]
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            bar.update(tracker, advance=1, description=f"{result.name}: {result.outcome}")
-    counts = Counter(r.outcome for r in results)
-    handover = write_handover_record(svc, batch_id, items, results) if any(i.legacy for i in items) else None
+        tracker = bar.add_task(f"reprocess {batch_id}", total=total)
+
+        def advance() -> None:
+            bar.update(tracker, completed=queue.progress(batch_id).done)
+
+        if pool:
+            _await_pool(pool, workers, batch_id, source, concurrency, queue, runs, advance)
+        else:
+            _work(batch_id, source, concurrency, advance)
+        advance()
+    items = svc.registry.batch_items(batch_id)
+    summary = _summary(batch_id, items, total, started, len(swept.items), workers if pool else 0)
+    summary.handover_record = _handover_record(svc, source, items)
+    _table_artifact(summary, items)
+    if summary.failed:
+        logger.warning("batch %s: %d of %d input(s) failed (listed in its artifact)", batch_id, summary.failed, total)
+    return summary
+
+
+def _summary(
+    batch_id: str, items: list[BatchItemRecord], total: int, started: datetime, swept: int, workers: int
+) -> BatchSummary:
+    last = {i.input_name: i for i in items}  # one per input (storage/batches.py); the last, were there more
+    counts = Counter(i.outcome for i in last.values())
     return BatchSummary(
         batch_id=batch_id,
-        total=len(items),
+        total=total,
         processed=counts["processed"],
         already_done=counts["already_done"],
         failed=counts["failed"],
-        failures={r.name: r.reason or "" for r in results if r.outcome == "failed"},
-        seconds=round((datetime.now(UTC) - start).total_seconds(), 2),
-        swept=len(swept.items),
-        handover_record=handover.object_key if handover else None,
+        failures={i.input_name: i.reason or "" for i in last.values() if i.outcome == "failed"},
+        seconds=round((datetime.now(UTC) - started).total_seconds(), 2),
+        swept=swept,
+        workers=workers,
     )
 
 
-def _handover_options(agency_map: str | None, batch_id: str, tz: str) -> dict[str, Any]:
-    """discover_batch's hand-over arguments (issue 12 item 4: pipeline/usecases/handover.py)."""
-    return {"agency_map": load_agency_map(Path(agency_map)) if agency_map else None, "batch_id": batch_id, "tz": tz}
+def _handover_record(svc: Any, source: BatchSource, items: list[BatchItemRecord]) -> str | None:
+    """The batch's signed hand-over record, when it handed legacy dossiers over (a folder's manifest with
+    hand-over rows; issue 12 item 4: pipeline/usecases/handover.py); its object key."""
+    from pipeline.usecases.handover import write_handover_record
+
+    if source.is_s3 or not source.hands_over(Path(source.location)):
+        return None
+    inputs = source.describe_all(Path(source.location))
+    if not any(i.legacy for i in inputs):
+        return None
+    results = [
+        BatchItemResult(i.input_name, i.outcome, dossier_code=i.dossier_code, reason=i.reason)
+        for i in {i.input_name: i for i in items}.values()
+    ]
+    return write_handover_record(svc, source.batch_id, inputs, results).object_key
+
+
+def _table_artifact(summary: BatchSummary, items: list[BatchItemRecord]) -> None:
+    """The batch as a Prefect table artifact: every input (failures first) with its outcome and reason."""
+    from prefect.artifacts import create_table_artifact
+
+    order = {"failed": 0, "processed": 1, "already_done": 2}
+    rows = [
+        {"input": i.input_name, "outcome": i.outcome, "dossier_code": i.dossier_code or "", "reason": i.reason or ""}
+        for i in sorted(items, key=lambda i: (order.get(i.outcome, 3), i.input_name))
+    ]
+    description = (
+        f"Batch {summary.batch_id}: {summary.total} input(s) — processed {summary.processed}, "
+        f"already done {summary.already_done}, failed {summary.failed}; {summary.seconds:.1f} s"
+        + (f" (first {ARTIFACT_ROWS} rows; all in the registry's batch_items)" if len(rows) > ARTIFACT_ROWS else "")
+    )
+    create_table_artifact(rows[:ARTIFACT_ROWS], key=f"hoso-{summary.batch_id.lower()}", description=description)
+
+
+# --- Prefect plumbing ----------------------------------------------------------------------------
+
+
+def _forward_hoso_logs() -> None:
+    """Send the hoso loggers' records (INFO and up) to the Prefect API with the run's own logs."""
+    from prefect.logging.handlers import APILogHandler
+
+    for name in ("pipeline", "ocr", "signing", "storage", "flows"):
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET or logger.level > logging.INFO:
+            logger.setLevel(logging.INFO)
+        if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+            logger.addHandler(APILogHandler())
+
+
+def _ensure_ocr_limit(size: int, *, update: bool) -> None:
+    """Create the global concurrency limit on OCR if it is absent (of ``size`` slots); set its size if asked."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            current = client.read_global_concurrency_limit_by_name(OCR_LIMIT)
+        except ObjectNotFound:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=OCR_LIMIT, limit=size))
+            return
+        if update and current.limit != size:
+            client.update_global_concurrency_limit(OCR_LIMIT, GlobalConcurrencyLimitUpdate(limit=size))
+
+
+def ensure_worker_deployment(pool: str) -> str:
+    """The work pool (a process pool, made if absent) and the worker flow's deployment on it; its name."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import WorkPoolCreate
+    from prefect.exceptions import ObjectNotFound
+
+    with get_client(sync_client=True) as client:
+        try:
+            client.read_work_pool(pool)
+        except ObjectNotFound:
+            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+        flow_id = client.create_flow_from_name(WORKER_FLOW)
+        client.create_deployment(
+            flow_id=flow_id,
+            name=f"{WORKER_DEPLOYMENT}-{pool}",
+            work_pool_name=pool,
+            entrypoint=WORKER_ENTRYPOINT,
+            enforce_parameter_schema=False,
+            pull_steps=[],
+            description="A worker of hoso archive batches",
+        )
+    return f"{WORKER_FLOW}/{WORKER_DEPLOYMENT}-{pool}"
+
+
+def _dispatch(pool: str, count: int, batch_id: str, source: BatchSource, slots: int) -> set[Any]:
+    """Hand ``count`` worker flow runs of the batch to the pool (deployment registered first); their ids."""
+    from prefect.deployments import run_deployment
+
+    deployment = ensure_worker_deployment(pool)
+    params = {
+        "batch_id": batch_id,
+        "source": source.location,
+        "procedure": source.procedure,
+        "slots": slots,
+        "agency_map": source.agency_map,
+    }
+    # run_deployment is sync here (no running event loop); its declared type also admits a coroutine.
+    started: list[Any] = [
+        run_deployment(deployment, parameters=params, timeout=0, as_subflow=True) for _ in range(count)
+    ]
+    runs = {run.id for run in started}
+    get_run_logger().info("batch %s: %d worker run(s) on pool %r", batch_id, len(runs), pool)
+    return runs
+
+
+def _await_pool(
+    pool: str,
+    workers: int,
+    batch_id: str,
+    source: BatchSource,
+    slots: int,
+    queue: BatchQueue,
+    runs: set[Any],
+    on_progress: Callable[[], None],
+) -> None:
+    """Wait until the batch is done. Should every worker run end while inputs are left (workers that died), hand
+    out another; runs left Running by a dead worker are marked Crashed at the end."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+    from prefect.states import Crashed
+
+    logger = get_run_logger()
+    relaunches = 0
+    with get_client(sync_client=True) as client:
+
+        def current() -> list[Any]:
+            return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs))))
+
+        while not queue.progress(batch_id).finished:
+            time.sleep(POLL_S * 2)
+            on_progress()
+            if all(r.state is not None and r.state.is_final() for r in current()) and relaunches < 3 * workers:
+                relaunches += 1
+                logger.warning("batch %s: every worker run ended with inputs left; handing out another", batch_id)
+                runs |= _dispatch(pool, 1, batch_id, source, slots)
+        deadline = time.monotonic() + 10  # live workers see the batch done within a poll or two
+        while time.monotonic() < deadline and not all(r.state is not None and r.state.is_final() for r in current()):
+            time.sleep(POLL_S)
+        for run in current():
+            if run.state is not None and not run.state.is_final():  # its worker is gone; nothing of it is claimed
+                message = "worker lost; its inputs were finished by other workers"
+                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+
+
+__all__ = [
+    "OCR_LIMIT",
+    "BatchSource",
+    "BatchSummary",
+    "archive_worker_flow",
+    "drain",
+    "ensure_worker_deployment",
+    "reprocess_dossier",
+    "reprocess_flow",
+]

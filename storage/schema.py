@@ -31,6 +31,7 @@ SchemaState = Literal["empty", "unversioned", "behind", "current", "ahead"]
 def metadata() -> sa.MetaData:
     """Every table of the registry's database: the registry's own, the identity tables and the embedded
     national databases' (all declared on one base)."""
+    import storage.batches  # noqa: F401  (the archive batches' work queue too)
     import storage.identity  # noqa: F401  (users, tokens, lookup secrets and claims live on the registry's base)
     from storage.registry import Base
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
 import tempfile
@@ -38,13 +39,16 @@ def test_pki(tmp_path_factory: pytest.TempPathFactory):
 
 
 _early_prefect: PrefectServer | None = None
+#: The port of a Prefect server already running on 127.0.0.1, to use instead of starting one (a server takes
+#: minutes to start on a loaded machine).
+EXTERNAL_PREFECT_PORT = "HOSO_TEST_PREFECT_PORT"
 
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A Prefect server takes 10-20 s to start: launch it as soon as a selected test is known to need it,
     so that it starts while the tests before that one run."""
     global _early_prefect
-    if session.config.option.collectonly:
+    if session.config.option.collectonly or os.environ.get(EXTERNAL_PREFECT_PORT):
         return
     if any("prefect_server" in getattr(item, "fixturenames", ()) for item in session.items):
         _early_prefect = launch_prefect_server(Path(tempfile.mkdtemp(prefix="hoso-test-prefect-")))
@@ -59,6 +63,9 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
     """One Prefect server for the session: a flow run against it skips the 7-16 s ephemeral server start."""
+    if port := os.environ.get(EXTERNAL_PREFECT_PORT):
+        yield PrefectServer(None, int(port), tmp_path_factory.mktemp("prefect-external"))  # type: ignore[arg-type]
+        return
     server = _early_prefect or launch_prefect_server(tmp_path_factory.mktemp("prefect-home"))
     try:
         server.wait_healthy()

@@ -146,9 +146,8 @@ def test_health_urls_match_what_the_services_serve() -> None:
     assert url("natdb") == f"http://127.0.0.1:{natdb_port}/health"
     assert url("prefect-server") == "http://127.0.0.1:4200/api/health"
     worker = _environment("worker")
-    assert worker["PREFECT_RUNNER_SERVER_ENABLE"] == "true"
     assert url("worker") == (
-        f"http://{worker['PREFECT_RUNNER_SERVER_HOST']}:{worker['PREFECT_RUNNER_SERVER_PORT']}/health"
+        f"http://{worker['PREFECT_WORKER_WEBSERVER_HOST']}:{worker['PREFECT_WORKER_WEBSERVER_PORT']}/health"
     )
 
 
@@ -244,8 +243,9 @@ def test_web_serves_the_workers_settings_on_loopback_with_a_health_check() -> No
     assert web["restart"] == "unless-stopped"
     hoso = {k: v for k, v in _environment("web").items() if k.startswith("HOSO_")}
     worker = {k: v for k, v in _environment("worker").items() if k.startswith("HOSO_")}
-    own = "HOSO_NATDB_TOKEN_FILE"  # its own national-database client (see the next test)
-    assert {k: v for k, v in hoso.items() if k != own} == {k: v for k, v in worker.items() if k != own}
+    # its own national-database client (see the next test); a pool worker's OCR processes are its own
+    own = {"HOSO_NATDB_TOKEN_FILE", "HOSO_OCR_JOBS"}
+    assert {k: v for k, v in hoso.items() if k not in own} == {k: v for k, v in worker.items() if k not in own}
     assert _settings(hoso).mode == "production"
     assert {p: s for p, s in _mounted_secrets("web").items() if "natdb" not in s} == \
         {p: s for p, s in _mounted_secrets("worker").items() if "natdb" not in s}
@@ -262,3 +262,24 @@ def test_web_asks_the_national_databases_as_its_own_client() -> None:
     assert web_secrets[web["HOSO_NATDB_TOKEN_FILE"]] == "natdb_web_token"
     assert "natdb_worker_token" not in web_secrets.values()
     assert worker_secrets[worker["HOSO_NATDB_TOKEN_FILE"]] == "natdb_worker_token"
+
+
+def test_workers_scale_on_one_work_pool_that_batches_use() -> None:
+    """``docker compose up --scale worker=N``: nothing in the worker may be unique to one container, each runs
+    one flow run at a time with one OCR process, on the pool the flows deploy to, with its health served."""
+    from flows.worker import DEFAULT_POOL, main
+
+    worker = SERVICES["worker"]
+    assert not {"container_name", "ports", "hostname"} & set(worker), "a scaled service cannot fix these"
+    command = worker["command"]
+    assert command[:3] == ["python", "-m", "flows.worker"]
+    pool = command[command.index("--pool") + 1]
+    assert pool == DEFAULT_POOL and command[command.index("--limit") + 1] == "1"
+    env = _environment("worker")
+    assert _settings(env).ocr_jobs == 1
+    assert env["PREFECT_WORKER_WEBSERVER_HOST"] == "127.0.0.1"  # health on loopback, inside the container
+    assert worker["depends_on"]["prefect-server"]["condition"] == "service_healthy"
+    # the worker's command line is what flows.worker parses
+    with pytest.raises(SystemExit) as usage:
+        main(["--pool", pool, "--limit", "x"])
+    assert usage.value.code == 2

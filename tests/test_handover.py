@@ -463,7 +463,7 @@ def test_r0004_adds_the_hand_over_columns_to_a_registry_with_dossiers(empty_url:
     engine.dispose()
     registry = Registry(empty_url, upgrade="always")
     try:
-        assert registry.schema_revision() == schema.head() == "0004"
+        assert registry.schema_revision() == schema.head()  # 0004 and any later revision
         old = registry.get("000.00.00.H56-250701-0001")
         assert (old.state, old.legacy_code, old.handed_over_from, old.handover_batch) == ("received", None, None, None)
         with registry.engine.connect() as conn:

@@ -111,6 +111,8 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="English 
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:  # flows log INFO to the Prefect API, not to the console
+        handler.setLevel(logging.INFO if verbose else logging.WARNING)
     # pyHanko logs validation failures with tracebacks; the verification report already carries them.
     logging.getLogger("pyhanko").setLevel(logging.INFO if verbose else logging.CRITICAL)
     logging.getLogger("pyhanko_certvalidator").setLevel(logging.INFO if verbose else logging.CRITICAL)
@@ -375,23 +377,36 @@ def status(
 
 @app.command()
 def reprocess(
-    folder: Annotated[Path, typer.Argument(metavar="FOLDER")],
+    folder: Annotated[str, typer.Argument(metavar="FOLDER", help="A folder, or s3://bucket/prefix")],
     procedure: Annotated[str | None, typer.Option("--procedure", "-p", help="Override manifest.csv")] = None,
-    concurrency: Annotated[int, typer.Option(min=1, help="Dossiers in flight at once")] = 1,
+    concurrency: Annotated[int, typer.Option(min=1, help="Dossiers in flight at once (per worker, ≤ 8)")] = 1,
+    pool: Annotated[
+        str | None, typer.Option(help="Prefect work pool: the dossiers run on its workers (prefect worker start)")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker flow runs handed to --pool")] = 1,
+    ocr_slots: Annotated[
+        int | None, typer.Option(min=1, help="Slots of the hoso-ocr global concurrency limit (OCR at once)")
+    ] = None,
+    batch_id: Annotated[str | None, typer.Option(help="Resume this batch (default: a new one)")] = None,
     as_json: Annotated[bool, typer.Option("--json")] = False,
     agency_map: Annotated[
         Path | None, typer.Option("--agency-map", help="old_code,new_code[,new_name]: old units → new units")
     ] = None,
 ) -> None:
-    """Archive: run the desk chain over every dossier in FOLDER as a Prefect flow (resumable); legacy dossiers
-    in manifest.csv are handed over to their new units, with a signed hand-over record."""
+    """Archive: run the desk chain over every dossier in FOLDER (or under an S3 prefix) as a Prefect flow,
+    here or on a work pool's workers (resumable, each input exactly once); legacy dossiers in manifest.csv are
+    handed over to their new units, with a signed hand-over record."""
     import flows  # noqa: F401  (quiet Prefect defaults must be set before Prefect is imported)
     from flows.archive import reprocess_flow
     from flows.runtime import quick_flow_settings, use_services
     from pipeline.core.errors import InputMissing
 
-    if not folder.is_dir():
+    if not folder.startswith("s3://") and not Path(folder).is_dir():
         _fail(InputMissing(f"not a folder: {folder}", f"Không tìm thấy thư mục: {folder}"))
+    if pool and not os.environ.get("PREFECT_API_URL"):
+        print("hoso: lỗi [usage]: --pool cần máy chủ Prefect (PREFECT_API_URL) — --pool needs PREFECT_API_URL",
+              file=sys.stderr)
+        raise typer.Exit(int(ExitCode.usage))
     if agency_map is not None:  # a bad map stops the batch before any work
         from pipeline.domain.handover import load_agency_map
 
@@ -402,8 +417,10 @@ def reprocess(
     runner: Any = ThreadPoolTaskRunner(max_workers=concurrency)  # Prefect's generic runner typing is too narrow
     flow = reprocess_flow.with_options(task_runner=runner)
     with quick_flow_settings():
-        summary = _guard(lambda: flow(str(folder), procedure, show_progress=not as_json,
-                                      agency_map=str(agency_map) if agency_map else None))
+        summary = _guard(lambda: flow(
+            folder, procedure, batch_id=batch_id, show_progress=not as_json, pool=pool, workers=workers,
+            concurrency=concurrency, ocr_slots=ocr_slots, agency_map=str(agency_map) if agency_map else None,
+        ))
     if as_json:
         print(summary.model_dump_json(indent=2))
     else:

@@ -8,7 +8,7 @@ import logging
 import os
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +62,7 @@ class BatchItemResult:
     reason: str | None = None
     seconds: float = 0.0
     attempts: int = 0  # runs of the desk chain (more than one: transient errors were retried)
+    timings: dict[str, float] = field(default_factory=dict)  # the desk's stages, when it ran them
 
 
 def discover_batch(
@@ -72,6 +73,7 @@ def discover_batch(
     batch_id: str = "batch",
     tz: str = "Asia/Ho_Chi_Minh",
     now: datetime | None = None,
+    only: Collection[str] | None = None,
 ) -> list[BatchInput]:
     """Every entry of FOLDER as a batch input: a PDF/image file or a folder of page images is a dossier.
 
@@ -87,6 +89,8 @@ def discover_batch(
     legacy dossier over (``handover``, mapped by ``agency_map``); one that cannot be — a malformed legacy code,
     an unknown old agency or state, a bad date, a legacy code twice in the manifest, a file not in FOLDER —
     comes back refused with its reason: nothing handed over is dropped.
+
+    ``only``: just the inputs of these (shown) names — a worker's claimed inputs.
     """
     if not folder.is_dir():
         raise NotADirectoryError(folder)
@@ -102,6 +106,8 @@ def discover_batch(
             continue
         names.add(child.name)
         shown = display_name(child.name)
+        if only is not None and shown not in only:
+            continue
         item = BatchInput(shown, child, procedure or procedures.get(child.name))
         if child.name in handovers:
             handover, why = handovers[child.name]
@@ -116,6 +122,8 @@ def discover_batch(
                 item = replace(item, refused=f"input_unsupported: {shown}: not a PDF, PNG, JPEG or TIFF file")
         inputs.append(item)
     for name in sorted(set(handovers) - names):  # handed over in the manifest, missing from the folder
+        if only is not None and display_name(name) not in only:
+            continue
         row = manifest[name]
         inputs.append(BatchInput(
             display_name(name), folder / name, procedure or row.procedure,
@@ -298,4 +306,5 @@ def process_one(
         status=receipt.status,
         seconds=time.perf_counter() - start,
         attempts=retries.attempts,
+        timings={} if done_before else dict(receipt.timings or {}),
     )

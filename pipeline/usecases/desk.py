@@ -13,8 +13,9 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -68,6 +69,10 @@ log = logging.getLogger(__name__)
 
 #: How often a desk looks again while another process holds the same input.
 WAIT_STEP_S = 0.5
+
+#: What the OCR stage holds while it runs: nothing by default; an orchestrator that caps simultaneous OCR
+#: across workers sets its slot here (flows/archive.py: a Prefect global concurrency limit).
+OCR_SLOT: ContextVar[Callable[[], AbstractContextManager[object]]] = ContextVar("hoso_ocr_slot", default=nullcontext)
 
 STATE_OF_STATUS = {
     "accepted": DossierState.received,
@@ -212,7 +217,7 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
         raise InputEmpty("input has no pages", "Hồ sơ không có trang nào.")
 
     with TemporaryDirectory(prefix="hoso-desk-") as tmp:
-        with clock.stage("ocr"):
+        with OCR_SLOT.get()(), clock.stage("ocr"):  # waiting for a slot is not OCR time
             ocr = ocr_input(
                 info, Path(tmp) / "searchable.pdf", options,
                 engine=engine, executor=services.ocr_executor,

@@ -1,0 +1,370 @@
+"""Archive batches on a Prefect work pool: 1 worker vs 2, orchestration overhead, peak RSS per worker, and a
+projection for a million dossiers. Prints a table.
+
+A synthetic legacy archive of small dossiers (2 pages each, pipeline/training/samples.py) is reprocessed with
+real Tesseract and HOSO_OCR_JOBS=1 per worker, by ``hoso reprocess ARCHIVE --pool P --workers K`` against a
+Prefect server (started here unless ``--api-port`` names a running one) and K ``prefect worker start``
+processes, on a fresh registry (a PostgreSQL schema when 127.0.0.1:5432 answers, else SQLite) and store:
+
+- speed-up = batch wall time with 1 worker ÷ with 2 workers, same dossiers;
+- orchestration overhead = (batch wall × workers − Σ per-dossier desk time) ÷ (batch wall × workers), where the
+  batch wall is the batch flow's own time (from its start to its summary) and a dossier's desk time is what
+  its task logs (the desk chain in ``process_one``, from identification to the desk's form);
+- peak RSS per worker: the worker's whole process tree (worker, flow-run process, Tesseract), sampled.
+
+Run: ``python bench/archive_scale.py [--dossiers 40] [--large 160] [--workdir /tmp/hoso-scale]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+PROCEDURE = "business_household_registration"
+PREFECT = str(Path(sys.executable).parent / "prefect")
+DESK_TIME = re.compile(r" in ([0-9.]+) s \(")
+
+
+@dataclass
+class Run:
+    label: str
+    dossiers: int
+    workers: int
+    batch_s: float = 0.0
+    command_s: float = 0.0
+    desk_s: float = 0.0
+    processed: int = 0
+    failed: int = 0
+    peak_rss_mb: list[float] = field(default_factory=list)
+
+    @property
+    def overhead(self) -> float:
+        budget = self.batch_s * self.workers
+        return (budget - self.desk_s) / budget if budget else 0.0
+
+
+def make_archive(folder: Path, count: int) -> Path:
+    """``count`` synthetic dossiers (2 pages each) and their manifest, made once per folder."""
+    from pipeline.training.samples import render_sample_dossier
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["file,procedure"]
+    for seed in range(count):
+        path = folder / f"LT-{seed:05d}.pdf"
+        if not path.exists():
+            render_sample_dossier(path, seed=1000 + seed)
+        rows.append(f"{path.name},{PROCEDURE}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def subset(archive: Path, folder: Path, count: int) -> Path:
+    """The first ``count`` dossiers of ``archive`` (hard links) with their manifest."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows = ["file,procedure"]
+    for seed in range(count):
+        name = f"LT-{seed:05d}.pdf"
+        if not (folder / name).exists():
+            os.link(archive / name, folder / name)
+        rows.append(f"{name},{PROCEDURE}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and all its descendants (kB)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        frontier = [c for c, p in parents.items() if p in frontier and c not in tree]
+        tree.update(frontier)
+    total = 0
+    for member in tree:
+        try:
+            for line in Path(f"/proc/{member}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+        except OSError:
+            continue
+    return total
+
+
+def api(url: str, path: str, body: dict | None = None) -> list[dict]:
+    request = urllib.request.Request(
+        f"{url}{path}", data=json.dumps(body or {}).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        return json.loads(resp.read())
+
+
+def registry_url(tag: str) -> tuple[str, str | None]:
+    """A fresh registry: a PostgreSQL schema if the server answers (and the schema to drop), else SQLite."""
+    from support.servers import postgres_url
+
+    base = postgres_url()
+    if base is None:
+        return "", None
+    import sqlalchemy as sa
+
+    schema = f"hoso_prefect_bench_{tag}"
+    engine = sa.create_engine(base)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    engine.dispose()
+    return f"{base}?options=-csearch_path%3D{schema}", schema
+
+
+def drop_schema(schema: str | None) -> None:
+    if schema is None:
+        return
+    import sqlalchemy as sa
+    from support.servers import POSTGRES_URL
+
+    engine = sa.create_engine(POSTGRES_URL)
+    with engine.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    engine.dispose()
+
+
+def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) -> Run:
+    """One batch on ``workers`` fresh workers; the figures of :class:`Run`."""
+    from support.cli import clean_env
+
+    base = work / label
+    shutil.rmtree(base, ignore_errors=True)
+    base.mkdir(parents=True)
+    tag = uuid.uuid4().hex[:8]
+    database, schema = registry_url(tag)
+    pool = f"hoso-bench-{tag}"
+    env = clean_env(base / "var", ocr="tesseract") | {
+        "HOSO_OCR_JOBS": "1",
+        "PREFECT_API_URL": api_url,
+        "PREFECT_HOME": str(base / "prefect"),
+        "PREFECT_WORKER_QUERY_SECONDS": "2",
+        "HOSO_STORE_PATH": str(base / "var" / "objects"),
+        "HOSO_PKI_DIR": str(work / "pki"),  # one dev PKI for every run: made once, not timed
+    }
+    if database:
+        env["HOSO_DATABASE_URL"] = database
+    procs = []
+    for n in range(workers):
+        log = open(base / f"worker-{n}.log", "wb")  # noqa: SIM115 — the child keeps it
+        procs.append(
+            subprocess.Popen(
+                [
+                    PREFECT,
+                    "worker",
+                    "start",
+                    "--pool",
+                    pool,
+                    "--type",
+                    "process",
+                    "--limit",
+                    "1",
+                    "--name",
+                    f"{pool}-{n}",
+                ],
+                env=env,
+                cwd=base,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        )
+    peaks = [0] * workers
+    stop = threading.Event()
+
+    def sample() -> None:
+        last = time.monotonic()
+        while not stop.wait(0.5):
+            for i, p in enumerate(procs):
+                peaks[i] = max(peaks[i], tree_rss_kb(p.pid))
+            if time.monotonic() - last >= 30:  # so far, for a run stopped before its end
+                last = time.monotonic()
+                done = sum(f.read_text(errors="replace").count(" processed: ") for f in base.glob("worker-*.log"))
+                so_far = {"dossiers_done": done, "peak_rss_mb": [kb / 1024 for kb in peaks], "at": time.strftime("%T")}
+                (base / "rss-so-far.json").write_text(json.dumps(so_far))
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    run = Run(label, len([p for p in folder.iterdir() if p.suffix == ".pdf"]), workers)
+    started = time.monotonic()
+    try:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pipeline.cli",
+                "reprocess",
+                str(folder),
+                "--pool",
+                pool,
+                "--workers",
+                str(workers),
+                "--json",
+            ],
+            env=env,
+            cwd=base,
+            capture_output=True,
+            text=True,
+            timeout=6 * 3600,
+        )
+        run.command_s = time.monotonic() - started
+        if not proc.stdout.strip():
+            raise SystemExit(f"{label}: the batch failed: {proc.stderr[-3000:]}")
+        summary = json.loads(proc.stdout)
+    finally:
+        stop.set()
+        sampler.join()
+        for p in procs:
+            os.killpg(p.pid, signal.SIGTERM)
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        drop_schema(schema)
+    run.batch_s, run.processed, run.failed = summary["seconds"], summary["processed"], summary["failed"]
+    run.peak_rss_mb = [kb / 1024 for kb in peaks]
+    worker_runs = [
+        r["id"]
+        for r in api(api_url, "/flow_runs/filter", {"limit": 200, "sort": "START_TIME_DESC"})
+        if r["parameters"].get("batch_id") == summary["batch_id"]
+    ]
+    offset = 0
+    while True:  # every log line of the batch's worker runs (the server pages them)
+        logs = api(
+            api_url, "/logs/filter", {"logs": {"flow_run_id": {"any_": worker_runs}}, "offset": offset, "limit": 200}
+        )
+        for log_line in logs:
+            if log_line["name"] == "prefect.task_runs" and (m := DESK_TIME.search(log_line["message"])):
+                run.desk_s += float(m.group(1))
+        if len(logs) < 200:
+            break
+        offset += 200
+    return run
+
+
+def start_server(work: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
+    from support.servers import launch_prefect_server
+
+    server = launch_prefect_server(work / "prefect-server")
+    server.wait_healthy(600)
+    return server.process, server.api_url
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dossiers", type=int, default=40)
+    parser.add_argument("--large", type=int, default=160, help="dossiers of the RSS run on 2 workers (0: skip)")
+    parser.add_argument("--workdir", type=Path, default=Path("/tmp/hoso-archive-scale"))
+    parser.add_argument("--api-port", type=int, help="a Prefect server already running on 127.0.0.1")
+    parser.add_argument("--prepare-only", action="store_true", help="make the archive and stop")
+    parser.add_argument("--report", action="store_true", help="print the table of the runs saved in --workdir")
+    parser.add_argument("--only", nargs="+", choices=["1w", "2w", "2w-large"], help="just these runs")
+    args = parser.parse_args(argv)
+    work = args.workdir
+    archive = make_archive(work / "archive", max(args.dossiers, args.large))
+    small = subset(archive, work / f"archive-{args.dossiers}", args.dossiers)
+    large = subset(archive, work / f"archive-{args.large}", args.large) if args.large else None
+    if args.prepare_only:
+        return 0
+    if args.report:  # the runs saved in the workdir, whenever they were made
+        saved = json.loads((work / "results.json").read_text())
+        for label, r in saved.items():
+            print(f"  {label} at {r.pop('at')}, load average {' '.join(f'{x:.2f}' for x in r.pop('load'))}")
+        report([Run(**r) for r in saved.values()], os.getloadavg(), os.getloadavg())
+        return 0
+    from pipeline.core.settings import Settings
+    from signing.pki import ensure_dev_pki
+
+    ensure_dev_pki(work / "pki", Settings().resolved_pki_passphrase().encode())
+    server, api_url = (None, f"http://127.0.0.1:{args.api_port}/api") if args.api_port else start_server(work)
+    runs: list[Run] = []
+    load_before = os.getloadavg()
+    try:
+        plan: list[tuple[str, Path, int]] = [("1w", small, 1), ("2w", small, 2)]
+        if large is not None:
+            plan.append(("2w-large", large, 2))
+        for label, folder, workers in plan:
+            if args.only and label not in args.only:
+                continue
+            runs.append(run_batch(label, folder, workers, api_url, work))
+            r = runs[-1]
+            saved = work / "results.json"  # every run so far, for --report (runs may be made at different times)
+            known = json.loads(saved.read_text()) if saved.exists() else {}
+            known[label] = asdict(r) | {"load": os.getloadavg(), "at": time.strftime("%H:%M:%S")}
+            saved.write_text(json.dumps(known, indent=2))
+            print(
+                f"  {label}: {r.dossiers} dossiers, {r.workers} worker(s): batch {r.batch_s:.1f} s, "
+                f"desk Σ {r.desk_s:.1f} s, peak RSS {', '.join(f'{m:.0f}' for m in r.peak_rss_mb)} MB",
+                flush=True,
+            )
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=30)
+    report(runs, load_before, os.getloadavg())
+    return 0
+
+
+def report(runs: list[Run], load_before: tuple[float, ...], load_after: tuple[float, ...]) -> None:
+    by = {r.label: r for r in runs}
+    print()
+    print(
+        f"{'run':<10} {'dossiers':>8} {'workers':>7} {'ok/failed':>9} {'batch s':>8} {'desk Σ s':>9} "
+        f"{'overhead':>8} {'peak RSS/worker MB':>20}"
+    )
+    for r in runs:
+        print(
+            f"{r.label:<10} {r.dossiers:>8} {r.workers:>7} {f'{r.processed}/{r.failed}':>9} {r.batch_s:>8.1f} "
+            f"{r.desk_s:>9.1f} {r.overhead:>8.1%} {max(r.peak_rss_mb):>20.0f}"
+        )
+    one, two = by.get("1w"), by.get("2w")
+    if one and two:
+        print(f"speed-up 2 workers vs 1: {one.batch_s / two.batch_s:.2f}× (target ≥ 1.75×)")
+        print(f"orchestration overhead, 1 worker: {one.overhead:.1%} (target ≤ 5 %)")
+    if two and "2w-large" in by:
+        big = by["2w-large"]
+        print(
+            f"peak RSS per worker, {big.dossiers} vs {two.dossiers} dossiers: "
+            f"{max(big.peak_rss_mb) / max(two.peak_rss_mb):.2f}× (target ≤ 1.2×)"
+        )
+    if one:
+        rate = one.dossiers / one.batch_s  # dossiers/s of one worker with one OCR process (one core)
+        efficiency = (one.batch_s / two.batch_s) / 2 if two else 1.0
+        print(
+            f"projection for 1,000,000 dossiers ({rate * 3600:.0f} dossiers/h per worker-core, "
+            f"scaling efficiency {efficiency:.0%} as measured from 1 to 2 workers):"
+        )
+        for machines, cores in [(1, 2), (10, 8), (50, 16), (100, 32)]:
+            hours = 1_000_000 / (rate * machines * cores * efficiency) / 3600
+            print(f"  K={machines:>3} workers-machines × N={cores:>2} cores: {hours:>8.1f} h ({hours / 24:.1f} days)")
+    print(
+        f"load average (1/5/15 min) before: {' '.join(f'{x:.2f}' for x in load_before)}, "
+        f"after: {' '.join(f'{x:.2f}' for x in load_after)}; {os.cpu_count()} cores"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
