@@ -239,6 +239,7 @@ def test_a_device_is_refused_at_once(hoso: Hoso) -> None:
     assert hoso.stored_keys() == []
 
 
+@pytest.mark.slow
 def test_unknown_procedure_is_refused_before_any_work(hoso: Hoso) -> None:
     proc = hoso("ingest", str(SAMPLE), "--procedure", "no_such_procedure")
     assert proc.returncode == ExitCode.unknown_procedure
