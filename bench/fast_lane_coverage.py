@@ -78,7 +78,9 @@ def report(data_dir: Path) -> int:
         body = _function_lines(path.read_text(encoding="utf-8")) & set(statements)
         share = 100.0 * len(ran) / len(statements) if statements else 100.0
         print(f"{name:58} {len(statements):6} {share:6.1f} {len(ran & body):6}/{len(body):<6}")
-        if body and not ran & body:
+        if statements and not ran:
+            unexercised.append(f"{name} (never run)")
+        elif body and not ran & body:
             unexercised.append(f"{name} (imported, no function ran)")
     print(f"\nmodules no fast test exercises: {len(unexercised)}")
     for line in unexercised:

@@ -158,6 +158,7 @@ def test_result_is_signed_twice_and_the_dossier_is_returned(received: tuple[Hoso
     assert again.returncode == ExitCode.invalid_state
 
 
+@pytest.mark.slow  # a second `hoso` run; test_flows_inprocess re-runs the desk in-process
 def test_second_ingest_of_the_same_input_does_no_work(received: tuple[Hoso, Path, dict]) -> None:
     runner, _, first = received
     proc = runner("ingest", str(SAMPLE), "--procedure", "business_household_registration", "--json")
@@ -239,6 +240,7 @@ def test_a_device_is_refused_at_once(hoso: Hoso) -> None:
     assert hoso.stored_keys() == []
 
 
+@pytest.mark.slow
 def test_unknown_procedure_is_refused_before_any_work(hoso: Hoso) -> None:
     proc = hoso("ingest", str(SAMPLE), "--procedure", "no_such_procedure")
     assert proc.returncode == ExitCode.unknown_procedure

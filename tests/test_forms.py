@@ -442,7 +442,7 @@ def test_desk_form_follows_the_status() -> None:
         receipt_form(desk_receipt("rejected", reasons=["x"]), CATALOG, agency_name=AGENCY)
 
 
-@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("kind", [KINDS[0], *(pytest.param(k, marks=pytest.mark.slow) for k in KINDS[1:])])
 def test_stamp_box_is_on_the_page_and_covers_no_text(kind: str) -> None:
     rendered = render_form(make_form(kind), public_url=PUBLIC, copy=copy_of(kind))  # type: ignore[arg-type]
     doc = pdfium.PdfDocument(rendered.pdf)
@@ -465,6 +465,7 @@ def test_stamp_box_is_on_the_page_and_covers_no_text(kind: str) -> None:
         doc.close()
 
 
+@pytest.mark.slow
 def test_long_receipt_runs_on_and_signs_on_the_last_page(keys: SigningKeys, pki: DevPki) -> None:
     docs = [ReceivedDocument(label=f"Giấy tờ kèm theo số {i}", pages=1) for i in range(1, 31)]
     form = make_form("receipt").model_copy(update={"documents": docs})
@@ -522,6 +523,7 @@ def test_bad_form_input_is_refused() -> None:
         RefusalForm(**common(), reasons=["   "])
 
 
+@pytest.mark.slow
 def test_long_reasons_run_over_pages_and_the_signature_follows(keys: SigningKeys, pki: DevPki) -> None:
     reasons = [f"Lý do thứ {i}: " + "giấy tờ không hợp lệ theo quy định hiện hành; " * 40 for i in range(1, 9)]
     form = RefusalForm(**common(), reasons=reasons)

@@ -207,6 +207,7 @@ def test_four_concurrent_issue_results_end_with_one_result(on_both: tuple[Hoso, 
         services.store.get_bytes(keys.approved_result_key(code)))
 
 
+@pytest.mark.slow  # a `hoso` run
 def test_a_named_desk_user_is_checked_before_any_work(setup: tuple[Hoso, Services]) -> None:
     hoso, _ = setup
     sample = Path(__file__).resolve().parents[1] / "pipeline" / "data" / "sample_dossier.pdf"

@@ -620,6 +620,7 @@ def _service(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
                           capture_output=True, text=True, timeout=60, cwd=Path(__file__).resolve().parents[1])
 
 
+@pytest.mark.slow  # starts the service process
 def test_the_service_will_not_start_without_its_clients(tmp_path: Path) -> None:
     (port,) = free_ports(1, with_grpc=False)
     url = f"sqlite:///{tmp_path / 'natdb.db'}"

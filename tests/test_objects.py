@@ -253,6 +253,7 @@ def test_s3_nothing_listening_is_storage_failed() -> None:
     assert time.perf_counter() - t0 < 10
 
 
+@pytest.mark.slow  # a second SeaweedFS, stopped
 def test_s3_server_stopped_is_storage_failed(tmp_path: Path) -> None:
     server = start_seaweedfs(tmp_path / "short-lived")
     try:

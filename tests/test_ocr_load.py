@@ -209,6 +209,7 @@ def test_shared_bad_inputs() -> None:
     assert inspect_input(SHARED_BAD / "png_renamed.pdf", OPTS).kind == "image"
 
 
+@pytest.mark.slow  # ~20 s of pages
 def test_pages_are_streamed_one_at_a_time(tmp_path: Path) -> None:
     import gc
     import inspect

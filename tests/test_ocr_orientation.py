@@ -67,16 +67,20 @@ def turned(page: Image.Image, turn: int, scale: float) -> Image.Image:
     return page.rotate(-turn, expand=True, fillcolor=255) if turn else page
 
 
-@pytest.mark.parametrize("font", list(FONTS))
-@pytest.mark.parametrize("scale", [0.6, 0.95, 1.4])
-@pytest.mark.parametrize("turn", [0, 90, 180, 270])
+# Matrices keep one representative case in the fast lane (a quarter turn, the middle scale, the first font).
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("font", [*list(FONTS)[:1], *(pytest.param(f, marks=SLOW) for f in list(FONTS)[1:])])
+@pytest.mark.parametrize("scale", [pytest.param(0.6, marks=SLOW), 0.95, pytest.param(1.4, marks=SLOW)])
+@pytest.mark.parametrize("turn", [pytest.param(0, marks=SLOW), 90, *(pytest.param(t, marks=SLOW) for t in (180, 270))])
 def test_text_line_axis_across_scales_and_fonts(font: str, scale: float, turn: int) -> None:
     geo = analyse_geometry(to_gray(turned(form_page(font), turn, scale)), DPI)
     assert geo.rotation % 180 == turn % 180
     assert geo.sideways_ratio > 1.4 if turn % 180 == 0 else geo.sideways_ratio < 1 / 1.4
 
 
-@pytest.mark.parametrize("turn", [0, 90, 180, 270])
+@pytest.mark.parametrize("turn", [pytest.param(0, marks=SLOW), 90, *(pytest.param(t, marks=SLOW) for t in (180, 270))])
 @pytest.mark.parametrize("variant", ["table", "noise"])
 def test_text_line_axis_with_tables_and_noise(turn: int, variant: str) -> None:
     page = form_page("noto-serif", table=variant == "table", noise=22.0 if variant == "noise" else 0.0)
@@ -97,9 +101,9 @@ def test_a_page_of_only_a_table_grid_and_no_text_keeps_its_orientation() -> None
     ("font", "turn", "scale", "table", "noise"),
     [
         ("noto-sans", 180, 1.0, False, 0.0),
-        ("noto-serif", 90, 0.7, True, 0.0),
-        ("dejavu-serif", 270, 1.3, False, 22.0),
-        ("noto-serif", 0, 1.0, True, 22.0),
+        pytest.param("noto-serif", 90, 0.7, True, 0.0, marks=SLOW),
+        pytest.param("dejavu-serif", 270, 1.3, False, 22.0, marks=SLOW),
+        pytest.param("noto-serif", 0, 1.0, True, 22.0, marks=SLOW),
     ],
 )
 def test_every_quarter_turn_comes_back_upright(font: str, turn: int, scale: float, table: bool, noise: float) -> None:
@@ -113,7 +117,7 @@ def test_every_quarter_turn_comes_back_upright(font: str, turn: int, scale: floa
     assert upright.width < upright.height  # portrait again
 
 
-@pytest.mark.parametrize("turn", [90, 180])
+@pytest.mark.parametrize("turn", [90, pytest.param(180, marks=SLOW)])
 def test_process_page_reads_a_turned_scaled_noisy_table_page_upright(turn: int, tmp_path: Path) -> None:
     from ocr.models import OcrOptions
     from ocr.plugin import PageImage

@@ -124,7 +124,7 @@ def test_sideways_page_detected(turned: int) -> None:
 
 
 @needs_font
-@pytest.mark.parametrize("angle", [-3.2, 1.7, 6.0])
+@pytest.mark.parametrize("angle", [-3.2, *(pytest.param(a, marks=pytest.mark.slow) for a in (1.7, 6.0))])
 def test_skewed_page_comes_back_level(angle: float) -> None:
     skewed = text_page().rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor=255)
     geo = analyse_geometry(to_gray(skewed), DPI)

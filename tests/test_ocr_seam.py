@@ -91,6 +91,7 @@ def test_a_bad_engine_name_is_a_configuration_error(spec: str, why: str) -> None
     assert caught.value.message_vi.startswith("Cấu hình bộ nhận dạng chữ")
 
 
+@pytest.mark.slow  # `hoso` runs
 def test_hoso_with_a_bad_engine_exits_17_before_any_work(tmp_path: Path) -> None:
     hoso = Hoso(tmp_path / "var", {"HOSO_OCR_ENGINE": "no_such_module_xyz:Engine"})
     proc = hoso("ingest", str(SAMPLE), "--procedure", "business_household_registration")
@@ -149,6 +150,7 @@ class CountingExecutor(ThreadPoolExecutor):
         return super().submit(fn, *args, **kwargs)
 
 
+@pytest.mark.slow  # a page pool of its own (test_cli's ingest runs scripted pages in a pool)
 def test_pages_come_back_in_order_from_a_pool_with_triage_kinds(scans: Path, tmp_path: Path) -> None:
     script = ("trang một " * 5, "trang hai " * 5, "không đọc", "không đọc", "trang năm " * 5)
     with page_pool(2) as pool:

@@ -43,6 +43,7 @@ def signed_input(tmp_path_factory: pytest.TempPathFactory) -> tuple[Services, Pa
     return services, path
 
 
+@pytest.mark.slow
 def test_signature_fields_found_only_on_signed_pdfs(signed_input: tuple[Services, Path], tmp_path: Path) -> None:
     _, path = signed_input
     assert identify_input(path).signature_fields == ["CongDan"]

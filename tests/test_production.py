@@ -131,6 +131,7 @@ def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Complete
                           cwd=cwd)
 
 
+@pytest.mark.slow  # `hoso` and worker runs
 def test_the_cli_and_the_worker_stop_with_exit_17_before_any_work(tmp_path: Path) -> None:
     env = {"HOSO_MODE": "production", "HOSO_DATA_DIR": str(tmp_path / "var"), "PYTHONPATH": str(ROOT)}
     ingest = _run(["-m", "pipeline.cli", "ingest", str(SAMPLE), "-p", "business_household_registration"], env,

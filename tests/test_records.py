@@ -185,6 +185,7 @@ def test_concurrent_first_opens_migrate_once(registry_url: str) -> None:
     reg.close()
 
 
+@pytest.mark.slow  # `hoso db` runs
 def test_db_commands(registry_url: str, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HOSO_")} | {
         "HOSO_DATA_DIR": str(tmp_path / "var"), "HOSO_DATABASE_URL": registry_url, "HOSO_MODE": "development"}

@@ -383,6 +383,7 @@ def test_registry_objects_logs_and_keys_are_private_to_their_user(tmp_path: Path
     assert fsck(hoso)["findings"] == []
 
 
+@pytest.mark.slow  # `hoso` runs; tests/test_fsck.py runs fsck in-process
 def test_fsck_reports_what_it_must_not_repair(tmp_path: Path) -> None:
     hoso = Hoso(tmp_path / "var")
     (scan,) = distinct_inputs(tmp_path / "in", 1)

@@ -21,6 +21,9 @@ APPLICANT = TRUTH["documents"][1]["fields"]["id_number"]  # the sample's citizen
 CONTRACT_KEYS = {"dossier_code", "procedure", "status", "received_at", "due_at", "pages", "documents", "missing",
                  "unexpected", "artifacts"}
 
+# `hoso ingest` runs against the national-database service (test_national reuses documents in-process)
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def request_form_only(tmp_path_factory: pytest.TempPathFactory) -> Path:

@@ -25,6 +25,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SampleTrut
     return out, render_sample_dossier(out, seed=3)
 
 
+@pytest.mark.slow
 def test_deterministic_for_a_seed(rendered: tuple[Path, SampleTruth], tmp_path: Path) -> None:
     first, truth = rendered
     again = render_sample_dossier(tmp_path / "b.pdf", seed=3)

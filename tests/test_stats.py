@@ -138,6 +138,7 @@ def test_an_empty_period_has_no_rates(registry: Registry) -> None:
         compute_stats(registry, date(2025, 7, 31), date(2025, 7, 1))
 
 
+@pytest.mark.slow  # a `hoso` run
 def test_hoso_stats_prints_the_table(tmp_path: Path) -> None:
     data = tmp_path / "var"
     registry = Registry(f"sqlite:///{data / 'registry.db'}", timezone=TZ)

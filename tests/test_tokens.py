@@ -37,6 +37,9 @@ def _p12_serial(path: Path) -> int:
     return cert.serial_number
 
 
+pytestmark = pytest.mark.slow  # a SoftHSM2 token provisioned by a script, then `hoso` runs
+
+
 @pytest.fixture(scope="module")
 def token(tmp_path_factory: pytest.TempPathFactory) -> tuple[Hoso, dict[str, int], Path]:
     """A SoftHSM2 token holding the dev PKI's keys; the PKCS#12 files are then re-issued with new keys."""

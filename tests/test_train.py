@@ -38,6 +38,7 @@ def test_every_catalog_type_has_a_template() -> None:
     assert set(templates()["types"]) == set(load_catalog().document_types)
 
 
+@pytest.mark.slow  # a second training
 def test_training_is_deterministic_for_a_seed(tiny: tuple[Path, str], tmp_path: Path) -> None:
     path, digest = tiny
     again, _ = train_model(seed=3, per_type=8, max_features=3000)
@@ -87,6 +88,7 @@ def test_bundled_model_classifies_damaged_synthetic_documents() -> None:
     assert wrong <= 2, wrong
 
 
+@pytest.mark.slow  # a third training
 def test_cli_train_writes_model_and_checksum(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 

@@ -133,6 +133,7 @@ def test_forged_role_fails_verification(forged: bytes, pki: DevPki, ids: SignerI
     assert not verify_pdf(forged, [pki.root_cert], identities=ids, profile="basic").ok
 
 
+@pytest.mark.slow  # a `hoso` run
 def test_forged_role_fails_the_command_with_a_clear_reason(forged: bytes, pki: DevPki, data_dir: Path,
                                                            tmp_path: Path) -> None:
     proc = hoso(data_dir, "verify", write(tmp_path, "forged.pdf", forged))
@@ -194,6 +195,7 @@ def test_e_result_profile_needs_approver_then_seal(result: bytes, keys: SigningK
     failure_line(hoso(data_dir, "verify", "--profile", "result", write(tmp_path, "desk2.pdf", desk)))
 
 
+@pytest.mark.slow  # `hoso` runs
 def test_the_command_takes_signers_from_options_and_settings(result: bytes, pki: DevPki, data_dir: Path,
                                                              tmp_path: Path) -> None:
     path = write(tmp_path, "result.pdf", result)

@@ -5,6 +5,7 @@ rate limiting, the e-result's verify page and uploads, the handbook, corrections
 from __future__ import annotations
 
 import re
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -39,13 +40,28 @@ PASSWORD = "mat-khau-du-dai-1"
 USERS = {role: f"user-{role.value}" for role in Role}
 
 
-@pytest.fixture
-def services(tmp_path: Path) -> Iterator[Services]:
-    s = Services(Settings(data_dir=tmp_path / "var", public_url=PUBLIC, timezone=TZ,
-                          level_digitised="B-B", level_result="B-B"))
+def _settings(data_dir: Path) -> Settings:
+    return Settings(data_dir=data_dir, public_url=PUBLIC, timezone=TZ, level_digitised="B-B", level_result="B-B")
+
+
+@pytest.fixture(scope="session")
+def web_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder with the registry migrated, one user per role (scrypt at full cost) and the dev PKI, made
+    once: each test works on its own copy."""
+    data = tmp_path_factory.mktemp("web-data") / "var"
+    s = Services(_settings(data))
     ident = Identity(s.registry)
     for role, name in USERS.items():
         ident.add_user(name, f"Cán bộ {role.value}", [role], PASSWORD)
+    s.pki  # noqa: B018
+    s.registry.close()
+    return data
+
+
+@pytest.fixture
+def services(tmp_path: Path, web_data: Path) -> Iterator[Services]:
+    shutil.copytree(web_data, tmp_path / "var")
+    s = Services(_settings(tmp_path / "var"))
     yield s
     s.registry.close()
 
@@ -152,7 +168,8 @@ def test_api_routes_by_role(app: Any, client: TestClient, services: Services) ->
                 assert set(r.json()) == {"error", "message_vi", "message_en"}
 
 
-@pytest.mark.parametrize("action", ["forward", "appraise", "approve", "seal", "return"])
+@pytest.mark.parametrize("action", ["forward", *(pytest.param(a, marks=pytest.mark.slow)
+                                                for a in ("appraise", "approve", "seal", "return"))])
 def test_api_steps_by_role(client: TestClient, services: Services, action: str) -> None:
     """A step through the API: every role the lifecycle does not allow is refused (403, nothing changes);
     an allowed role takes it from the right state."""
@@ -200,6 +217,7 @@ def test_sign_in_sets_a_strict_httponly_session_and_refuses_wrong_passwords(app:
     assert c.get("/nhan-vien").status_code == 303  # the session is gone server-side
 
 
+@pytest.mark.slow
 def test_staff_pages_by_role(app: Any, services: Services, client: TestClient) -> None:
     code = dossier_in(services, S.received, NOW - timedelta(hours=1))
     pages = {
@@ -276,7 +294,8 @@ def test_a_disabled_user_is_signed_out_at_once(app: Any, services: Services) -> 
     assert c.get("/nhan-vien").status_code == 303
 
 
-@pytest.mark.parametrize("action", ["forward", "appraise", "approve", "seal"])
+@pytest.mark.parametrize("action", ["forward", *(pytest.param(a, marks=pytest.mark.slow)
+                                                for a in ("appraise", "approve", "seal"))])
 def test_step_forms_by_role_and_csrf(app: Any, services: Services, action: str) -> None:
     t = load_lifecycle().transition(action)
     state = t.sources[0]
@@ -301,6 +320,7 @@ def test_step_forms_by_role_and_csrf(app: Any, services: Services, action: str) 
     assert services.registry.get(code).events[-1].actor == USERS[t.roles[0]]
 
 
+@pytest.mark.slow
 def test_whole_path_through_the_pages_then_the_citizen_sees_the_tracking_number(app: Any, services: Services,
                                                                                 client: TestClient) -> None:
     code, form = receive(services, NOW - timedelta(hours=3))
@@ -345,6 +365,7 @@ def test_a_supplement_at_intake_gives_the_desk_the_new_receipt_to_print(app: Any
     assert other.get(link.group(1)).status_code == 404  # not the user who took the step
 
 
+@pytest.mark.slow
 def test_a_wrong_return_is_a_clear_error_not_a_crash(app: Any, services: Services) -> None:
     code = dossier_in(services, S.result_ready, NOW - timedelta(hours=2))
     c = sign_in(app, Role.desk)
@@ -415,6 +436,7 @@ def _returned_with_result(services: Services) -> tuple[str, bytes]:
     return code, services.store.get_bytes(art.object_key)
 
 
+@pytest.mark.slow
 def test_the_result_qr_lands_on_the_verify_page(services: Services, client: TestClient) -> None:
     code, pdf = _returned_with_result(services)
     (payload,) = [q for q in decode_qr(pdf, last_page(pdf)) if "/xac-thuc/" in q]
@@ -431,6 +453,7 @@ def test_the_result_qr_lands_on_the_verify_page(services: Services, client: Test
     assert api.status_code == 200 and api.json()["report"]["ok"] is True
 
 
+@pytest.mark.slow
 def test_uploaded_pdfs_are_checked_not_stored(services: Services, client: TestClient) -> None:
     _, pdf = _returned_with_result(services)
     stored_before = sorted(i.key for i in services.store.list())
@@ -528,6 +551,7 @@ def _dossier_with_documents(services: Services) -> str:
     return rec.code
 
 
+@pytest.mark.slow
 def test_correcting_a_document_by_hand_revalidates_and_is_audited(app: Any, services: Services) -> None:
     code = _dossier_with_documents(services)
     before = services.registry.get(code).receipt_json
@@ -563,6 +587,7 @@ def test_correcting_a_document_by_hand_revalidates_and_is_audited(app: Any, serv
     assert bad.status_code == 400
 
 
+@pytest.mark.slow
 def test_statistics_page_has_the_indicators_and_a_chart(app: Any, services: Services) -> None:
     dossier_in(services, S.returned, NOW - timedelta(hours=3))
     c = sign_in(app, Role.approver)
@@ -594,6 +619,7 @@ def test_a_desk_upload_that_is_not_a_scan_fails_clearly(app: Any, services: Serv
     assert other_desk.status_code == 404
 
 
+@pytest.mark.slow
 def test_serve_refuses_production_settings_before_binding(tmp_path: Path) -> None:
     (port,) = free_ports(1, with_grpc=False)
     run = Hoso(tmp_path / "var", {"HOSO_MODE": "production"})("serve", "--port", str(port), timeout=60)
@@ -601,6 +627,7 @@ def test_serve_refuses_production_settings_before_binding(tmp_path: Path) -> Non
     assert run.stderr.startswith("hoso: lỗi [configuration]:") and len(run.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_desk_ingest_through_the_api_gives_the_receipt_and_the_lookup_link(tmp_path: Path) -> None:
     """The desk chain in the background (scripted OCR: the sample's text, everything else real)."""
     s = Services(Settings(data_dir=tmp_path / "var", public_url=PUBLIC, level_digitised="B-B", level_result="B-B",
