@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prefect.states import State
 from support.cli import SAMPLE, SCRIPTED_ENGINE
 
 import flows  # noqa: F401  (quiet Prefect defaults before Prefect is imported)
@@ -21,7 +22,6 @@ from flows.runtime import services as flow_services
 from flows.runtime import use_services
 from pipeline.core.errors import ExitCode
 from pipeline.core.settings import Settings
-from pipeline.usecases.archive import discover_batch
 from pipeline.usecases.services import Services
 
 PROCEDURE = "business_household_registration"
@@ -53,19 +53,39 @@ def test_the_desk_and_clerk_flows_receive_then_return_a_dossier(services: Servic
     assert services.registry.get(code).state == "returned"
 
 
-def test_a_reprocess_task_records_each_entry_as_a_batch_item(services: Services, tmp_path: Path) -> None:
+def test_a_reprocess_task_records_each_claimed_input_once(
+    services: Services, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The task body of a worker: each claimed input through the desk, its outcome finished in the batch
+    queue once — a failed input as a Failed state with its reason (Prefect's run logger and the global OCR
+    limit, which need a Prefect API, are replaced here)."""
+    import contextlib
+    import logging
+    from datetime import timedelta
+
+    import flows.archive as archive_flow
+    from storage.batches import BatchQueue
+
+    monkeypatch.setattr(archive_flow, "get_run_logger", lambda: logging.getLogger("test.reprocess"))
+    monkeypatch.setattr(archive_flow, "_ocr_slot", contextlib.nullcontext)
     folder = tmp_path / "batch"
     folder.mkdir()
     shutil.copy(SAMPLE, folder / "ARC-0001.pdf")
     (folder / "ARC-0002.pdf").write_bytes(b"")
-    results = {item.name: reprocess_dossier.fn(item, "batch-1") for item in discover_batch(folder, PROCEDURE)}
+    source = archive_flow.BatchSource(str(folder), PROCEDURE, batch_id="batch-1")
+    queue = BatchQueue(services.registry)
+    assert queue.enqueue("batch-1", ["ARC-0001.pdf", "ARC-0002.pdf"]) == 2
+    results = {}
+    while (name := queue.claim("batch-1", "w1", timedelta(minutes=5))) is not None:
+        results[name] = reprocess_dossier.fn(name, "batch-1", source, "w1")
 
-    assert {name: r.outcome for name, r in results.items()} == {"ARC-0001.pdf": "processed", "ARC-0002.pdf": "failed"}
-    assert (results["ARC-0002.pdf"].reason or "").startswith("input_empty")
-    recorded = services.registry.batch_items("batch-1")
-    assert [(r.input_name, r.outcome, r.dossier_code) for r in recorded] == [
-        (name, r.outcome, r.dossier_code) for name, r in results.items()
-    ]
+    processed = results["ARC-0001.pdf"]
+    assert not isinstance(processed, State) and processed.outcome == "processed"
+    failed = results["ARC-0002.pdf"]
+    assert isinstance(failed, State) and failed.is_failed() and "input_empty" in (failed.message or "")
+    recorded = {r.input_name: (r.outcome, r.dossier_code) for r in services.registry.batch_items("batch-1")}
+    assert recorded == {"ARC-0001.pdf": ("processed", processed.dossier_code), "ARC-0002.pdf": ("failed", None)}
+    assert queue.progress("batch-1").finished
 
 
 def test_the_worker_stops_before_serving_when_production_refuses(

@@ -146,7 +146,7 @@ def test_a_dossier_through_every_step_leaves_its_audit_trail_forms_and_lookup(se
     assert record.returned_at == at[8]
     # the forms of each step, stored with the dossier, agreeing with the registry
     assert sorted(n for n in record.artifacts if n.startswith("form-")) == [
-        "form-01-1", "form-02-1", "form-02-2", "form-06-1", "form-06-2"]
+        "form-01-1", "form-01-2", "form-02-1", "form-02-2", "form-06-1", "form-06-2"]  # 01-2: after the supplement
     assert record.artifacts["form-06-2"].object_key == keys.form_key(code, "06", "kiem-soat", 2)
     stored_and_recorded_agree(services, code)
     slip = flat_text(services.store.get_bytes(record.artifacts["form-06-2"].object_key))
