@@ -61,6 +61,7 @@ WORKER_FLOW, WORKER_DEPLOYMENT = "hoso-archive-worker", "archive-worker"
 WORKER_ENTRYPOINT = "flows.archive:archive_worker_flow"
 #: How often a worker looks at its running dossiers (and the batch flow at the batch).
 POLL_S = 1.0
+LATE_WORKER_S = 120.0  # how long a finished batch waits for its worker runs still starting
 #: Longest registry outage a worker waits through before its flow run fails (its claims then expire).
 MAX_OUTAGE_S = 600.0
 #: Rows of the batch's table artifact (failures first); the rest is in the registry (batch_items).
@@ -503,7 +504,7 @@ def _await_pool(
     out another; runs left Running by a dead worker are marked Crashed at the end."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
-    from prefect.states import Crashed
+    from prefect.states import Cancelled, Crashed
 
     logger = get_run_logger()
     relaunches = 0
@@ -519,13 +520,20 @@ def _await_pool(
                 relaunches += 1
                 logger.warning("batch %s: every worker run ended with inputs left; handing out another", batch_id)
                 runs |= _dispatch(pool, 1, batch_id, source, slots)
-        deadline = time.monotonic() + 10  # live workers see the batch done within a poll or two
+        # Live workers see the batch done within a poll or two; one still starting (a worker polls its pool,
+        # then starts a process: tens of seconds on a loaded machine) finds nothing left and completes.
+        deadline = time.monotonic() + LATE_WORKER_S
         while time.monotonic() < deadline and not all(r.state is not None and r.state.is_final() for r in current()):
             time.sleep(POLL_S)
         for run in current():
-            if run.state is not None and not run.state.is_final():  # its worker is gone; nothing of it is claimed
-                message = "worker lost; its inputs were finished by other workers"
-                client.set_flow_run_state(run.id, Crashed(message=message), force=True)
+            if run.state is None or run.state.is_final():
+                continue
+            state: State[Any]
+            if run.state.is_scheduled() or run.state.is_pending():  # never started: nothing of it is claimed
+                state = Cancelled(message="not needed: the batch was done before this worker run started")
+            else:  # its worker is gone; its claims lapsed and were finished by others
+                state = Crashed(message="worker lost; its inputs were finished by other workers")
+            client.set_flow_run_state(run.id, state, force=True)
 
 
 __all__ = [
