@@ -453,7 +453,15 @@ def watch(
     from pipeline.usecases.watch import WatchItem, WatchOptions
     from pipeline.usecases.watch import watch as run_watch
 
-    logging.getLogger("pipeline.usecases.watch").setLevel(logging.INFO)  # one English line per dossier
+    # One English line per dossier on stderr, past the console handlers' WARNING level.
+    watch_log = logging.getLogger("pipeline.usecases.watch")
+    watch_log.setLevel(logging.INFO)
+    if not any(getattr(h, "hoso_watch", False) for h in watch_log.handlers):
+        line = logging.StreamHandler(sys.stderr)
+        line.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        line.hoso_watch = True  # type: ignore[attr-defined]
+        watch_log.addHandler(line)
+        watch_log.propagate = False
     services = _services()
 
     def preflight() -> None:
