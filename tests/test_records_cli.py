@@ -82,6 +82,16 @@ def start(hoso: Hoso, *args: str, env: dict[str, str] | None = None) -> subproce
     )
 
 
+def start_paused(hoso: Hoso, args: list[str], at: str, pause: Path) -> subprocess.Popen[str]:
+    """The command started with its fault hook pausing at ``at``; returns once it waits there."""
+    proc = start(hoso, *args, env={"HOSO_TEST_PAUSE_AT": at, "HOSO_TEST_PAUSE_FILE": str(pause)})
+    deadline = time.monotonic() + 300
+    while not pause.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert pause.exists(), proc.communicate()[1][-3000:]
+    return proc
+
+
 def finish(procs: list[subprocess.Popen[str]], timeout: float = 600) -> list[tuple[int, str, str]]:
     deadline = time.monotonic() + timeout
     done = []
@@ -161,12 +171,7 @@ def test_a_desk_that_will_not_wait_is_told_in_progress_elsewhere(tmp_path: Path)
     hoso = Hoso(tmp_path / "var")
     (scan,) = distinct_inputs(tmp_path / "in", 1)
     pause = tmp_path / "paused"
-    first = start(hoso, *ingest_args(scan),
-                  env={"HOSO_TEST_PAUSE_AT": "record:after_reserve", "HOSO_TEST_PAUSE_FILE": str(pause)})
-    deadline = time.monotonic() + 300
-    while not pause.exists() and first.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pause.exists(), first.communicate()[1][-2000:]
+    first = start_paused(hoso, ingest_args(scan), "record:after_reserve", pause)
     hoso.env["HOSO_LEASE_WAIT_SECONDS"] = "0"
     impatient = hoso(*ingest_args(scan), timeout=300)
     pause.unlink()
@@ -187,12 +192,7 @@ def test_an_input_rewritten_while_it_is_received_is_refused_and_nothing_kept(tmp
     hoso = Hoso(tmp_path / "var")
     scan, other = distinct_inputs(tmp_path / "in", 2)
     pause = tmp_path / "paused"
-    desk = start(hoso, *ingest_args(scan),
-                 env={"HOSO_TEST_PAUSE_AT": "record:after_reserve", "HOSO_TEST_PAUSE_FILE": str(pause)})
-    deadline = time.monotonic() + 300
-    while not pause.exists() and desk.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert pause.exists(), desk.communicate()[1][-2000:]
+    desk = start_paused(hoso, ingest_args(scan), "record:after_reserve", pause)
     scan.write_bytes(other.read_bytes())
     pause.unlink()
     ((rc, out, err),) = finish([desk])
@@ -273,12 +273,7 @@ def test_storage_outage_in_the_middle_of_an_upload_then_rerun(tmp_path: Path, re
         big = big_input(tmp_path / "in" / "big-photo.png")
         assert big.stat().st_size > 12_000_000
         pause = tmp_path / "paused"
-        desk = start(hoso, *ingest_args(big),
-                     env={"HOSO_TEST_PAUSE_AT": "store:upload_half", "HOSO_TEST_PAUSE_FILE": str(pause)})
-        deadline = time.monotonic() + 300
-        while not pause.exists() and desk.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert pause.exists(), desk.communicate()[1][-3000:]
+        desk = start_paused(hoso, ingest_args(big), "store:upload_half", pause)
         server.process.kill()  # the storage server dies with half the scan sent
         server.process.wait(timeout=30)
         pause.unlink()
