@@ -93,6 +93,18 @@ def hoso_on(tmp_path: Path, weed: SeaweedServer, postgres: PrivatePostgres) -> H
     )
 
 
+def run_batch(hoso: Hoso, folder: Path) -> subprocess.CompletedProcess[str]:
+    """The batch in its own process, to its end."""
+    return subprocess.run(
+        [sys.executable, "-m", "support.batch", str(folder), "--procedure", PROCEDURE],
+        env=hoso.env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=hoso.data_dir.parent,
+    )
+
+
 def run_batch_through_outage(
     hoso: Hoso, folder: Path, pause_at: str, stop: Callable[[], None], start: Callable[[], None], outage_s: float
 ) -> tuple[list[dict[str, Any]], str, float]:
@@ -239,26 +251,12 @@ def test_storage_down_past_the_retries_is_recorded_then_a_rerun_processes_it_onc
     folder = batch_folder(tmp_path / "legacy", 1)
     weed[-1].process.kill()
     weed[-1].process.wait(timeout=30)
-    first = subprocess.run(
-        [sys.executable, "-m", "support.batch", str(folder), "--procedure", PROCEDURE],
-        env=hoso.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=hoso.data_dir.parent,
-    )
+    first = run_batch(hoso, folder)
     (gave_up,) = [json.loads(line) for line in first.stdout.splitlines() if '"legacy-0.pdf"' in line]
     assert (gave_up["outcome"], gave_up["attempts"]) == ("failed", 2), gave_up
     assert (
         gave_up["reason"].startswith("storage_failed: ") and "transient; gave up after 2 attempts" in gave_up["reason"]
     )
     weed.append(start_seaweedfs(tmp_path / "weed", again=weed[-1]))
-    second = subprocess.run(
-        [sys.executable, "-m", "support.batch", str(folder), "--procedure", PROCEDURE],
-        env=hoso.env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=hoso.data_dir.parent,
-    )
+    second = run_batch(hoso, folder)
     assert_each_input_once(hoso, [json.loads(line) for line in second.stdout.splitlines()], 1)
