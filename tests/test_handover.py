@@ -9,7 +9,6 @@ import json
 import re
 import shutil
 import threading
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -390,8 +389,8 @@ def _claim(registry: Registry, sha: str, legacy: LegacyIntake | None, agency: st
     )
 
 
-def test_concurrent_hand_overs_of_one_legacy_code_give_one_dossier(empty_url: str) -> None:
-    registry = Registry(empty_url)
+def test_concurrent_hand_overs_of_one_legacy_code_give_one_dossier(registry_url: str) -> None:
+    registry = Registry(registry_url)
     legacy = LegacyIntake(GOOD["legacy_code"], OLD, "b1")
     outcomes: list[str] = []
     barrier = threading.Barrier(3)
@@ -427,28 +426,10 @@ def test_concurrent_hand_overs_of_one_legacy_code_give_one_dossier(empty_url: st
 # --- the migration on SQLite and PostgreSQL --------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=[pytest.mark.postgres, pytest.mark.slow])])
-def empty_url(request: pytest.FixtureRequest, tmp_path: Path, postgres_base_url: str | None) -> Iterator[str]:
-    """A registry URL with nothing in it: SQLite, or this test's own PostgreSQL schema (hoso_handover_*)."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'registry.db'}"
-        return
-    if postgres_base_url is None:
-        pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    name = f"hoso_handover_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_base_url)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{name}"'))
-        yield f"{postgres_base_url}?options=-csearch_path%3D{name}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
-
-
-def test_r0004_adds_the_hand_over_columns_to_a_registry_with_dossiers(empty_url: str) -> None:
-    engine = sa.create_engine(empty_url)
+def test_r0004_adds_the_hand_over_columns_to_a_registry_with_dossiers(registry_url: str) -> None:
+    if registry_url.startswith("sqlite:///"):
+        Path(registry_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(registry_url)
     schema.upgrade(engine, "0003")
     now = datetime.now(UTC)
     with engine.begin() as conn:
@@ -461,7 +442,7 @@ def test_r0004_adds_the_hand_over_columns_to_a_registry_with_dossiers(empty_url:
             {"t": now},
         )
     engine.dispose()
-    registry = Registry(empty_url, upgrade="always")
+    registry = Registry(registry_url, upgrade="always")
     try:
         assert registry.schema_revision() == schema.head()  # 0004 and any later revision
         old = registry.get("000.00.00.H56-250701-0001")
@@ -475,7 +456,9 @@ def test_r0004_adds_the_hand_over_columns_to_a_registry_with_dossiers(empty_url:
     finally:
         registry.close()
     # and back down, then up again
-    engine = sa.create_engine(empty_url)
+    if registry_url.startswith("sqlite:///"):
+        Path(registry_url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    engine = sa.create_engine(registry_url)
     schema.upgrade(engine, "0004")
     from alembic import command
 
