@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -563,6 +564,35 @@ def _private_file(path: Path) -> None:
         pass  # created meanwhile, or a bad path: SQLite reports what is wrong when it opens it
 
 
+def _enable_wal(dbapi_conn: Any, patience: float = 30.0) -> None:
+    """Put the SQLite database in WAL mode (a setting kept in the file), waiting out other connections.
+
+    Switching needs an exclusive lock, and SQLite answers "database is locked" at once, without its busy
+    handler, when two connections switch a new file at the same moment (each holds the shared lock the
+    other waits on): so the switch is retried here until ``patience`` runs out.
+    """
+    import sqlite3
+
+    deadline, pause = time.monotonic() + patience, 0.005
+    while True:
+        cur = dbapi_conn.cursor()
+        try:
+            cur.execute("PRAGMA journal_mode")
+            if str(cur.fetchone()[0]).lower() == "wal":
+                return
+            cur.execute("PRAGMA journal_mode=WAL")
+            return  # "wal", or the mode SQLite keeps where WAL cannot work (as before: not an error)
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+        finally:
+            cur.close()
+        time.sleep(pause)
+        pause = min(pause * 2, 0.25)
+
+
 # --- the registry -------------------------------------------------------------------------------
 
 
@@ -653,9 +683,9 @@ class Registry:
             dbapi_conn.isolation_level = None
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
-            if not in_memory:
-                cur.execute("PRAGMA journal_mode=WAL")
             cur.close()
+            if not in_memory:
+                _enable_wal(dbapi_conn)
 
         @event.listens_for(engine, "begin")
         def _on_begin(conn: sa.Connection) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -161,6 +162,34 @@ def test_a_registry_made_by_create_all_with_the_lifecycle_tables_is_upgraded(reg
             assert compare_metadata(MigrationContext.configure(conn), schema.metadata()) == []
     finally:
         engine.dispose()
+
+
+def test_concurrent_first_connections_to_a_new_sqlite_file_all_succeed(tmp_path: Path) -> None:
+    """Switching a new file to WAL races: SQLite refuses one of two switchers at once, without waiting."""
+    failures: list[BaseException] = []
+    for round_ in range(40):
+        url = f"sqlite:///{tmp_path}/r{round_}/registry.db"
+        barrier = threading.Barrier(8)
+
+        def connect(url: str = url, barrier: threading.Barrier = barrier) -> None:
+            reg = Registry(url, upgrade="never")
+            try:
+                barrier.wait()
+                with reg.engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT 1")
+            except BaseException as err:
+                failures.append(err)
+            finally:
+                reg.close()
+
+        threads = [threading.Thread(target=connect) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        with sqlite3.connect(tmp_path / f"r{round_}" / "registry.db") as db:
+            assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert not failures, failures[:3]
 
 
 def test_concurrent_first_opens_migrate_once(registry_url: str) -> None:
