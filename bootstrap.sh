@@ -58,6 +58,8 @@ install_python_packages
 case "${1:-setup}" in
   setup) ;;
   demo) exec "$VENV/bin/hoso" demo ;;
-  test) shift; exec "$VENV/bin/python" -m pytest "$@" ;;
+  # One pytest worker per core; tests that share a server are grouped onto one worker (tests/conftest.py).
+  # HOSO_TEST_WORKERS=0 runs them in this one process.
+  test) shift; exec "$VENV/bin/python" -m pytest -n "${HOSO_TEST_WORKERS:-auto}" --dist loadgroup "$@" ;;
   *) echo "usage: $0 [setup|demo|test [pytest args]]" >&2; exit 2 ;;
 esac

@@ -34,7 +34,8 @@ from support.servers import (
 
 from storage.objects import S3ObjectStore, sha256_bytes
 
-pytestmark = pytest.mark.slow
+# One worker at a time under pytest-xdist: the private PostgreSQL clusters take ports from one fixed range.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("private-servers")]
 
 PROCEDURE = "business_household_registration"
 PG_PORTS = range(18600, 18700)  # this work's loopback range for fixed ports

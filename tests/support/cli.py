@@ -4,6 +4,9 @@ The process gets its own data folder (``HOSO_DATA_DIR``), none of the caller's `
 variables, this checkout's code first on its path, and the scripted OCR engine (:mod:`support.fake_ocr`)
 in the command's own process (``HOSO_OCR_JOBS=1``: a worker pool costs more than scripted pages) unless
 ``ocr="tesseract"`` asks for the real one.
+
+A run is forked from a process that has done hoso's imports already (:mod:`support.zygote`; 1-1.5 s of CPU less a
+run) unless ``HOSO_TEST_ZYGOTE=0``; :meth:`Hoso.popen` (runs a test kills or waits on) always starts Python anew.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 from typing import Literal
+
+from support.zygote_client import zygote_run
 
 from storage.objects import LocalObjectStore
 from storage.registry import Registry
@@ -43,9 +48,13 @@ class Hoso:
         self.env = clean_env(data_dir, extra_env, ocr=ocr)
 
     def __call__(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        cwd = self.data_dir.parent
+        forked = zygote_run(list(args), self.env, cwd, timeout)
+        if forked is not None:
+            return forked
         return subprocess.run(
             [sys.executable, "-m", "pipeline.cli", *args],
-            env=self.env, capture_output=True, text=True, timeout=timeout, cwd=self.data_dir.parent,
+            env=self.env, capture_output=True, text=True, timeout=timeout, cwd=cwd,
         )
 
     def popen(self, *args: str) -> subprocess.Popen[str]:
