@@ -17,10 +17,9 @@ import sys
 from pathlib import Path
 from typing import Literal
 
-from support.zygote_client import zygote_run
-
 from storage.objects import LocalObjectStore
 from storage.registry import Registry
+from support.zygote_client import zygote_run
 
 ROOT = Path(__file__).resolve().parents[2]
 TESTS = ROOT / "tests"

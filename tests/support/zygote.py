@@ -18,6 +18,7 @@ exit code (negative: the signal that ended it), one line each.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import pickle
@@ -92,10 +93,8 @@ def _child(request: tuple[list[str], dict[str, str], str], fds: list[int], set_b
         atexit._run_exitfuncs()
     finally:
         for stream in (sys.stdout, sys.stderr):
-            try:
+            with contextlib.suppress(Exception):
                 stream.flush()
-            except Exception:
-                pass
         os._exit(code)
 
 
@@ -142,10 +141,8 @@ def serve(path: str) -> None:
                 _child(request, fds, set_by_imports)
             for fd in fds:
                 os.close(fd)
-            try:
+            with contextlib.suppress(OSError):
                 conn.sendall(f"{pid}\n".encode())
-            except OSError:
-                pass
             children[pid] = conn
         while children:
             try:
@@ -154,12 +151,10 @@ def serve(path: str) -> None:
                 break
             if pid == 0:
                 break
-            conn = children.pop(pid, None)
+            conn = children.pop(pid) if pid in children else None
             if conn is not None:
-                try:
+                with contextlib.suppress(OSError):
                     conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-                except OSError:
-                    pass
                 conn.close()
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import io
 import locale
 import os
@@ -68,7 +69,9 @@ def _stop_all() -> None:
             zygote.stop()
 
 
-def zygote_run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) -> subprocess.CompletedProcess[str] | None:
+def zygote_run(
+    argv: list[str], env: dict[str, str], cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str] | None:
     """``python -m pipeline.cli *argv`` forked from a zygote, as :func:`subprocess.run` would report it; None
     when no zygote can take it (switched off, or too many distinct environments), so the caller starts Python."""
     if os.environ.get("HOSO_TEST_ZYGOTE") == "0":
@@ -126,7 +129,8 @@ def zygote_run(argv: list[str], env: dict[str, str], cwd: Path, timeout: float) 
         replies.close()
         conn.close()
     return subprocess.CompletedProcess(
-        [sys.executable, "-m", "pipeline.cli", *argv], code, _text(b"".join(chunks[out_r])), _text(b"".join(chunks[err_r]))
+        [sys.executable, "-m", "pipeline.cli", *argv], code,
+        _text(b"".join(chunks[out_r])), _text(b"".join(chunks[err_r])),
     )
 
 
@@ -142,7 +146,5 @@ def _now() -> float:
 
 
 def _kill(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
