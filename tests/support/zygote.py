@@ -151,11 +151,11 @@ def serve(path: str) -> None:
                 break
             if pid == 0:
                 break
-            conn = children.pop(pid) if pid in children else None
-            if conn is not None:
+            if pid in children:
+                reply = children.pop(pid)
                 with contextlib.suppress(OSError):
-                    conn.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-                conn.close()
+                    reply.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+                reply.close()
 
 
 if __name__ == "__main__":
