@@ -245,3 +245,24 @@ def hand_off(server: Server, input_path: Path, procedure: str, applicant_id: str
         remote.close()
         raise
     return handed, remote
+
+
+def ingest_remote(server: Server, input_path: Path, procedure: str, applicant_id: str | None, out: Path | None,
+                  as_json: bool) -> None:
+    """``hoso ingest`` at a running ``hoso serve``: the receipt, the ``--out`` files and the printout as the
+    chain run here would give them (:func:`pipeline.cli.delivery.deliver`); a HosoError as the chain's."""
+    from pipeline.cli.delivery import deliver
+
+    startup = process_age()
+    start = time.perf_counter()
+    handed, remote = hand_off(server, input_path, procedure, applicant_id)
+    try:
+        files: dict[str, bytes] = {}
+        if out is not None:
+            files["digitised"] = remote.pdf(handed.digitised_url)
+            if handed.citizen_form and handed.citizen_form_url:
+                files[handed.citizen_form] = remote.pdf(handed.citizen_form_url)
+    finally:
+        remote.close()
+    deliver(handed.receipt, handed.lookup_url, handed.already_done, files, input_path, out, as_json,
+            startup=startup, call_s=handed.request_s, around="transfer", after=start + handed.request_s)
