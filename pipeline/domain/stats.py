@@ -27,11 +27,15 @@ A rate whose denominator is zero is ``None`` (shown as "—").
 from __future__ import annotations
 
 from datetime import date, datetime, time, timedelta
+from functools import lru_cache
+from importlib import resources
 from typing import Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel
+import yaml
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from pipeline.core.errors import ConfigurationError
 from pipeline.core.models import DossierState
 from storage import keys
 from storage.registry import DossierRecord, Registry
@@ -161,23 +165,60 @@ def compute_stats(
     )
 
 
-ROWS_VI = [
-    ("Tỷ lệ hồ sơ thực hiện số hóa (4.2)", "digitisation_rate", "digitised", "received"),
-    ("Tỷ lệ hồ sơ có cấp kết quả điện tử (4.1)", "e_result_rate", "e_results", "completed"),
-    ("Tỷ lệ khai thác, sử dụng lại dữ liệu số hóa (4.3)", "reuse_rate", "reused", "received"),
-    ("Tỷ lệ hồ sơ giải quyết trước hạn", "early_rate", "early", "received"),
-    ("Tỷ lệ hồ sơ giải quyết đúng hạn", "on_time_rate", "on_time", "received"),
-    ("Tỷ lệ hồ sơ trước hạn, đúng hạn (2.1)", "on_time_or_early_rate", None, "received"),
-    ("Tỷ lệ hồ sơ quá hạn", "late_rate", "late", "received"),
-]
+class Indicator(BaseModel):
+    """One indicator as it is shown (pipeline/data/indicators.yaml)."""
+
+    rate: str
+    part: str | None = None  # None: early + on time
+    whole: str
+    label: str = Field(min_length=1)
+    label_en: str = Field(min_length=1)
+    chart: str | None = None
+    chart_en: str | None = None
+
+    @model_validator(mode="after")
+    def _fields_exist(self) -> Indicator:
+        fields = ProvinceStats.model_fields
+        unknown = [f for f in (self.rate, self.part, self.whole) if f is not None and f not in fields]
+        if unknown or (self.chart is None) != (self.chart_en is None):
+            raise ValueError(f"indicator {self.rate}: unknown fields {unknown} or a chart label in one language only")
+        return self
+
+    def shown(self, lang: str = "vi") -> str:
+        return self.label_en if lang == "en" else self.label
+
+    def bar(self, lang: str = "vi") -> str | None:
+        return self.chart_en if lang == "en" else self.chart
 
 
-def table_rows(stats: ProvinceStats) -> list[tuple[str, str, str]]:
-    """(indicator, rate as a percentage, part / whole) for printing."""
+class IndicatorBook(BaseModel):
+    """pipeline/data/indicators.yaml: the indicators in the order they are shown, and the chart's title."""
+
+    title: str = Field(min_length=1)
+    title_en: str = Field(min_length=1)
+    indicators: list[Indicator] = Field(min_length=1)
+
+    def chart_title(self, lang: str = "vi") -> str:
+        return self.title_en if lang == "en" else self.title
+
+
+@lru_cache(maxsize=1)
+def indicator_book() -> IndicatorBook:
+    """The indicators to show (package data, checked once per process)."""
+    text = resources.files("pipeline").joinpath("data/indicators.yaml").read_text(encoding="utf-8")
+    try:
+        return IndicatorBook.model_validate(yaml.safe_load(text))
+    except (ValidationError, yaml.YAMLError) as exc:
+        raise ConfigurationError(f"Invalid pipeline/data/indicators.yaml: {exc}",
+                                 "Tệp chỉ số thống kê không hợp lệ; liên hệ quản trị.") from exc
+
+
+def table_rows(stats: ProvinceStats, lang: str = "vi") -> list[tuple[str, str, str]]:
+    """(indicator, rate as a percentage, part / whole) for printing, in ``lang`` (vi or en)."""
     rows = []
-    for label, rate_name, part_name, whole_name in ROWS_VI:
-        rate = getattr(stats, rate_name)
-        whole = getattr(stats, whole_name)
-        part = stats.early + stats.on_time if part_name is None else getattr(stats, part_name)
-        rows.append((label, "—" if rate is None else f"{rate * 100:.1f} %", f"{part}/{whole}"))
+    for ind in indicator_book().indicators:
+        rate = getattr(stats, ind.rate)
+        whole = getattr(stats, ind.whole)
+        part = stats.early + stats.on_time if ind.part is None else getattr(stats, ind.part)
+        rows.append((ind.shown(lang), "—" if rate is None else f"{rate * 100:.1f} %", f"{part}/{whole}"))
     return rows
