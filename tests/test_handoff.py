@@ -135,6 +135,11 @@ def test_the_hand_off_loads_neither_typer_nor_the_chain(service: Service, tmp_pa
     assert lean.returncode == 0, lean.stderr[-2000:]
     assert json.loads(lean.stdout)["dossier_code"] and (tmp_path / "d" / "sample_dossier.json").is_file()
     assert "pipeline" in imported(lean.stderr) and not imported(lean.stderr) & HEAVY
+    # the printout for a person: Rich, with the labels and the time zone the service sent with the receipt
+    shown = run()
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "GIẤY TIẾP NHẬN HỒ SƠ" in shown.stdout and "Căn cước" in shown.stdout and "đã được tiếp nhận" in shown.stdout
+    assert not imported(shown.stderr) & (HEAVY - {"rich"})
     # what the reader does not take goes to the Typer command, with its message (and its imports)
     typer = run("--server", service.url, "--user", "lan")
     assert typer.returncode == ExitCode.usage and "--server takes neither --prefect nor --user" in typer.stderr

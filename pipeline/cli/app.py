@@ -179,8 +179,10 @@ def _ingest_here(input_path: Path, procedure: str, applicant_id: str | None, out
             lambda: stored_copy(services, outcome.receipt.dossier_code))
         if outcome.form is not None and outcome.form.citizen_pdf is not None:
             files[outcome.form.artifact] = outcome.form.citizen_pdf
+    labels = {doc.type: services.catalog.label(doc.type) for doc in outcome.receipt.documents}
     _deliver(receipt, outcome.lookup_url, outcome.already_done, files, input_path, out, as_json,
-             startup=startup, call_s=call_s, around="prefect" if use_prefect else "other", after=start + call_s)
+             startup=startup, call_s=call_s, around="prefect" if use_prefect else "other", after=start + call_s,
+             labels=labels, tz=services.settings.timezone)
 
 
 PaymentMethod = typer.Option("--payment-method", help="bank_transfer or gateway (cashless only)")

@@ -1,8 +1,8 @@
 """What ``hoso ingest`` does with a receipt, wherever the chain ran: the ``--out`` files, true timings, the printout.
 
 Only the standard library at import: the hand-off path (``pipeline/cli/entry.py``) reaches here without Typer,
-pydantic or the settings; the console view (Rich, the receipt model, the catalog) is imported only to print a
-receipt for a person (without ``--json``).
+pydantic or the settings; the console view (Rich) is imported only to print a receipt for a person (without
+``--json``).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +34,11 @@ def citizen_copy_name(stem: str, artifact: str) -> str:
 
 def deliver(receipt: dict[str, Any], lookup_url: str | None, already_done: bool, files: dict[str, bytes],
             input_path: Path, out: Path | None, as_json: bool, *, startup: float, call_s: float, around: str,
-            after: float) -> None:
+            after: float, labels: Mapping[str, str] | None = None, tz: str | None = None) -> None:
     """Write the files, make the timings true, print the receipt.
+
+    ``labels`` (document type → the catalog's label) and ``tz`` (the agency's time zone) are what the printout
+    for a person needs: the caller's, or else this process's catalog and settings.
 
     ``timings``: the intake's own stages, ``startup`` (this process, before the intake), ``around`` (what
     the call to the intake took beyond the intake's own wall time: the Prefect flow, or the upload and the
@@ -60,14 +64,13 @@ def deliver(receipt: dict[str, Any], lookup_url: str | None, already_done: bool,
         print(json.dumps(receipt | {"already_done": already_done, "lookup_url": lookup_url}, ensure_ascii=False,
                          indent=2))
         return
-    from pipeline.cli.console import console, receipt_panel
-    from pipeline.core.models import Receipt
-    from pipeline.core.settings import get_settings
-    from pipeline.domain.catalog import load_catalog
+    if labels is None or tz is None:  # not given by the caller (a service before they came with the receipt)
+        from pipeline.core.settings import get_settings
+        from pipeline.domain.catalog import load_catalog
 
-    con = console()
-    con.print(receipt_panel(Receipt.model_validate(receipt), load_catalog(), get_settings().timezone))
-    if lookup_url:
-        con.print(f"Tra cứu hồ sơ (bản của công dân): {lookup_url}", soft_wrap=True)
-    if already_done:
-        con.print("Hồ sơ này đã được tiếp nhận trước đó; không xử lý lại.")
+        catalog = load_catalog()
+        labels = {doc["type"]: catalog.label(doc["type"]) for doc in receipt.get("documents") or []}
+        tz = get_settings().timezone
+    from pipeline.cli.console import print_receipt
+
+    print_receipt(receipt, lookup_url, already_done, labels, tz)
