@@ -19,7 +19,6 @@ from zoneinfo import ZoneInfo
 import pikepdf
 from PIL import ImageCms
 from pydantic import BaseModel, Field
-from reportlab.graphics.barcode import qrencoder
 from reportlab.lib import colors
 from reportlab.lib.fonts import addMapping
 from reportlab.pdfbase import pdfmetrics
@@ -28,6 +27,7 @@ from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable
 
 from pipeline.core.errors import ConfigurationError
+from pipeline.domain.qr import qr_modules
 
 __all__ = [
     "BOLD",
@@ -96,15 +96,14 @@ def draw_qr(canvas: Canvas, payload: str, x: float, y: float, size: float) -> No
     """A ``size``-point square QR code (ISO/IEC 18004, level M, 4-module quiet zone) with its lower-left corner
     at (``x``, ``y``): each row's runs of dark modules filled as rectangles, as reportlab's ``QrCodeWidget``
     draws them (the same marks, the same rasterisation) at a fraction of the cost: the widget in a drawing
-    encodes the payload twice (once for its bounds) and builds a shape object per run (~0.1 s CPU per code).
+    encodes the payload twice (once for its bounds) and builds a shape object per run (~0.1 s CPU per code);
+    the symbol is reportlab's, its mask chosen in NumPy (:mod:`pipeline.domain.qr`).
     """
-    qr = qrencoder.QRCode(None, qrencoder.QRErrorCorrectLevel.M)
-    qr.addData(payload)
-    qr.make()
-    module = size / (qr.getModuleCount() + 2 * QR_QUIET_MODULES)
+    modules = qr_modules(payload)
+    module = size / (len(modules) + 2 * QR_QUIET_MODULES)
     canvas.saveState()
     canvas.setFillColor(colors.black)
-    for r, row in enumerate(qr.modules):
+    for r, row in enumerate(modules):
         c = 0
         for dark, run in itertools.groupby(map(bool, row)):
             n = sum(1 for _ in run)
