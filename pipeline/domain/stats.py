@@ -29,8 +29,8 @@ not know. So it is never an end nor a request at the hand-over time (which would
 over after its due day late, and put its end in the wrong period). What each contributes:
 
 - received, digitised, reused: like any dossier received on ``received_at`` (hoso holds its digitised copy);
-  completed and e-results: as it stands (one handed over with its result ready carries the old unit's paper
-  result, not an e-result of hoso, unless it was sealed here);
+  completed and e-results: as it stands (one handed over with its result decided — sealing, result ready —
+  carries the old unit's paper result: completed, without an e-result; pipeline/usecases/lifecycle.py);
 - handed over **in progress** (received … sealing): on the clock like any other from its original
   ``received_at`` to its original ``due_at``, ended by the steps taken here after the hand-over;
 - handed over **waiting on the citizen**: the old unit's request counts as one request (more than one in
