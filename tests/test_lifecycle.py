@@ -311,6 +311,8 @@ def test_a_dossier_handed_over_with_its_result_decided_is_released_on_paper_and_
     assert "kết quả giấy" in online.value.message_vi and services.registry.get(sealing).state == S.result_ready
     returned = lc.return_result(services, sealing, DESK, delivery=Delivery(channel="counter"), now=T0)
     assert returned.record.state == S.returned and [f.kind for f in returned.forms] == ["control"]
+    slip = "".join(flat_text(services.store.get_bytes(returned.forms[0].object_key)).split())  # cells wrap
+    assert "Nhậnbàngiaohồsơtừđơnvịcũ(000.21.00.H56)" in slip  # the trail here starts with the hand-over
 
     ready = hand_over(services, S.result_ready, T0 - timedelta(days=40))
     with pytest.raises(InvalidState) as batch:

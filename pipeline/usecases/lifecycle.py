@@ -461,6 +461,12 @@ def _control_work(services: Services, actor: Actor, t: Transition, *, final: boo
             if e.action == "intake":
                 steps.append(ProcessingStep(action=lc.intake(e.to_state).label, unit=unit, actor=who(e.actor),
                                             role=lc.roles[Role.desk], at=e.at))
+            elif e.action == "handover":  # received by the old unit: the trail here starts with the hand-over
+                from pipeline.domain.handover import load_labels as load_handover_labels
+
+                steps.append(ProcessingStep(
+                    action=load_handover_labels().slip_step.format(old=record.handed_over_from or "?"), unit=unit,
+                    actor=who(e.actor), role=lc.roles[Role.desk], at=e.at, note=(e.note or "")[:200] or None))
             elif e.action in lc.transitions and e.role is not None:
                 steps.append(ProcessingStep(action=lc.transitions[e.action].label, unit=unit, actor=who(e.actor),
                                             role=lc.roles[e.role], at=e.at, note=(e.note or "")[:200] or None))
