@@ -24,7 +24,8 @@ from tempfile import TemporaryDirectory
 from pyhanko.sign.fields import MDPPerm
 
 from ocr.engine import inspect_input, ocr_input
-from ocr.models import RecognizedPage
+from ocr.load import InputInfo
+from ocr.models import OcrResult, RecognizedPage
 from pipeline.core.errors import (
     DossierCodeTaken,
     DossierNotFound,
@@ -220,17 +221,7 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     kept = services.ocr_results  # an earlier attempt's OCR of this input, if it failed after OCR
     kept_key = kept.key(source.sha256, engine, options) if kept is not None else None
     with TemporaryDirectory(prefix="hoso-desk-") as tmp:
-        searchable = Path(tmp) / "searchable.pdf"
-        with clock.stage("ocr"):
-            ocr = kept.load(kept_key, searchable, page_count=info.page_count) if kept and kept_key else None
-        if ocr is not None:
-            log.info("%s: OCR output of an earlier attempt at this input reused (%d page(s))",
-                     display_name(source.name), len(ocr.pages))
-        else:
-            with OCR_SLOT.get()(), clock.stage("ocr"):  # waiting for a slot is not OCR time
-                ocr = ocr_input(info, searchable, options, engine=engine, executor=services.ocr_executor)
-            if kept and kept_key:
-                kept.store(kept_key, ocr)
+        ocr = _ocr(services, source, info, Path(tmp) / "searchable.pdf", clock, kept_key)
         try:
             with clock.stage("understand"):
                 pages, documents = understand(ocr.pages, services.catalog)
@@ -274,6 +265,25 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     # The stored receipt was written during "record"; the one handed back covers the whole intake.
     outcome.receipt.timings = clock.finish()
     return outcome
+
+
+def _ocr(
+    services: Services, source: Input, info: InputInfo, searchable: Path, clock: _Stopwatch, key: str | None
+) -> OcrResult:
+    """The input OCR'd into ``searchable``: an earlier attempt's output kept under ``key`` if there is one
+    (:mod:`ocr.result_cache`), else a new run, kept under it until the dossier is recorded."""
+    kept, engine, options = services.ocr_results, services.ocr_engine, services.ocr_options
+    with clock.stage("ocr"):
+        ocr = kept.load(key, searchable, page_count=info.page_count) if kept and key else None
+    if ocr is not None:
+        log.info("%s: OCR output of an earlier attempt at this input reused (%d page(s))",
+                 display_name(source.name), len(ocr.pages))
+        return ocr
+    with OCR_SLOT.get()(), clock.stage("ocr"):  # waiting for a slot is not OCR time
+        ocr = ocr_input(info, searchable, options, engine=engine, executor=services.ocr_executor)
+    if kept and key:
+        kept.store(key, ocr)
+    return ocr
 
 
 def _check_handover(services: Services, handover: Handover | None, done: DossierRecord | None) -> None:
