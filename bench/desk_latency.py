@@ -11,6 +11,12 @@ not timed). Every run gets bytes of its own (a PDF comment appended after ``%%EO
 The figure of issue 11 is ``process − ocr``: how much the desk command's wall time exceeds the OCR stage the
 receipt reports (goal: ≤ 2 s with the hand-off). ``Σ stages`` checks that the receipt's stages add up to its
 ``wall``.
+
+Wall times on a shared machine measure its load as much as hoso, so each run also gets its CPU seconds, which
+load hardly changes: ``desk cpu`` is the desk command's process (with the OCR pool of a one-shot run: every
+descendant it waited for; from ``getrusage(RUSAGE_CHILDREN)``), ``svc cpu`` the service's own process during
+the hand-off (from ``/proc/PID/stat``: the intake's request, its stages outside the OCR worker processes, the
+answer). ``uptime``'s load average is printed with the table.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -32,6 +39,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = ROOT.parent / "shared" / "corpus" / "public" / "dossiers"
 SAMPLE = ROOT / "pipeline" / "data" / "sample_dossier.pdf"
 COLUMNS = ("process", "wall", "ocr", "understand", "sign", "record", "forms", "startup", "transfer")
+CPU_COLUMNS = ("desk cpu", "svc cpu")
 
 
 def _env(data: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -52,11 +60,26 @@ def _unique_copy(pdf: Path, folder: Path, n: int) -> Path:
     return target
 
 
-def _timed_ingest(path: Path, procedure: str, mode_args: list[str], env: dict[str, str], cwd: Path
-                  ) -> dict[str, float]:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) of a running process so far, its waited-for children excluded."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
+def _timed_ingest(path: Path, procedure: str, mode_args: list[str], env: dict[str, str], cwd: Path,
+                  service_pid: int | None = None) -> dict[str, float]:
+    svc_cpu = _process_cpu(service_pid) if service_pid else 0.0
+    desk_cpu = _children_cpu()
     start = time.perf_counter()
     proc = _hoso("ingest", str(path), "--procedure", procedure, "--json", *mode_args, env=env, cwd=cwd)
     process = time.perf_counter() - start
+    desk_cpu = _children_cpu() - desk_cpu
+    svc_cpu = _process_cpu(service_pid) - svc_cpu if service_pid else 0.0
     if proc.returncode != 0:
         raise SystemExit(f"ingest failed ({proc.returncode}): {proc.stderr}")
     receipt = json.loads(proc.stdout)
@@ -64,7 +87,7 @@ def _timed_ingest(path: Path, procedure: str, mode_args: list[str], env: dict[st
         raise SystemExit("a run was a re-run: the bench must time fresh inputs")
     timings = receipt["timings"]
     stages = sum(v for k, v in timings.items() if k != "wall")
-    return {"process": process, "stages": stages} | timings
+    return {"process": process, "stages": stages, "desk cpu": desk_cpu, "svc cpu": svc_cpu} | timings
 
 
 def run_one_shot(pdf: Path, procedure: str, mode: str, n: int) -> dict[str, float]:
@@ -104,7 +127,8 @@ class Service:
 
     def ingest(self, pdf: Path, procedure: str, n: int) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
-            return _timed_ingest(_unique_copy(pdf, Path(tmp), n), procedure, [], self.client_env, self.folder)
+            return _timed_ingest(_unique_copy(pdf, Path(tmp), n), procedure, [], self.client_env, self.folder,
+                                 self.process.pid)
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -116,11 +140,12 @@ class Service:
 
 
 def _row(label: str, rows: list[dict[str, float]]) -> str:
-    med = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in {*COLUMNS, "stages"}}
+    med = {k: statistics.median(r.get(k, 0.0) for r in rows) for k in {*COLUMNS, *CPU_COLUMNS, "stages"}}
     over = statistics.median(r["process"] - r.get("ocr", 0.0) for r in rows)
     worst = max(r["process"] - r.get("ocr", 0.0) for r in rows)
     cells = " | ".join(f"{med[c]:.2f}" for c in COLUMNS)
-    return f"| {label} | {len(rows)} | {cells} | {med['stages']:.2f} | **{over:.2f}** (max {worst:.2f}) |"
+    cpu = " | ".join(f"{med[c]:.2f}" for c in CPU_COLUMNS)
+    return f"| {label} | {len(rows)} | {cells} | {med['stages']:.2f} | **{over:.2f}** (max {worst:.2f}) | {cpu} |"
 
 
 def main() -> None:
@@ -136,8 +161,9 @@ def main() -> None:
                             f"{PUBLIC / 'PUB-0002.pdf'}:business_household_registration"]
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
 
-    print(f"| input | mode | runs | {' | '.join(COLUMNS)} | Σ stages | process − ocr |")
-    print("|---|---|---|" + "---|" * (len(COLUMNS) + 2))
+    print(f"load average at start: {_load()}")
+    print(f"| input | mode | runs | {' | '.join(COLUMNS)} | Σ stages | process − ocr | {' | '.join(CPU_COLUMNS)} |")
+    print("|---|---|---|" + "---|" * (len(COLUMNS) + 2 + len(CPU_COLUMNS)))
     service = None
     try:
         for spec in inputs:
@@ -156,8 +182,13 @@ def main() -> None:
         if service is not None:
             service.stop()
             shutil.rmtree(service.folder, ignore_errors=True)
+    print(f"load average at end: {_load()}")
     if args.batch:
         run_reprocess(args.batch)
+
+
+def _load() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
 
 
 def run_reprocess(folder: Path) -> None:

@@ -44,7 +44,14 @@ from flows.runtime import services
 from pipeline.core.errors import HosoError, InputMissing, StorageFailed
 from pipeline.core.inputs import display_name, folder_entries
 from pipeline.core.settings import Settings
-from pipeline.usecases.archive import MANIFEST, BatchInput, BatchItemResult, discover_batch, process_one
+from pipeline.usecases.archive import (
+    MANIFEST,
+    BatchInput,
+    BatchItemResult,
+    discover_batch,
+    handover_rows,
+    process_one,
+)
 from pipeline.usecases.desk import OCR_SLOT
 from pipeline.usecases.upkeep import sweep_records
 from storage.batches import BatchQueue
@@ -99,15 +106,18 @@ class BatchSource:
         return self.location.startswith("s3://")
 
     def names(self, settings: Settings) -> list[str]:
-        """The inputs' names as shown and recorded (nothing is read but the listing)."""
+        """The inputs' names as shown and recorded (nothing is read but the listing and the manifest): hand-over
+        rows whose file is missing are inputs too, recorded failed with their reason."""
         if self.is_s3:
             from storage.inbox import S3Inbox
 
-            return S3Inbox.parse(self.location, settings).names()
+            listed = S3Inbox.parse(self.location, settings).names()
+            shown = set(listed)
+            return listed + [i.name for i in self.handover_inputs(settings, listed) if i.name not in shown]
         folder = Path(self.location)
         if not folder.is_dir():
             raise InputMissing(f"not a folder: {folder}", f"Không tìm thấy thư mục: {folder}")
-        if self.hands_over(folder):  # hand-over rows whose file is missing are inputs too (recorded failed)
+        if self.hands_over(folder):
             return [i.name for i in self.describe_all(folder)]
         return [display_name(p.name) for p in folder_entries(folder) if p.name != MANIFEST]
 
@@ -123,8 +133,27 @@ class BatchSource:
         return "legacy_code" in header
 
     def describe_all(self, folder: Path) -> list[BatchInput]:
-        """Every input of a folder, with its hand-over (the batch's hand-over record needs them all)."""
+        """Every input of a folder, with its hand-over."""
         return discover_batch(folder, self.procedure, **self._handover_options())
+
+    def handover_inputs(self, settings: Settings, listed: list[str] | None = None) -> list[BatchInput]:
+        """The manifest's hand-over rows as batch inputs — of a folder, or of an S3 prefix (its manifest.csv
+        fetched; ``listed``: its entries, if listed already) — read from the manifest alone: what the batch's
+        hand-over record needs. Empty when the manifest has no hand-over columns (and no map was given)."""
+        if not self.is_s3:
+            folder = Path(self.location)
+            if not self.hands_over(folder):
+                return []
+            present = {p.name for p in folder_entries(folder) if p.name != MANIFEST}
+            return handover_rows(folder, present, self.procedure, **self._handover_options())
+        from storage.inbox import S3Inbox
+
+        inbox = S3Inbox.parse(self.location, settings)
+        with TemporaryDirectory(prefix="hoso-inbox-") as tmp:
+            if inbox.fetch_manifest(Path(tmp)) is None or not self.hands_over(Path(tmp)):
+                return []
+            entries = set(listed if listed is not None else inbox.names())
+            return handover_rows(Path(tmp), entries, self.procedure, **self._handover_options())
 
     def _handover_options(self) -> dict[str, Any]:
         from pipeline.domain.handover import load_agency_map
@@ -381,13 +410,11 @@ def _summary(
 
 
 def _handover_record(svc: Any, source: BatchSource, items: list[BatchItemRecord]) -> str | None:
-    """The batch's signed hand-over record, when it handed legacy dossiers over (a folder's manifest with
-    hand-over rows; issue 12 item 4: pipeline/usecases/handover.py); its object key."""
+    """The batch's signed hand-over record, when it handed legacy dossiers over (the manifest of its folder or
+    S3 prefix with hand-over rows; issue 12 item 4: pipeline/usecases/handover.py); its object key."""
     from pipeline.usecases.handover import write_handover_record
 
-    if source.is_s3 or not source.hands_over(Path(source.location)):
-        return None
-    inputs = source.describe_all(Path(source.location))
+    inputs = source.handover_inputs(svc.settings)
     if not any(i.legacy for i in inputs):
         return None
     results = [

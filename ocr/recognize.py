@@ -199,6 +199,26 @@ def backend() -> str:
     return _BACKEND
 
 
+_IDENTITY: dict[str, str] = {}
+
+
+def tesseract_identity(lang: str) -> str:
+    """Tesseract as it reads ``lang`` here: backend, version and each language model's size and time (what the
+    OCR result cache keys on; :mod:`ocr.result_cache`). Once per process and language."""
+    if lang not in _IDENTITY:
+        try:
+            version = tesserocr.tesseract_version() if backend() == "tesserocr" else pytesseract.get_tesseract_version()
+        except Exception as err:  # noqa: BLE001 — an unknown version is still an identity, if a poorer one
+            version = f"unknown ({type(err).__name__})"
+        models = []
+        for part in lang.split("+"):
+            found = tessdata_file(f"{part}.traineddata")
+            stat = found.stat() if found is not None else None
+            models.append(f"{part}:{stat.st_size}:{stat.st_mtime_ns}" if stat else f"{part}:missing")
+        _IDENTITY[lang] = f"{backend()}|{' '.join(str(version).split())}|{','.join(models)}"
+    return _IDENTITY[lang]
+
+
 def _api(lang: str, psm: int):  # type: ignore[no-untyped-def]
     """This process's Tesseract engine for (lang, psm), loaded once (the caller holds _API_LOCK)."""
     api = _APIS.get((lang, psm))

@@ -26,7 +26,7 @@ from ocr.preprocess import (
     normalise_for_ocr,
     rotate_image,
 )
-from ocr.recognize import Recognition, recognize, text_confidence
+from ocr.recognize import Recognition, recognize, tesseract_identity, text_confidence
 from ocr.triage import to_gray, triage
 
 # Upright text scores ~0.85-0.96 mean word confidence; upside-down or sideways text ~0.35-0.55.
@@ -185,6 +185,10 @@ class TesseractEngine:
     """Tesseract (``HOSO_OCR_LANGUAGE``, ``vie`` by default) with hoso's page preparation around it."""
 
     name: str = "tesseract"
+
+    def identity(self, options: OcrOptions) -> str:
+        """Tesseract's backend, version and language models: a change in any may change what it reads."""
+        return tesseract_identity(options.language)
 
     def recognize_page(self, page: PageImage, options: OcrOptions) -> RecognizedPage:
         return process_page(page, options)

@@ -67,17 +67,40 @@ class S3Inbox:
         return [n for n in names if not n.startswith(".")]
 
     def fetch(self, name: str, into: Path) -> Path:
-        """Entry ``name`` (and ``manifest.csv``, if any) downloaded into the folder ``into``; its local path."""
+        """Entry ``name`` (and ``manifest.csv``, if any) downloaded into the folder ``into``; its local path.
+        An entry that is not there is not fetched (the manifest still is): the caller finds it missing, and a
+        hand-over row naming it is recorded failed with its reason."""
         entry = f"{self.prefix}{name}"
         try:
             sub = list(self.client.list_objects(self.bucket, prefix=f"{entry}/", recursive=True))
             for obj in sub:  # a folder of page images
                 self.client.fget_object(self.bucket, obj.object_name, str(into / obj.object_name[len(self.prefix) :]))
-            if not sub:
+            if not sub and self._exists(entry):
                 self.client.fget_object(self.bucket, entry, str(into / name))
-            manifest = f"{self.prefix}{MANIFEST}"
-            if any(True for _ in self.client.list_objects(self.bucket, prefix=manifest)):
-                self.client.fget_object(self.bucket, manifest, str(into / MANIFEST))
         except Exception as err:
             raise self._fail(f"fetch {name!r}", err) from err
+        self.fetch_manifest(into)
         return into / name
+
+    def fetch_manifest(self, into: Path) -> Path | None:
+        """``manifest.csv`` beside the entries downloaded into the folder ``into``; None if there is none."""
+        manifest = f"{self.prefix}{MANIFEST}"
+        try:
+            if not self._exists(manifest):
+                return None
+            self.client.fget_object(self.bucket, manifest, str(into / MANIFEST))
+        except Exception as err:
+            raise self._fail(f"fetch {MANIFEST}", err) from err
+        return into / MANIFEST
+
+    def _exists(self, key: str) -> bool:
+        """Whether object ``key`` is there (S3's own "no such key" answer; anything else is raised)."""
+        from minio.error import S3Error
+
+        try:
+            self.client.stat_object(self.bucket, key)
+        except S3Error as err:
+            if err.code in ("NoSuchKey", "NoSuchObject"):
+                return False
+            raise
+        return True

@@ -8,7 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 import pipeline.usecases.desk
-from pipeline.cli import app
+from pipeline.cli.app import app
 from pipeline.core.errors import ExitCode
 from pipeline.core.settings import get_settings
 

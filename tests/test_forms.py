@@ -318,6 +318,36 @@ def test_qr_code_is_a_lookup_link_with_the_required_fields(kind: str, signed: di
     assert (link.secret is not None and link.secret.get_secret_value() == SECRET) == has_secret
 
 
+def test_qr_symbols_are_reportlabs_own_mask_for_mask() -> None:
+    """pipeline.domain.qr chooses the mask in NumPy: the symbol must be the one reportlab's encoder makes, for
+    URLs, digits and upper-case text over versions 1 to 20 (with and without version information)."""
+    import random
+    import string
+
+    from reportlab.graphics.barcode import qrencoder
+
+    from pipeline.domain.qr import qr_modules
+
+    rng = random.Random(7)
+    url_chars = string.ascii_letters + string.digits + "-_.~:/?&=%"
+    versions, masks = set(), set()
+    for n in [5, 17, 40, 90, 150, 220, 320, 520] * 6:
+        kind = rng.choice(("url", "url", "digits", "alnum"))
+        payload = (
+            "".join(rng.choice(string.digits) for _ in range(n)) if kind == "digits"
+            else "".join(rng.choice(string.ascii_uppercase + string.digits + " $%*+-./:") for _ in range(n))
+            if kind == "alnum" else f"{PUBLIC}/tra-cuu/" + "".join(rng.choice(url_chars) for _ in range(n))
+        )
+        reference = qrencoder.QRCode(None, qrencoder.QRErrorCorrectLevel.M)
+        reference.addData(payload)
+        reference.make()
+        expected = [[bool(m) for m in row] for row in reference.modules]
+        assert qr_modules(payload) == expected, (kind, n)
+        versions.add(reference.version)
+        masks.add(reference.getBestMaskPattern())  # (builds test symbols over reference.modules)
+    assert min(versions) <= 2 and max(versions) >= 7 and len(masks) >= 4, (versions, masks)
+
+
 def test_qr_modules_are_big_enough_to_scan_from_print() -> None:
     """ISO/IEC 18004 at level M; 0.33 mm per module is the usual floor for phone cameras on paper."""
     import secrets

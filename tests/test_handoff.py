@@ -8,6 +8,8 @@ The service runs in this process (uvicorn in a thread) with the scripted OCR eng
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -20,6 +22,7 @@ import uvicorn
 from support.cli import SAMPLE, SCRIPTED_ENGINE, Hoso
 from support.servers import free_ports
 
+from pipeline.cli.entry import HandOffArgs, hand_off_args
 from pipeline.cli.handoff import Server, hand_off, server_from
 from pipeline.core.errors import ExitCode, HosoError
 from pipeline.core.inputs import identify_input
@@ -102,11 +105,65 @@ def test_the_desk_command_gets_the_same_receipt_files_and_true_timings(service: 
             "output"} <= set(t)
     stages = sum(v for k, v in t.items() if k != "wall")
     assert abs(stages - t["wall"]) < 0.05 + 0.01 * len(t), t
-    assert t["wall"] >= t["ocr"] + t["sign"] + t["record"] and t["startup"] > 0.05
+    assert t["wall"] >= t["ocr"] + t["sign"] + t["record"] and t["startup"] > 0  # tens of ms (pipeline/cli/entry.py)
     # the same scan again: the receipt of the dossier already received, timed as this run
     again = json.loads(hoso("ingest", str(SAMPLE), "--procedure", PROCEDURE, "--json").stdout)
     assert again["dossier_code"] == code and again["already_done"] is True and again["lookup_url"] is None
     assert "ocr" not in again["timings"] and again["timings"]["wall"] < t["wall"] + 5
+
+
+#: What a desk hand-off must not load: its start-up is part of the desk's wait (pipeline/cli/entry.py).
+HEAVY = {"typer", "click", "rich", "pydantic", "pydantic_settings", "sqlalchemy", "yaml", "cv2", "numpy", "pyhanko",
+         "reportlab", "fastapi", "prefect"}
+
+
+def imported(stderr: str) -> set[str]:
+    """The top-level packages a ``python -X importtime`` run imported."""
+    names = (line.rpartition("|")[2].strip() for line in stderr.splitlines() if line.startswith("import time:"))
+    return {name.split(".")[0] for name in names}
+
+
+def test_the_hand_off_loads_neither_typer_nor_the_chain(service: Service, tmp_path: Path) -> None:
+    hoso = desk_command(service, tmp_path)
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-X", "importtime", "-m", "pipeline.cli", "ingest", str(SAMPLE),
+                               "-p", PROCEDURE, *args], env=hoso.env, capture_output=True, text=True, timeout=120,
+                              cwd=tmp_path)
+
+    lean = run("--json", "--out", str(tmp_path / "d"))
+    assert lean.returncode == 0, lean.stderr[-2000:]
+    assert json.loads(lean.stdout)["dossier_code"] and (tmp_path / "d" / "sample_dossier.json").is_file()
+    assert "pipeline" in imported(lean.stderr) and not imported(lean.stderr) & HEAVY
+    # the printout for a person: Rich, with the labels and the time zone the service sent with the receipt
+    shown = run()
+    assert shown.returncode == 0, shown.stderr[-2000:]
+    assert "GIẤY TIẾP NHẬN HỒ SƠ" in shown.stdout and "Căn cước" in shown.stdout and "đã được tiếp nhận" in shown.stdout
+    assert not imported(shown.stderr) & (HEAVY - {"rich"})
+    # what the reader does not take goes to the Typer command, with its message (and its imports)
+    typer = run("--server", service.url, "--user", "lan")
+    assert typer.returncode == ExitCode.usage and "--server takes neither --prefect nor --user" in typer.stderr
+    assert {"typer", "click"} <= imported(typer.stderr)
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["ingest", "a.pdf", "-p", "x", "--server", "http://h"], HandOffArgs(Path("a.pdf"), "x", server="http://h")),
+    (["-v", "ingest", "--server=http://h", "-px", "--json", "--out", "d", "--applicant-id", "0", "--", "-a.pdf"],
+     HandOffArgs(Path("-a.pdf"), "x", "0", Path("d"), True, "http://h", verbose=True)),
+    (["ingest", "a.pdf", "--procedure", "x", "--procedure", "y"], HandOffArgs(Path("a.pdf"), "y")),  # env: server
+    (["ingest", "a.pdf", "-p", "x", "--help"], None),
+    (["ingest", "a.pdf", "-p", "x", "--direct"], None),
+    (["ingest", "a.pdf", "-p", "x", "--json=1"], None),
+    (["ingest", "a.pdf", "b.pdf", "-p", "x"], None),
+    (["ingest", "a.pdf"], None),
+    (["ingest", "a.pdf", "-p"], None),
+    (["status", "a.pdf", "-p", "x"], None),
+    (["--help"], None),
+])
+def test_only_a_well_formed_hand_off_skips_typer(argv: list[str], expected: HandOffArgs | None) -> None:
+    assert hand_off_args(argv, {"HOSO_SERVER_URL": "http://h"}) == expected
+    if expected is not None and expected.server is None:  # the chain runs here: the Typer command
+        assert hand_off_args(argv, {}) is None
 
 
 def _server(service: Service, token: str | None = None) -> Server:

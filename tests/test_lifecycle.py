@@ -10,7 +10,19 @@ from zoneinfo import ZoneInfo
 
 import pytest
 import sqlalchemy as sa
-from support.lifecycle import APPROVER, CLERK, DESK, PAYMENT, ROUTE, SPECIALIST, actor, dossier_in, receive, take
+from support.lifecycle import (
+    APPROVER,
+    CLERK,
+    DESK,
+    PAYMENT,
+    ROUTE,
+    SPECIALIST,
+    actor,
+    dossier_in,
+    hand_over,
+    receive,
+    take,
+)
 from support.pdfs import decode_qr, flat_text, stream_bytes
 from test_signing import flattened_text
 
@@ -282,6 +294,40 @@ def test_issue_result_takes_the_remaining_steps_as_the_batch(services: Services)
     ready = dossier_in(services, S.result_ready, T0)
     again = clerk.issue_result(ready, services)
     assert again.pdf == services.store.get_bytes(keys.result_key(ready))
+
+
+def test_a_dossier_handed_over_with_its_result_decided_is_released_on_paper_and_returned(services: Services) -> None:
+    """Handed over in sealing or result_ready, the old unit's paper result (no e-result in hoso): the clerk seals
+    and releases the paper, the desk returns it at the counter or by post, never online; issue-result says why it
+    cannot issue an e-result instead of failing."""
+    sealing = hand_over(services, S.sealing, T0 - timedelta(days=40))
+    released = clerk.seal(services, sealing, CLERK, now=T0)
+    assert released.result is None and released.record.state == S.result_ready
+    assert keys.RESULT not in released.record.artifacts and keys.RESULT_APPROVED not in released.record.artifacts
+    assert (last(released.record).action, last(released.record).detail["result"]) == (
+        "seal", {"medium": "paper", "approved_by": "000.21.00.H56"})
+    with pytest.raises(InvalidRequest) as online:
+        lc.return_result(services, sealing, DESK, delivery=Delivery(channel="online"), now=T0)
+    assert "kết quả giấy" in online.value.message_vi and services.registry.get(sealing).state == S.result_ready
+    returned = lc.return_result(services, sealing, DESK, delivery=Delivery(channel="counter"), now=T0)
+    assert returned.record.state == S.returned and [f.kind for f in returned.forms] == ["control"]
+    slip = "".join(flat_text(services.store.get_bytes(returned.forms[0].object_key)).split())  # cells wrap
+    assert "Nhậnbàngiaohồsơtừđơnvịcũ(000.21.00.H56)" in slip  # the trail here starts with the hand-over
+
+    ready = hand_over(services, S.result_ready, T0 - timedelta(days=40))
+    with pytest.raises(InvalidState) as batch:
+        clerk.issue_result(ready, services)
+    assert "kết quả giấy" in batch.value.message_vi
+    post = Delivery(channel="post", tracking_number="EB123456789VN")
+    by_post = lc.return_result(services, ready, CLERK, delivery=post, now=T0)
+    assert by_post.record.state == S.returned
+
+    # Handed over before the approval: the leader approves here, and the result is an e-result as usual.
+    approval = hand_over(services, S.approval, T0 - timedelta(days=40))
+    take(services, "approve", approval, APPROVER, now=T0)
+    sealed = clerk.seal(services, approval, CLERK, now=T0)
+    assert sealed.result is not None and keys.RESULT in sealed.record.artifacts
+    assert not lc.paper_result(sealed.record)
 
 
 @pytest.mark.slow

@@ -13,7 +13,8 @@ from pipeline.core.models import DossierState
 from pipeline.domain.deadlines import due_date
 from pipeline.domain.stats import compute_stats
 from storage.objects import ObjectInfo
-from storage.registry import Registry
+from storage.records import holder_id, new_attempt_id
+from storage.registry import LegacyIntake, Registry
 
 TZ = "Asia/Ho_Chi_Minh"
 VN = ZoneInfo(TZ)
@@ -54,9 +55,28 @@ class Desk:
         )
         return record.code
 
+    def hand_over(self, received: str, due: str, state: DossierState, when: str = "2025-07-01 09:00") -> str:
+        """A legacy dossier of an old unit, handed over at ``when`` in ``state`` (as an archive batch records it)."""
+        self.n += 1
+        code = f"000.21.00.H56-{at(received):%y%m%d}-{self.n:04d}"
+        attempt = new_attempt_id()
+        self.registry.claim_intake(
+            input_sha256=f"{self.n:064x}", input_name=f"legacy{self.n}.pdf",
+            procedure="business_household_registration",
+            procedure_code="1.001612", agency_code="000.59.01.H56", received_at=at(received), due_at=at(due),
+            applicant_id=None, actor="archive", attempt=attempt, holder=holder_id(), lease_for=timedelta(minutes=2),
+            legacy=LegacyIntake(code, "000.21.00.H56", "batch-1"),
+        )
+        self.registry.finalize_intake(
+            code, state=state, intake_status="accepted", documents=[], actor="archive", at=at(when), attempt=attempt,
+            artifacts=[("digitised", ObjectInfo(key=f"dossiers/{code}/digitised.pdf", size=1, sha256="a"))],
+            receipt={"documents": []}, handover_note="handed over from 000.21.00.H56 to 000.59.01.H56 by batch-1",
+        )
+        return code
+
     def move(self, code: str, to: DossierState, when: str, *, result: bool = False) -> None:
         arts = [("result", ObjectInfo(key=f"dossiers/{code}/result.pdf", size=1, sha256="b"))] if result else []
-        allowed = {DossierState.received, DossierState.needs_supplement}
+        allowed = {DossierState.received, DossierState.needs_supplement, DossierState.appraisal}
         self.registry.transition(code, to, actor="clerk", action=to.value, artifacts=arts, allowed_from=allowed,
                                  at=at(when))
 
@@ -136,6 +156,48 @@ def test_an_empty_period_has_no_rates(registry: Registry) -> None:
     assert stats.received == 0 and stats.reuse_rate is None and stats.late_rate is None
     with pytest.raises(ValueError):
         compute_stats(registry, date(2025, 7, 31), date(2025, 7, 1))
+
+
+def test_handed_over_dossiers_count_by_their_original_dates_not_the_hand_over(registry_url: str) -> None:
+    """Dossiers of May 2024 handed over on 01/07/2025: their hand-over is neither an end nor a request; those
+    that ended before it (timeliness unknown here: the old unit's record) leave the early/on time/late counts."""
+    registry = Registry(registry_url, timezone=TZ)
+    desk = Desk(registry)
+    own = desk.receive("2024-05-06 09:00")  # hoso's own: returned the next day → early
+    desk.move(own, DossierState.returned, "2024-05-07 09:00", result=True)
+    desk.hand_over("2024-05-23 09:15", "2024-05-28 17:00", DossierState.returned)  # ended before the hand-over
+    desk.hand_over("2024-05-24 09:00", "2024-05-29 17:00", DossierState.needs_supplement)  # still waiting: ended
+    desk.hand_over("2024-05-27 09:00", "2024-06-28 17:00", DossierState.appraisal)  # open at 31/05, not due: on time
+    late = desk.hand_over("2024-05-28 09:00", "2024-06-03 17:00", DossierState.appraisal)  # returned here: late
+    desk.move(late, DossierState.returned, "2025-07-10 09:00", result=True)
+
+    may = compute_stats(registry, date(2024, 5, 1), date(2024, 5, 31), tz=TZ, now=AFTER)
+    assert (may.received, may.digitised, may.completed, may.e_results) == (5, 5, 3, 2)
+    assert (may.handed_over_ended, may.timed) == (2, 3)
+    assert (may.early, may.on_time, may.late, may.open) == (1, 1, 1, 1)
+    assert (may.early_rate, may.on_time_rate, may.late_rate) == (0.3333, 0.3333, 0.3333)
+    assert may.on_time_or_early_rate == 0.6667
+    # Not received on the hand-over day: nothing of them in July 2025.
+    july = compute_stats(registry, *JULY, tz=TZ, now=AFTER)
+    assert (july.received, july.late, july.timed) == (0, 0, 0)
+
+
+def test_a_dossier_handed_over_waiting_on_the_citizen_counts_the_old_request(registry_url: str) -> None:
+    """The old unit's request counts as one (one more here is late); the wait from the hand-over to the
+    supplement is the citizen's time, not counted."""
+    registry = Registry(registry_url, timezone=TZ)
+    desk = Desk(registry)
+    once = desk.hand_over("2025-06-30 09:00", "2025-07-01 17:00", DossierState.needs_supplement)
+    desk.move(once, DossierState.received, "2025-07-03 09:00")  # waited 2 days from the hand-over
+    desk.move(once, DossierState.returned, "2025-07-03 10:00", result=True)  # 07-01 10:00 without the wait
+    twice = desk.hand_over("2025-06-30 10:00", "2025-07-10 17:00", DossierState.needs_supplement)
+    desk.move(twice, DossierState.received, "2025-07-02 09:00")
+    desk.move(twice, DossierState.needs_supplement, "2025-07-02 10:00")
+    desk.move(twice, DossierState.received, "2025-07-02 11:00")
+    desk.move(twice, DossierState.returned, "2025-07-02 12:00", result=True)
+    june = compute_stats(registry, date(2025, 6, 30), date(2025, 6, 30), tz=TZ, now=AFTER)
+    assert (june.received, june.handed_over_ended, june.timed) == (2, 0, 2)
+    assert (june.early, june.on_time, june.late) == (0, 1, 1)
 
 
 @pytest.mark.slow  # a `hoso` run

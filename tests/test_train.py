@@ -92,7 +92,7 @@ def test_bundled_model_classifies_damaged_synthetic_documents() -> None:
 def test_cli_train_writes_model_and_checksum(tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from pipeline.cli import app
+    from pipeline.cli.app import app
 
     out = tmp_path / "cli.npz"
     result = CliRunner().invoke(app, ["train", "--out", str(out), "--seed", "1", "--per-type", "4"])

@@ -531,6 +531,37 @@ def test_staff_pages_in_english_with_the_same_toggle(app: Any, services: Service
     assert "Nhật ký xử lý" in back and ">Nhận hồ sơ bổ sung</button>" in back
 
 
+def test_statistics_rows_and_the_audit_trails_other_actions_in_english(app: Any, services: Services) -> None:
+    """The indicator rows and the chart (pipeline/data/indicators.yaml), and the audit trail's actions that are no
+    step — the code's reservation, the intake — (lifecycle.yaml ``actions``) follow ``?lang=`` too."""
+    code = _dossier_with_documents(services)
+    assert [e.action for e in services.registry.get(code).events] == ["reserve", "intake"]
+    c = sign_in(app, Role.desk)
+    period = {"start": (NOW.date() - timedelta(days=1)).isoformat(), "end": NOW.date().isoformat()}
+    en = c.get("/nhan-vien/thong-ke", params=period | {"lang": "en"}).text
+    assert "<td>Dossiers digitised (4.2)</td>" in en and "<td>Dossiers settled early or on time (2.1)</td>" in en
+    assert "<title>Decision 766 indicators</title>" in en and ">Reused data</text>" in en
+    assert "Tỷ lệ" not in en and "Số hóa hồ sơ" not in en
+    page = c.get(f"/nhan-vien/ho-so/{code}").text  # remembered
+    history = page[page.index('id="history"'):]
+    assert "<td>Dossier code reserved (intake under way)</td>" in history
+    assert "<td>Dossier received: digitised, checked, signed</td>" in history
+    assert "<td>reserve</td>" not in history and "<td>intake</td>" not in history
+    vi = c.get(f"/nhan-vien/ho-so/{code}", params={"lang": "vi"}).text
+    assert "<td>Tiếp nhận hồ sơ: số hóa, kiểm tra, ký số</td>" in vi
+    assert "<td>Tỷ lệ hồ sơ thực hiện số hóa (4.2)</td>" in c.get("/nhan-vien/thong-ke", params=period).text
+
+
+def test_every_action_of_the_audit_trail_has_its_labels() -> None:
+    """The actions the registry and the use cases record besides the steps, each labelled in both languages."""
+    lc = load_lifecycle()
+    recorded = {"reserve", "intake_resumed", "intake", "handover", "intake_forms", "correct", "signatures_refreshed"}
+    assert recorded <= set(lc.actions) and not set(lc.actions) & set(lc.transitions)
+    for action in recorded | set(lc.transitions):
+        assert lc.step_label(action, "en") not in (action, lc.step_label(action, "vi")), action
+    assert lc.step_label("no_such_action", "en") == "no_such_action"
+
+
 # --- corrections, statistics, desk jobs ---------------------------------------------------------
 
 
@@ -582,7 +613,7 @@ def test_correcting_a_document_by_hand_revalidates_and_is_audited(app: Any, serv
     assert corrections[0].detail and corrections[0].detail["before"]["type"] == "unknown"
     assert record.state == S.needs_supplement
     page = c.get(f"/nhan-vien/ho-so/{code}").text
-    assert "NGUYỄN VĂN A" in page and "correct" in page
+    assert "NGUYỄN VĂN A" in page and ">Sửa thông tin giấy tờ<" in page
     bad = c.post(f"/nhan-vien/ho-so/{code}/sua", data={"csrf_token": csrf, "position": "7", "doc_type": "cccd"})
     assert bad.status_code == 400
 

@@ -1,3 +1,3 @@
-from pipeline.cli.app import app
+from pipeline.cli.entry import main
 
-app(prog_name="hoso")
+main()

@@ -17,6 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import click
 import typer
 
+from pipeline.cli.delivery import citizen_copy_name as _citizen_copy_name
+from pipeline.cli.delivery import deliver as _deliver
+from pipeline.cli.delivery import write_bytes as _write_bytes
 from pipeline.core.errors import ExitCode, HosoError, InvalidRequest
 
 if TYPE_CHECKING:
@@ -92,18 +95,6 @@ def _services() -> Services:
     return services
 
 
-def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def _write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 @app.callback()
 def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="English logs on stderr")] = False) -> None:
     logging.basicConfig(
@@ -146,7 +137,9 @@ def ingest(
         if via_prefect or user:
             _fail(InvalidRequest("--server takes neither --prefect nor --user (the API token names the desk user)",
                                  "Khi gửi hồ sơ tới máy chủ, người tiếp nhận là chủ của mã truy cập; bỏ --user."))
-        _ingest_remote(remote, input_path, procedure, applicant_id, out, as_json)
+        from pipeline.cli.handoff import ingest_remote
+
+        _guard(lambda: ingest_remote(remote, input_path, procedure, applicant_id, out, as_json))
         return
     _ingest_here(input_path, procedure, applicant_id, out, as_json, via_prefect, user)
 
@@ -186,76 +179,10 @@ def _ingest_here(input_path: Path, procedure: str, applicant_id: str | None, out
             lambda: stored_copy(services, outcome.receipt.dossier_code))
         if outcome.form is not None and outcome.form.citizen_pdf is not None:
             files[outcome.form.artifact] = outcome.form.citizen_pdf
+    labels = {doc.type: services.catalog.label(doc.type) for doc in outcome.receipt.documents}
     _deliver(receipt, outcome.lookup_url, outcome.already_done, files, input_path, out, as_json,
-             startup=startup, call_s=call_s, around="prefect" if use_prefect else "other", after=start + call_s)
-
-
-def _ingest_remote(server: Any, input_path: Path, procedure: str, applicant_id: str | None, out: Path | None,
-                   as_json: bool) -> None:
-    """The desk chain at a running ``hoso serve`` (``pipeline/cli/handoff.py``)."""
-    from pipeline.cli.handoff import hand_off, process_age
-
-    startup = process_age()
-    start = time.perf_counter()
-    handed, remote = _guard(lambda: hand_off(server, input_path, procedure, applicant_id))
-    try:
-        files: dict[str, bytes] = {}
-        if out is not None:
-            files["digitised"] = _guard(lambda: remote.pdf(handed.digitised_url))
-            if handed.citizen_form and handed.citizen_form_url:
-                url = handed.citizen_form_url
-                files[handed.citizen_form] = _guard(lambda: remote.pdf(url))
-    finally:
-        remote.close()
-    _deliver(handed.receipt, handed.lookup_url, handed.already_done, files, input_path, out, as_json,
-             startup=startup, call_s=handed.request_s, around="transfer", after=start + handed.request_s)
-
-
-def _deliver(receipt: dict[str, Any], lookup_url: str | None, already_done: bool, files: dict[str, bytes],
-             input_path: Path, out: Path | None, as_json: bool, *, startup: float, call_s: float, around: str,
-             after: float) -> None:
-    """Write the files, make the timings true, print the receipt.
-
-    ``timings``: the intake's own stages, ``startup`` (this process, before the intake), ``around`` (what
-    the call to the intake took beyond the intake's own wall time: the Prefect flow, or the upload and the
-    wait at the service) and ``output``; ``wall`` is from this process's start to the printed receipt.
-    """
-    timings = receipt.setdefault("timings", {})
-    inner = float(timings.pop("wall", 0.0))
-    timings["startup"] = round(startup, 3)
-    if call_s - inner > 0.0005:
-        timings[around] = round(timings.get(around, 0.0) + call_s - inner, 3)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        stem = input_path.stem if input_path.is_file() else input_path.name
-        _write_bytes(out / f"{stem}.pdf", files["digitised"])
-        for artifact, pdf in files.items():
-            if artifact != "digitised":
-                _write_bytes(out / _citizen_copy_name(stem, artifact), pdf)
-    timings["output"] = round(time.perf_counter() - after, 3)
-    timings["wall"] = round(startup + (time.perf_counter() - (after - call_s)), 3)
-    if out is not None:
-        _write_json(out / f"{(input_path.stem if input_path.is_file() else input_path.name)}.json", receipt)
-    if as_json:
-        print(json.dumps(receipt | {"already_done": already_done, "lookup_url": lookup_url}, ensure_ascii=False,
-                         indent=2))
-        return
-    from pipeline.cli.console import console, receipt_panel
-    from pipeline.core.models import Receipt
-    from pipeline.core.settings import get_settings
-    from pipeline.domain.catalog import load_catalog
-
-    con = console()
-    con.print(receipt_panel(Receipt.model_validate(receipt), load_catalog(), get_settings().timezone))
-    if lookup_url:
-        con.print(f"Tra cứu hồ sơ (bản của công dân): {lookup_url}", soft_wrap=True)
-    if already_done:
-        con.print("Hồ sơ này đã được tiếp nhận trước đó; không xử lý lại.")
-
-
-def _citizen_copy_name(stem: str, artifact: str) -> str:
-    """``form-01-1`` → ``<stem>-mau-01-1-cong-dan.pdf``: the citizen's copy, with its lookup secret."""
-    return f"{stem}-mau-{artifact.removeprefix('form-')}-cong-dan.pdf"
+             startup=startup, call_s=call_s, around="prefect" if use_prefect else "other", after=start + call_s,
+             labels=labels, tz=services.settings.timezone)
 
 
 PaymentMethod = typer.Option("--payment-method", help="bank_transfer or gateway (cashless only)")

@@ -1,17 +1,20 @@
-"""How hoso shows receipts, verifications and dossier status to a person (Vietnamese first)."""
+"""How hoso shows receipts, verifications and dossier status to a person (Vietnamese first).
+
+Rich and the standard library only at import: the desk hand-off prints its receipt from here without loading
+the receipt model, the catalog or the settings (``pipeline/cli/entry.py``).
+"""
 
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 from rich.console import Console, Group
 from rich.panel import Panel
 from rich.table import Table
-
-from pipeline.core.models import Receipt
-from pipeline.domain.catalog import Catalog
 
 if TYPE_CHECKING:  # only annotations: `hoso status` need not load pyHanko
     from signing.verify import SignatureReport, VerificationReport
@@ -31,42 +34,57 @@ CHECK_VI = {
 }
 
 
-def _local(dt, tz: str) -> str:  # type: ignore[no-untyped-def]
-    return dt.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m/%Y")
+def _local(dt: datetime | str, tz: str) -> str:
+    when = datetime.fromisoformat(dt) if isinstance(dt, str) else dt
+    return when.astimezone(ZoneInfo(tz)).strftime("%H:%M %d/%m/%Y")
 
 
-def receipt_panel(receipt: Receipt, catalog: Catalog, tz: str) -> Panel:
-    """The desk's receipt (or request to supplement / refusal) as a readable table."""
+def receipt_panel(receipt: Mapping[str, Any], labels: Mapping[str, str], tz: str) -> Panel:
+    """The desk's receipt (or request to supplement / refusal) as a readable table, from the receipt JSON
+    (the contract: ``Receipt.model_dump(mode="json")``); ``labels``: each document type's label (the catalog's)."""
     head = Table.grid(padding=(0, 2))
-    head.add_row("Mã hồ sơ:", f"[bold]{receipt.dossier_code}[/]")
-    head.add_row("Thủ tục:", f"{receipt.procedure_label} ({receipt.procedure_code or receipt.procedure})")
-    if receipt.applicant_id:
-        head.add_row("Số định danh người nộp:", receipt.applicant_id)
-    head.add_row("Thời gian nhận hồ sơ:", _local(receipt.received_at, tz))
-    if receipt.status == "accepted":
-        head.add_row("Thời gian hẹn trả kết quả:", f"[bold]{_local(receipt.due_at, tz)}[/]")
+    head.add_row("Mã hồ sơ:", f"[bold]{receipt['dossier_code']}[/]")
+    head.add_row("Thủ tục:", f"{receipt.get('procedure_label', '')} "
+                             f"({receipt.get('procedure_code') or receipt['procedure']})")
+    if receipt.get("applicant_id"):
+        head.add_row("Số định danh người nộp:", receipt["applicant_id"])
+    head.add_row("Thời gian nhận hồ sơ:", _local(receipt["received_at"], tz))
+    if receipt["status"] == "accepted":
+        head.add_row("Thời gian hẹn trả kết quả:", f"[bold]{_local(receipt['due_at'], tz)}[/]")
     docs = Table(title="Thành phần hồ sơ", show_lines=False)
     for col in ("STT", "Tên giấy tờ", "Trang", "Độ tin cậy", "Thông tin trích xuất"):
         docs.add_column(col)
-    for i, doc in enumerate(receipt.documents, start=1):
-        fields = ", ".join(f"{k}={v}" for k, v in doc.fields.items())
-        where = ",".join(map(str, doc.pages))
-        if doc.source == "reused":
+    for i, doc in enumerate(receipt["documents"], start=1):
+        fields = ", ".join(f"{k}={v}" for k, v in (doc.get("fields") or {}).items())
+        where = ",".join(map(str, doc["pages"]))
+        if doc.get("source") == "reused":
             where = "—"
-            origin = f" (hồ sơ {doc.reference.dossier_code})" if doc.reference else ""
+            reference = doc.get("reference")
+            origin = f" (hồ sơ {reference['dossier_code']})" if reference else ""
             fields = f"{REUSED_VI}{origin}"
-        docs.add_row(str(i), catalog.label(doc.type), where, f"{doc.confidence:.2f}", fields)
+        docs.add_row(str(i), labels.get(doc["type"], doc["type"]), where, f"{doc['confidence']:.2f}", fields)
     parts: list = [head, docs]
-    check = receipt.applicant_check
+    check = receipt.get("applicant_check")
     if check is not None:
-        parts.append(f"Xác thực với CSDL quốc gia về dân cư: {CHECK_VI[check.outcome]}")
-        parts.extend(f"  {note}" for note in check.notes_vi)
-    if receipt.reasons_vi:
-        parts.append("\n".join(f"• {r}" for r in receipt.reasons_vi))
-    rescans = [p for p in receipt.pages if p.rescan_reason]
+        parts.append(f"Xác thực với CSDL quốc gia về dân cư: {CHECK_VI[check['outcome']]}")
+        parts.extend(f"  {note}" for note in check.get("notes_vi") or [])
+    if receipt.get("reasons_vi"):
+        parts.append("\n".join(f"• {r}" for r in receipt["reasons_vi"]))
+    rescans = [p for p in receipt["pages"] if p.get("rescan_reason")]
     if rescans:
-        parts.append("\n".join(f"• Trang {p.index}: {p.rescan_reason}" for p in rescans))
-    return Panel(Group(*parts), title=TITLES[receipt.status])
+        parts.append("\n".join(f"• Trang {p['index']}: {p['rescan_reason']}" for p in rescans))
+    return Panel(Group(*parts), title=TITLES[receipt["status"]])
+
+
+def print_receipt(receipt: Mapping[str, Any], lookup_url: str | None, already_done: bool, labels: Mapping[str, str],
+                  tz: str) -> None:
+    """``hoso ingest``'s printout for a person: the receipt, the citizen's lookup link, whether it was a re-run."""
+    con = console()
+    con.print(receipt_panel(receipt, labels, tz))
+    if lookup_url:
+        con.print(f"Tra cứu hồ sơ (bản của công dân): {lookup_url}", soft_wrap=True)
+    if already_done:
+        con.print("Hồ sơ này đã được tiếp nhận trước đó; không xử lý lại.")
 
 
 ROLE_VI = {"officer": "cán bộ tiếp nhận", "approver": "lãnh đạo phê duyệt", "seal": "con dấu cơ quan",

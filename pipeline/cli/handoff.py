@@ -111,6 +111,8 @@ class HandedOff:
     citizen_form: str | None
     citizen_form_url: str | None
     request_s: float  # upload, the service's work, the answer
+    labels: dict[str, str] | None = None  # the receipt's document types → the catalog's labels (the service's)
+    timezone: str | None = None  # the agency's, the service's setting
 
 
 def _multipart(source: Input, fields: dict[str, str], boundary: str) -> tuple[list[bytes | Path], int]:
@@ -210,6 +212,12 @@ def _refusal(server: Server, status: int, ctype: str, data: bytes) -> HosoError:
     )
 
 
+def _labels(value: Any) -> dict[str, str] | None:
+    if not isinstance(value, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        return None
+    return value
+
+
 def hand_off(server: Server, input_path: Path, procedure: str, applicant_id: str | None) -> tuple[HandedOff, _Remote]:
     """Upload the input and wait for its receipt; the returned connection fetches the files, then closes."""
     source = identify_input(input_path)  # refusals before reading, as the desk chain here would make them
@@ -237,6 +245,8 @@ def hand_off(server: Server, input_path: Path, procedure: str, applicant_id: str
             citizen_form=answer.get("citizen_form"),
             citizen_form_url=answer.get("citizen_form_url"),
             request_s=time.perf_counter() - start,
+            labels=_labels(answer.get("document_labels")),
+            timezone=answer.get("timezone") if isinstance(answer.get("timezone"), str) else None,
         )
     except (KeyError, TypeError, ValueError) as err:
         remote.close()
@@ -245,3 +255,25 @@ def hand_off(server: Server, input_path: Path, procedure: str, applicant_id: str
         remote.close()
         raise
     return handed, remote
+
+
+def ingest_remote(server: Server, input_path: Path, procedure: str, applicant_id: str | None, out: Path | None,
+                  as_json: bool) -> None:
+    """``hoso ingest`` at a running ``hoso serve``: the receipt, the ``--out`` files and the printout as the
+    chain run here would give them (:func:`pipeline.cli.delivery.deliver`); a HosoError as the chain's."""
+    from pipeline.cli.delivery import deliver
+
+    startup = process_age()
+    start = time.perf_counter()
+    handed, remote = hand_off(server, input_path, procedure, applicant_id)
+    try:
+        files: dict[str, bytes] = {}
+        if out is not None:
+            files["digitised"] = remote.pdf(handed.digitised_url)
+            if handed.citizen_form and handed.citizen_form_url:
+                files[handed.citizen_form] = remote.pdf(handed.citizen_form_url)
+    finally:
+        remote.close()
+    deliver(handed.receipt, handed.lookup_url, handed.already_done, files, input_path, out, as_json,
+            startup=startup, call_s=handed.request_s, around="transfer", after=start + handed.request_s,
+            labels=handed.labels, tz=handed.timezone)

@@ -138,6 +138,10 @@ class Settings(BaseSettings):
     )
     ocr_language: str = "vie"
     ocr_jobs: int = Field(0, ge=0, description="Page-parallel OCR processes; 0 = number of cores")
+    ocr_keep_hours: float = Field(
+        24.0, ge=0, description="Keep a dossier's OCR output until it is recorded (<data_dir>/ocr-results), so a "
+        "retry after an outage does not OCR it again; at most this long. 0: keep nothing (ocr/result_cache.py)",
+    )
     max_image_pixels: int = Field(100_000_000, gt=0, description="Reject page images above this many pixels")
     max_pages: int = Field(2000, gt=0)
 

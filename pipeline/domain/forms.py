@@ -66,9 +66,9 @@ from pipeline.domain.printing import (
     as_pdfa_2b,
     clock_vi,
     date_vi,
+    draw_qr,
     local_time,
     markup,
-    qr_drawing,
     register_fonts,
 )
 from signing.levels import Level
@@ -704,7 +704,7 @@ class _Header(Flowable):
         q = self.layout.qr_size
         c.saveState()
         # QR code flush with the top-left corner of the text area; its quiet zone is part of the square.
-        qr_drawing(self.url, q).drawOn(c, 0, top - q)
+        draw_qr(c, self.url, 0, top - q, q)
         if self.secret:  # for typing in by hand
             line = f"{common.qr_secret}: {self.secret}"
             fit = min(size * 0.85, size * 0.85 * (qr_w + left_w) / pdfmetrics.stringWidth(line, REGULAR, size * 0.85))

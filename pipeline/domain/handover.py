@@ -416,6 +416,7 @@ class HandoverLabels(BaseModel):
     signature_hint: str
     footer: str
     page: str
+    slip_step: str
     outcomes: dict[Literal["handed_over", "already_done"], str]
     reasons: dict[str, str] = Field(default_factory=dict)
     states: dict[str, str]

@@ -70,6 +70,13 @@ class StateSpec(BaseModel):
     awaits: Role | None = Field(None, description="The role whose work list holds a dossier in this state")
 
 
+class ActionSpec(BaseModel):
+    """An action of the audit trail that is no step (lifecycle.yaml ``actions``)."""
+
+    label: str = Field(min_length=1)
+    label_en: str = Field(min_length=1)
+
+
 class Transition(BaseModel):
     """One step of the lifecycle (see the comments of lifecycle.yaml)."""
 
@@ -107,6 +114,7 @@ class Lifecycle(BaseModel):
     roles_en: dict[Role, str] = Field(default_factory=dict)
     states: dict[DossierState, StateSpec]
     transitions: dict[str, Transition]
+    actions: dict[str, ActionSpec] = Field(default_factory=dict)
 
     @model_validator(mode="before")
     @classmethod
@@ -123,6 +131,7 @@ class Lifecycle(BaseModel):
     def _coherent(self) -> Lifecycle:
         problems = [f"role {r.value!r} has no label" for r in Role if r not in self.roles]
         problems += [f"state {s.value!r} is not described" for s in DossierState if s not in self.states]
+        problems += [f"action {a!r} is a step already" for a in self.actions if a in self.transitions]
         outgoing: dict[DossierState, list[Transition]] = {s: [] for s in DossierState}
         for t in self.transitions.values():
             for s in t.sources:
@@ -164,8 +173,8 @@ class Lifecycle(BaseModel):
         return (spec.label_en or spec.label) if lang == "en" else spec.label
 
     def step_label(self, action: str, lang: str = "vi") -> str:
-        """A step's label (an action of the audit trail that is no step, e.g. ``intake``, as it is)."""
-        t = self.transitions.get(action)
+        """The label of an action of the audit trail: a step's, or one of ``actions`` (an unknown action as it is)."""
+        t = self.transitions.get(action) or self.actions.get(action)
         if t is None:
             return action
         return (t.label_en or t.label) if lang == "en" else t.label

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import itertools
 import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
@@ -18,14 +19,15 @@ from zoneinfo import ZoneInfo
 import pikepdf
 from PIL import ImageCms
 from pydantic import BaseModel, Field
-from reportlab.graphics.barcode.qr import QrCodeWidget
-from reportlab.graphics.shapes import Drawing
+from reportlab.lib import colors
 from reportlab.lib.fonts import addMapping
 from reportlab.pdfbase import pdfmetrics
 from reportlab.pdfbase.ttfonts import TTFError, TTFont
+from reportlab.pdfgen.canvas import Canvas
 from reportlab.platypus import Flowable
 
 from pipeline.core.errors import ConfigurationError
+from pipeline.domain.qr import qr_modules
 
 __all__ = [
     "BOLD",
@@ -41,7 +43,7 @@ __all__ = [
     "date_vi",
     "local_time",
     "markup",
-    "qr_drawing",
+    "draw_qr",
     "register_fonts",
 ]
 
@@ -55,6 +57,7 @@ _FILES = {
     BOLD_ITALIC: "NotoSerif-BoldItalic.ttf",
 }
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+QR_QUIET_MODULES = 4  # the quiet zone round a QR code, in modules (ISO/IEC 18004)
 
 
 @lru_cache(maxsize=1)
@@ -89,16 +92,26 @@ def clock_vi(ts: dt.datetime) -> str:
     return f"{when:%H} giờ {when:%M} phút, {date_vi(when)}"
 
 
-def qr_drawing(payload: str, size: float) -> Drawing:
-    """A ``size``-point square QR code (ISO/IEC 18004, level M, 4-module quiet zone) as a reportlab drawing."""
-    widget = QrCodeWidget(payload, barLevel="M")
-    x1, y1, x2, y2 = widget.getBounds()
-    # The drawing's default font would otherwise put an unembedded Helvetica on the page (not PDF/A).
-    drawing = Drawing(
-        size, size, transform=[size / (x2 - x1), 0, 0, size / (y2 - y1), 0, 0], initialFontName=REGULAR
-    )
-    drawing.add(widget)
-    return drawing
+def draw_qr(canvas: Canvas, payload: str, x: float, y: float, size: float) -> None:
+    """A ``size``-point square QR code (ISO/IEC 18004, level M, 4-module quiet zone) with its lower-left corner
+    at (``x``, ``y``): each row's runs of dark modules filled as rectangles, as reportlab's ``QrCodeWidget``
+    draws them (the same marks, the same rasterisation) at a fraction of the cost: the widget in a drawing
+    encodes the payload twice (once for its bounds) and builds a shape object per run (~0.1 s CPU per code);
+    the symbol is reportlab's, its mask chosen in NumPy (:mod:`pipeline.domain.qr`).
+    """
+    modules = qr_modules(payload)
+    module = size / (len(modules) + 2 * QR_QUIET_MODULES)
+    canvas.saveState()
+    canvas.setFillColor(colors.black)
+    for r, row in enumerate(modules):
+        c = 0
+        for dark, run in itertools.groupby(map(bool, row)):
+            n = sum(1 for _ in run)
+            if dark:
+                canvas.rect(x + (c + QR_QUIET_MODULES) * module, y + size - (r + QR_QUIET_MODULES + 1) * module,
+                            n * module, module, stroke=0, fill=1)
+            c += n
+    canvas.restoreState()
 
 
 @lru_cache(maxsize=1)

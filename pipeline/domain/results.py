@@ -19,9 +19,6 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, Field
 from pyhanko.sign.fields import MDPPerm
-from reportlab.graphics import renderPDF
-from reportlab.graphics.barcode.qr import QrCodeWidget
-from reportlab.graphics.shapes import Drawing
 from reportlab.lib.pagesizes import A4
 from reportlab.lib.utils import simpleSplit
 from reportlab.pdfbase import pdfmetrics
@@ -29,7 +26,7 @@ from reportlab.pdfbase.ttfonts import TTFError, TTFont
 from reportlab.pdfgen import canvas
 
 from pipeline.core.errors import ConfigurationError
-from pipeline.domain.printing import as_pdfa_2b, local_time
+from pipeline.domain.printing import as_pdfa_2b, draw_qr, local_time
 from signing.changes import E_RESULT_TYPE
 from signing.levels import Level
 from signing.pki import ROLE_TITLES
@@ -195,14 +192,8 @@ def _signature_zone(w: _Writer, content: ResultContent) -> None:
         c.setFont(REGULAR, 9.5)
         c.drawCentredString((x1 + x2) / 2, y2 + 9, "(Ký số)")
     payload = qr_payload(content)
-    widget = QrCodeWidget(payload, barLevel="M")
-    bx1, by1, bx2, by2 = widget.getBounds()
-    scale = [_QR_SIZE / (bx2 - bx1), 0, 0, _QR_SIZE / (by2 - by1), 0, 0]
-    # The drawing's default font would otherwise put an unembedded Helvetica on the page (not PDF/A).
-    drawing = Drawing(_QR_SIZE, _QR_SIZE, transform=scale, initialFontName=REGULAR)
-    drawing.add(widget)
     qr_y = 28.0
-    renderPDF.draw(drawing, c, MARGIN_X, qr_y)
+    draw_qr(c, payload, MARGIN_X, qr_y, _QR_SIZE)
     text_x = MARGIN_X + _QR_SIZE + 10
     c.setFont(REGULAR, 9)
     c.drawString(text_x, qr_y + 52, "Quét mã QR để xác thực kết quả điện tử này.")

@@ -124,13 +124,49 @@ def discover_batch(
     for name in sorted(set(handovers) - names):  # handed over in the manifest, missing from the folder
         if only is not None and display_name(name) not in only:
             continue
+        inputs.append(_missing_file(folder, manifest[name], procedure, handovers[name][0], legacy[name]))
+    return inputs
+
+
+def _missing_file(
+    folder: Path, row: ManifestRow, procedure: str | None, handover: Handover | None, legacy: dict[str, str]
+) -> BatchInput:
+    """A hand-over row whose file is not among the batch's inputs: a failure with its reason."""
+    return BatchInput(
+        display_name(row.file), folder / row.file, procedure or row.procedure,
+        refused=f"handover_missing_file: manifest.csv line {row.line} names {display_name(row.file)!r}, "
+                "which is not in the folder",
+        handover=handover, legacy=legacy,
+    )
+
+
+def handover_rows(
+    folder: Path,
+    present: Collection[str],
+    procedure: str | None = None,
+    *,
+    agency_map: AgencyMap | None = None,
+    batch_id: str = "batch",
+    tz: str = "Asia/Ho_Chi_Minh",
+    now: datetime | None = None,
+) -> list[BatchInput]:
+    """The hand-over rows of ``folder/manifest.csv`` as batch inputs, read from the manifest alone (no dossier
+    is read: the inputs may be objects under an S3 prefix). ``present``: the names of the batch's entries; a
+    row whose file is not among them is refused (``handover_missing_file``). What the hand-over record needs
+    of every row (:mod:`pipeline.usecases.handover`)."""
+    rows = _manifest_rows(folder / MANIFEST)
+    manifest = {row.file: row for row in rows}
+    handovers = _handovers(rows, manifest, agency_map, batch_id, tz, now or datetime.now(UTC))
+    legacy = _legacy_values(rows)
+    inputs = []
+    for name in sorted(handovers):
+        handover, why = handovers[name]
+        if name not in present:
+            inputs.append(_missing_file(folder, manifest[name], procedure, handover, legacy[name]))
+            continue
         row = manifest[name]
-        inputs.append(BatchInput(
-            display_name(name), folder / name, procedure or row.procedure,
-            refused=f"handover_missing_file: manifest.csv line {row.line} names {display_name(name)!r}, "
-                    "which is not in the folder",
-            handover=handovers[name][0], legacy=legacy[name],
-        ))
+        inputs.append(BatchInput(display_name(name), folder / name, procedure or row.procedure, refused=why,
+                                 handover=handover, legacy=legacy[name]))
     return inputs
 
 

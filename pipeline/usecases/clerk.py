@@ -27,6 +27,7 @@ from pipeline.usecases.lifecycle import (
     check_payment,
     forward,
     identity,
+    paper_result,
     return_result,
     run_step,
 )
@@ -94,11 +95,16 @@ def _verification_code(record: DossierRecord) -> str:
 def seal(
     services: Services, code: str, actor: Actor, *, claim: Claim | None = None, now: datetime | None = None
 ) -> StepOutcome:
-    """The clerk applies the agency's seal to the approved e-result (the shared seal key; the clerk is recorded)."""
+    """The clerk applies the agency's seal to the approved e-result (the shared seal key; the clerk is recorded).
+
+    A dossier handed over awaiting the seal carries its old unit's paper result (:func:`paper_result`): the
+    clerk seals and releases that paper, recorded as such (``detail.result.medium = "paper"``), no e-result."""
     s = services.settings
 
     def work(record: DossierRecord, _role: Any, when: datetime) -> Work:
         approved = record.artifacts.get(keys.RESULT_APPROVED)
+        if approved is None and paper_result(record):
+            return Work(detail={"result": {"medium": "paper", "approved_by": record.handed_over_from}})
         if approved is None:
             raise InvalidState(f"dossier {code} has no approved result", "Chưa có kết quả được lãnh đạo ký duyệt.")
         pdf = read_recorded(services.store, approved)
@@ -139,6 +145,14 @@ def issue_result(
     record = services.registry.get(code)
     if record.state == DossierState.returned:
         raise _done(code)
+    if paper_result(record):
+        raise InvalidState(
+            f"dossier {code} carries its old unit's paper result (handed over from {record.handed_over_from}): "
+            "no e-result to issue; seal and return the paper result "
+            "(hoso step seal, hoso step return --channel counter|post)",
+            f"Hồ sơ {code} được bàn giao kèm kết quả giấy của đơn vị cũ: không phát hành kết quả điện tử; "
+            "vui lòng đóng dấu, phát hành và trả kết quả giấy tại quầy hoặc qua bưu chính.",
+        )
     steps = lc.path(record.state, DossierState.returned)
     for t in steps:
         lc.authorize(t, actor)

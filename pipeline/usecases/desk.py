@@ -24,7 +24,8 @@ from tempfile import TemporaryDirectory
 from pyhanko.sign.fields import MDPPerm
 
 from ocr.engine import inspect_input, ocr_input
-from ocr.models import RecognizedPage
+from ocr.load import InputInfo
+from ocr.models import OcrResult, RecognizedPage
 from pipeline.core.errors import (
     DossierCodeTaken,
     DossierNotFound,
@@ -36,6 +37,7 @@ from pipeline.core.errors import (
 from pipeline.core.faults import checkpoint
 from pipeline.core.inputs import Input, display_name, identify_input
 from pipeline.core.models import ApplicantCheck, DocumentInfo, DossierState, PageInfo, Receipt, Validation
+from pipeline.core.retry import is_transient
 from pipeline.domain.applicant import apply_applicant_check, consult_national_db, save_dossier_documents
 from pipeline.domain.catalog import Catalog, Procedure
 from pipeline.domain.classify import classify
@@ -216,46 +218,72 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
     if info.page_count == 0:
         raise InputEmpty("input has no pages", "Hồ sơ không có trang nào.")
 
+    kept = services.ocr_results  # an earlier attempt's OCR of this input, if it failed after OCR
+    kept_key = kept.key(source.sha256, engine, options) if kept is not None else None
     with TemporaryDirectory(prefix="hoso-desk-") as tmp:
-        with OCR_SLOT.get()(), clock.stage("ocr"):  # waiting for a slot is not OCR time
-            ocr = ocr_input(
-                info, Path(tmp) / "searchable.pdf", options,
-                engine=engine, executor=services.ocr_executor,
-            )
-        with clock.stage("understand"):
-            pages, documents = understand(ocr.pages, services.catalog)
-        with clock.stage("national_db"):
-            natdb = services.national_db()
+        ocr = _ocr(services, source, info, Path(tmp) / "searchable.pdf", clock, kept_key)
         try:
+            with clock.stage("understand"):
+                pages, documents = understand(ocr.pages, services.catalog)
             with clock.stage("national_db"):
-                applicant_id = request.applicant_id or _applicant_id(documents)
-                check, reused = consult_national_db(
-                    natdb, procedure, applicant_id, documents, services.reuse_guard()
-                )
-                documents = [*documents, *reused]
-            with clock.stage("validate"):
-                validation = apply_applicant_check(validate(procedure, documents, services.catalog), check)
-            with clock.stage("sign"):
-                signed = certify_digitised_copy(ocr.pdf_path.read_bytes(), services)
+                natdb = services.national_db()
+            try:
+                with clock.stage("national_db"):
+                    applicant_id = request.applicant_id or _applicant_id(documents)
+                    check, reused = consult_national_db(
+                        natdb, procedure, applicant_id, documents, services.reuse_guard()
+                    )
+                    documents = [*documents, *reused]
+                with clock.stage("validate"):
+                    validation = apply_applicant_check(validate(procedure, documents, services.catalog), check)
+                with clock.stage("sign"):
+                    signed = certify_digitised_copy(ocr.pdf_path.read_bytes(), services)
 
-            with clock.stage("record"):
-                outcome = record_intake(
-                    request, services, procedure, source, pages, documents, validation, signed, clock.timings,
-                    now, applicant_check=check,
-                )
-            with clock.stage("forms"):
-                outcome.form = _desk_form(request, services, outcome.receipt, now)
-            if outcome.already_done:  # another desk received it meanwhile
-                outcome.receipt.timings = clock.finish()
-                return outcome
-            with clock.stage("save_to_citizen_store"):
-                save_dossier_documents(natdb, outcome.receipt, hashlib.sha256(signed).hexdigest())
-        finally:
-            natdb.close()
+                with clock.stage("record"):
+                    outcome = record_intake(
+                        request, services, procedure, source, pages, documents, validation, signed, clock.timings,
+                        now, applicant_check=check,
+                    )
+                with clock.stage("forms"):
+                    outcome.form = _desk_form(request, services, outcome.receipt, now)
+                if outcome.already_done:  # another desk received it meanwhile
+                    if kept and kept_key:
+                        kept.discard(kept_key)
+                    outcome.receipt.timings = clock.finish()
+                    return outcome
+                with clock.stage("save_to_citizen_store"):
+                    save_dossier_documents(natdb, outcome.receipt, hashlib.sha256(signed).hexdigest())
+            finally:
+                natdb.close()
+        except Exception as err:
+            if kept and kept_key and not is_transient(err):  # no retry will come for it
+                kept.discard(kept_key)
+            raise
+    if kept and kept_key:
+        kept.discard(kept_key)  # recorded: nothing will OCR this input again
     outcome.signed_pdf = signed
     # The stored receipt was written during "record"; the one handed back covers the whole intake.
     outcome.receipt.timings = clock.finish()
     return outcome
+
+
+def _ocr(
+    services: Services, source: Input, info: InputInfo, searchable: Path, clock: _Stopwatch, key: str | None
+) -> OcrResult:
+    """The input OCR'd into ``searchable``: an earlier attempt's output kept under ``key`` if there is one
+    (:mod:`ocr.result_cache`), else a new run, kept under it until the dossier is recorded."""
+    kept, engine, options = services.ocr_results, services.ocr_engine, services.ocr_options
+    with clock.stage("ocr"):
+        ocr = kept.load(key, searchable, page_count=info.page_count) if kept and key else None
+    if ocr is not None:
+        log.info("%s: OCR output of an earlier attempt at this input reused (%d page(s))",
+                 display_name(source.name), len(ocr.pages))
+        return ocr
+    with OCR_SLOT.get()(), clock.stage("ocr"):  # waiting for a slot is not OCR time
+        ocr = ocr_input(info, searchable, options, engine=engine, executor=services.ocr_executor)
+    if kept and key:
+        kept.store(key, ocr)
+    return ocr
 
 
 def _check_handover(services: Services, handover: Handover | None, done: DossierRecord | None) -> None:

@@ -356,6 +356,36 @@ def applicant_of(record: DossierRecord) -> Applicant:
     return Applicant(name=owner.fields["full_name"] if owner else None, id_number=applicant_id)
 
 
+#: States a dossier handed over in has its result decided by the old unit (approved, or sealed and ready).
+PAPER_RESULT_STATES = frozenset({DossierState.sealing, DossierState.result_ready, DossierState.returned})
+
+
+def paper_result(record: DossierRecord) -> bool:
+    """Whether the dossier's result is its old unit's paper result: handed over in ``sealing`` or later, when
+    the old unit's leader had signed the result on paper (the manifest carries no e-result, and no approval
+    happened in hoso), and no e-result made here. The clerk releases that paper result (``seal``: the agency
+    seal on the paper, recorded without an e-result) and the desk hands it over at the counter or by post;
+    an e-result needs an approval in hoso, which a dossier past ``approval`` cannot go back to."""
+    handover = next((e for e in record.events if e.action == "handover"), None)
+    return (
+        handover is not None
+        and handover.to_state in PAPER_RESULT_STATES
+        and keys.RESULT_APPROVED not in record.artifacts
+        and keys.RESULT not in record.artifacts
+    )
+
+
+def check_paper_delivery(record: DossierRecord, delivery: Delivery) -> None:
+    """InvalidRequest when a paper result is to be returned online (there is no e-result to send)."""
+    if delivery.channel == "online" and paper_result(record):
+        raise InvalidRequest(
+            f"dossier {record.code} carries its old unit's paper result (handed over in "
+            f"{record.handed_over_from}): return it at the counter or by post, there is no e-result to send online",
+            f"Hồ sơ {record.code} được bàn giao kèm kết quả giấy của đơn vị cũ, không có kết quả điện tử: "
+            "vui lòng trả kết quả tại quầy hoặc qua bưu chính.",
+        )
+
+
 def _form_fields(services: Services, record: DossierRecord, actor: Actor, when: datetime) -> dict[str, Any]:
     """What every form of ``record`` carries; the signer is the acting user (a batch: the settings' name)."""
     procedure = services.catalog.procedure(record.procedure)
@@ -431,6 +461,12 @@ def _control_work(services: Services, actor: Actor, t: Transition, *, final: boo
             if e.action == "intake":
                 steps.append(ProcessingStep(action=lc.intake(e.to_state).label, unit=unit, actor=who(e.actor),
                                             role=lc.roles[Role.desk], at=e.at))
+            elif e.action == "handover":  # received by the old unit: the trail here starts with the hand-over
+                from pipeline.domain.handover import load_labels as load_handover_labels
+
+                steps.append(ProcessingStep(
+                    action=load_handover_labels().slip_step.format(old=record.handed_over_from or "?"), unit=unit,
+                    actor=who(e.actor), role=lc.roles[Role.desk], at=e.at, note=(e.note or "")[:200] or None))
             elif e.action in lc.transitions and e.role is not None:
                 steps.append(ProcessingStep(action=lc.transitions[e.action].label, unit=unit, actor=who(e.actor),
                                             role=lc.roles[e.role], at=e.at, note=(e.note or "")[:200] or None))
@@ -670,8 +706,11 @@ def return_result(
 
     note = f"{CHANNEL_VI[delivery.channel]}" + (f", mã bưu gửi {delivery.tracking_number}"
                                                if delivery.tracking_number else "")
-    return run_step(services, code, "return", actor, note=note, check=lambda r: check_payment(services, r),
-                    work=work, claim=claim, now=when)
+    def check(record: DossierRecord) -> None:
+        check_paper_delivery(record, delivery)
+        check_payment(services, record)
+
+    return run_step(services, code, "return", actor, note=note, check=check, work=work, claim=claim, now=when)
 
 
 def _push_to_citizen_store(services: Services, record: DossierRecord) -> bool:

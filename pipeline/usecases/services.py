@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from cryptography import x509
 
     from ocr.plugin import OcrEngine
+    from ocr.result_cache import OcrResultCache
     from pipeline.domain.applicant import ReuseGuard
     from pipeline.national.db import NationalDb
     from signing.identities import SignerIdentities
@@ -351,6 +352,14 @@ class Services:
         return OcrOptions(
             language=s.ocr_language, jobs=s.ocr_jobs, max_image_pixels=s.max_image_pixels, max_pages=s.max_pages
         )
+
+    @cached_property
+    def ocr_results(self) -> OcrResultCache | None:
+        """This machine's completed OCR runs kept for retries (:mod:`ocr.result_cache`); None when turned off."""
+        from ocr.result_cache import OcrResultCache
+
+        hours = self.settings.ocr_keep_hours
+        return OcrResultCache(self.settings.data_dir / "ocr-results", max_age=hours * 3600) if hours else None
 
     @cached_property
     def ocr_engine(self) -> OcrEngine:

@@ -244,6 +244,8 @@ class HandedOff(BaseModel):
     digitised_url: str
     citizen_form: str | None = None  # the form's artifact name, e.g. ``form-01-1``
     citizen_form_url: str | None = None
+    document_labels: dict[str, str] = {}  # the receipt's document types → the catalog's labels, for the printout
+    timezone: str | None = None  # the agency's, in which the printout shows the receipt's times
 
 
 @router.post("/desk/intake", tags=["staff"], response_model=HandedOff,
@@ -279,9 +281,12 @@ async def desk_intake(request: Request, actor: Annotated[Actor, Depends(role_in(
     await run_in_threadpool(job.finished_event.wait)
     if job.failure is not None:
         raise job.failure
+    catalog, documents = web.services.catalog, (job.receipt or {}).get("documents") or []
     return HandedOff(job=job.public(), digitised_url=f"/api/dossiers/{job.dossier_code}/digitised.pdf",
                      citizen_form=job.citizen_form,
-                     citizen_form_url=f"/api/jobs/{job.id}/citizen-form.pdf" if job.citizen_pdf else None)
+                     citizen_form_url=f"/api/jobs/{job.id}/citizen-form.pdf" if job.citizen_pdf else None,
+                     document_labels={d["type"]: catalog.label(d["type"]) for d in documents},
+                     timezone=web.services.settings.timezone)
 
 
 @router.get("/jobs/{job_id}", tags=["staff"])

@@ -4,28 +4,21 @@ from __future__ import annotations
 
 from html import escape
 
-from pipeline.domain.stats import ProvinceStats
-
-BARS = [
-    ("Số hóa hồ sơ", "Digitised", "digitisation_rate"),
-    ("Kết quả điện tử", "E-results", "e_result_rate"),
-    ("Tái sử dụng dữ liệu", "Reused data", "reuse_rate"),
-    ("Trước hạn", "Early", "early_rate"),
-    ("Đúng hạn", "On time", "on_time_rate"),
-    ("Trễ hạn", "Late", "late_rate"),
-]
+from pipeline.domain.stats import ProvinceStats, indicator_book
 
 
 def stats_chart(stats: ProvinceStats, lang: str = "vi") -> str:
-    """An SVG bar chart (percentages) of the period's indicators; "—" where a rate has no denominator."""
+    """An SVG bar chart (percentages) of the period's indicators that have a bar (pipeline/data/indicators.yaml),
+    labelled in ``lang``; "—" where a rate has no denominator."""
+    book = indicator_book()
+    bars = [(label, ind.rate) for ind in book.indicators if (label := ind.bar(lang)) is not None]
     row_h, label_w, bar_w, pad = 30, 190, 420, 8
-    height = row_h * len(BARS) + 2 * pad
+    height = row_h * len(bars) + 2 * pad
     parts = [f'<svg class="chart" role="img" viewBox="0 0 {label_w + bar_w + 80} {height}" '
-             f'xmlns="http://www.w3.org/2000/svg"><title>Chỉ số Quyết định 766</title>']
-    for i, (vi, en, name) in enumerate(BARS):
+             f'xmlns="http://www.w3.org/2000/svg"><title>{escape(book.chart_title(lang))}</title>']
+    for i, (label, name) in enumerate(bars):
         rate = getattr(stats, name)
         y = pad + i * row_h
-        label = vi if lang == "vi" else en
         parts.append(f'<text x="0" y="{y + 19}">{escape(label)}</text>')
         parts.append(f'<rect x="{label_w}" y="{y + 5}" width="{bar_w}" height="18" fill="#eef1f4"/>')
         if rate is not None:

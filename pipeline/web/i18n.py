@@ -1,7 +1,9 @@
 """Page text in Vietnamese (the default) and English (the toggle): ``t(key)`` in the templates.
 
-The language comes from ``?lang=`` (remembered in a cookie), else the cookie, else Vietnamese. Data from the
-catalog and the lifecycle (procedure names, document labels, state labels) is Vietnamese only, as published.
+The language comes from ``?lang=`` (remembered in a cookie), else the cookie, else Vietnamese. The lifecycle's
+labels (states, steps, roles, the audit trail's other actions: lifecycle.yaml) and the statistics' indicators
+(indicators.yaml) carry their English in their data files; the catalog's (procedure names, document labels,
+fees) is Vietnamese only, as published, and so are the notes people wrote in the audit trail.
 """
 
 from __future__ import annotations

@@ -292,7 +292,7 @@ def statistics(request: Request, start: str | None = None, end: str | None = Non
         raise InvalidRequest("the period is reversed or longer than ten years",
                              "Khoảng thời gian không hợp lệ (ngày kết thúc trước ngày bắt đầu, hoặc quá 10 năm).")
     result = compute_stats(services.registry, first, last, tz=services.settings.timezone)
-    return render(request, "staff/stats.html", stats=result, rows=table_rows(result),
+    return render(request, "staff/stats.html", stats=result, rows=table_rows(result, language(request)),
                   chart=stats_chart(result, language(request)), start=first.isoformat(), end=last.isoformat())
 
 

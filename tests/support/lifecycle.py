@@ -12,6 +12,8 @@ from pipeline.domain.lifecycle import Actor, Delivery, Payment
 from pipeline.usecases import clerk
 from pipeline.usecases import lifecycle as lc
 from pipeline.usecases.services import Services
+from storage.records import holder_id, new_attempt_id
+from storage.registry import LegacyIntake
 
 S = DossierState
 PROCEDURE = "business_household_registration"
@@ -55,6 +57,27 @@ def receive(
                              receipt=receipt.model_dump(mode="json"), actor=desk.username, at=received_at)
     form = lc.issue_intake_forms(services, receipt, desk, now=received_at)
     return rec.code, form
+
+
+def hand_over(services: Services, state: DossierState, received_at: datetime, *, old: str = "000.21.00.H56") -> str:
+    """What an archive batch records for a legacy dossier handed over in ``state`` (its own code and dates, the
+    new unit, a ``handover`` event), without the OCR."""
+    n = next(_counter)
+    code = f"{old}-{received_at:%y%m%d}-{n:04d}"
+    attempt = new_attempt_id()
+    due = due_date(received_at, services.catalog.procedure(PROCEDURE).processing_days, services.settings.timezone)
+    services.registry.claim_intake(
+        input_sha256=hashlib.sha256(f"legacy-{n}".encode()).hexdigest(), input_name=f"legacy-{n}.pdf",
+        procedure=PROCEDURE, procedure_code=None, agency_code=services.settings.agency_code,
+        received_at=received_at, due_at=due, applicant_id=APPLICANT, actor="archive", attempt=attempt,
+        holder=holder_id(), lease_for=timedelta(minutes=2), legacy=LegacyIntake(code, old, "batch-1"),
+    )
+    services.registry.finalize_intake(
+        code, state=state, intake_status="accepted", documents=[], artifacts=[], actor="archive", attempt=attempt,
+        receipt={"dossier_code": code, "documents": []},
+        handover_note=f"handed over from {old} to {services.settings.agency_code} by batch-1",
+    )
+    return code
 
 
 def take(services: Services, name: str, code: str, who: Actor, *, now: datetime | None = None) -> lc.StepOutcome:
