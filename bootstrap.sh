@@ -58,8 +58,8 @@ install_python_packages
 case "${1:-setup}" in
   setup) ;;
   demo) exec "$VENV/bin/hoso" demo ;;
-  # One pytest worker per core; tests that share a server are grouped onto one worker (tests/conftest.py).
-  # HOSO_TEST_WORKERS=0 runs them in this one process.
-  test) shift; exec "$VENV/bin/python" -m pytest -n "${HOSO_TEST_WORKERS:-auto}" --dist loadgroup "$@" ;;
+  # One pytest worker per core, each taking whole test files (a file's fixtures are built once and its tests
+  # keep their order); HOSO_TEST_WORKERS=0 runs everything in this one process.
+  test) shift; exec "$VENV/bin/python" -m pytest -n "${HOSO_TEST_WORKERS:-auto}" --dist loadfile "$@" ;;
   *) echo "usage: $0 [setup|demo|test [pytest args]]" >&2; exit 2 ;;
 esac

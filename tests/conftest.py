@@ -50,31 +50,12 @@ _early_prefect: PrefectServer | None = None
 EXTERNAL_PREFECT_PORT = "HOSO_TEST_PREFECT_PORT"
 
 
-#: Tests sharing something a parallel worker must not start twice run on one worker (``--dist loadgroup``):
-#: the session's Prefect server (test_outages.py groups its private servers on a fixed port range itself).
-XDIST_GROUPS = {"prefect_server": "prefect"}
-
-
-@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Every other test is grouped with its file, which then runs on one worker: a module's fixtures are built
-    once, and the tests of a file that walk one dossier through its steps keep their order."""
-    for item in items:
-        if item.get_closest_marker("xdist_group"):
-            continue
-        fixtures = getattr(item, "fixturenames", ())
-        group = next((g for fixture, g in XDIST_GROUPS.items() if fixture in fixtures), item.nodeid.split("::")[0])
-        item.add_marker(pytest.mark.xdist_group(group))
-
-
 def pytest_collection_finish(session: pytest.Session) -> None:
     """A Prefect server takes 10-20 s to start: launch it as soon as a selected test is known to need it,
-    so that it starts while the tests before that one run. Not in a parallel worker: every worker collects
-    every test, and only the one that is given the Prefect group needs the server."""
+    so that it starts while the tests before that one run (under pytest-xdist, in each worker: every worker
+    collects every test, and with files spread over the workers each usually gets one that needs it)."""
     global _early_prefect
     if session.config.option.collectonly or os.environ.get(EXTERNAL_PREFECT_PORT):
-        return
-    if os.environ.get("PYTEST_XDIST_WORKER"):
         return
     if any("prefect_server" in getattr(item, "fixturenames", ()) for item in session.items):
         _early_prefect = launch_prefect_server(Path(tempfile.mkdtemp(prefix="hoso-test-prefect-")))

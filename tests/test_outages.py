@@ -34,8 +34,7 @@ from support.servers import (
 
 from storage.objects import S3ObjectStore, sha256_bytes
 
-# One worker at a time under pytest-xdist: the private PostgreSQL clusters take ports from one fixed range.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("private-servers")]
+pytestmark = pytest.mark.slow
 
 PROCEDURE = "business_household_registration"
 PG_PORTS = range(18600, 18700)  # this work's loopback range for fixed ports
@@ -58,11 +57,19 @@ def postgres(tmp_path: Path) -> Iterator[PrivatePostgres]:
         pytest.skip("PostgreSQL server programs are missing (apt-get install postgresql)")
     from support.servers import _port_free
 
-    port = next((p for p in PG_PORTS if _port_free(p)), None)
-    if port is None:
-        pytest.skip(f"no free port in {PG_PORTS}")
-    with private_postgres(tmp_path / "pg", port) as cluster:
-        yield cluster
+    for port in PG_PORTS:
+        if not _port_free(port):
+            continue
+        try:
+            cluster = private_postgres(tmp_path / f"pg-{port}", port)
+        except RuntimeError as err:
+            if "already in use" in str(err):  # taken between the check and the start (another test run)
+                continue
+            raise
+        with cluster:
+            yield cluster
+        return
+    pytest.skip(f"no free port in {PG_PORTS}")
 
 
 def batch_folder(folder: Path, n: int) -> Path:
