@@ -113,6 +113,12 @@ class Settings(BaseSettings):
     lease_wait_seconds: float = Field(
         30.0, ge=0, description="How long a second desk with the same input waits for the first before it gives up"
     )
+    late_worker_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long a finished archive batch waits for its worker runs still starting or ending before it "
+        "marks them Cancelled (never started) or Crashed (their worker gone)",
+    )
 
     # Retries of work that a transient error stopped (pipeline/core/retry.py)
     retry_attempts: int = Field(
