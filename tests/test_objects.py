@@ -257,12 +257,17 @@ def test_s3_nothing_listening_is_storage_failed() -> None:
 def test_s3_server_stopped_is_storage_failed(tmp_path: Path) -> None:
     server = start_seaweedfs(tmp_path / "short-lived")
     try:
-        store = S3ObjectStore(
+        patient = S3ObjectStore(
             server.endpoint, server.access_key, server.secret_key, "hoso", attempts=2, backoff=0.1
         )
-        store.put_bytes("HS/1.pdf", b"before the outage")
+        patient.put_bytes("HS/1.pdf", b"before the outage")
+        # Every operation below meets the server gone; one try each (the SDK's own retries still run) keeps
+        # the test short, the patient store shows our retry loop giving up the same way.
+        store = S3ObjectStore(server.endpoint, server.access_key, server.secret_key, "hoso", attempts=1)
     finally:
-        server.stop()
+        server.kill()  # stopped for good: as gone as after SIGTERM, without the seconds a clean stop takes
+    with pytest.raises(StorageFailed, match=r"unreachable .*\(after 2 attempts\)"):
+        patient.put_bytes("HS/2.pdf", b"after")
     src = tmp_path / "f.bin"
     src.write_bytes(b"after the outage")
     for action in (

@@ -93,6 +93,13 @@ class SeaweedServer:
         """SIGTERM, wait; SIGKILL after ``timeout`` seconds."""
         stop_process(self.process, timeout)
 
+    def kill(self) -> None:
+        """SIGKILL and wait (no clean stop, which takes seconds): for a server thrown away with its folder, or
+        killed as a crash would."""
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=30)
+
     def log_tail(self, chars: int = 3000) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
