@@ -284,6 +284,14 @@ def test_s3_server_stopped_is_storage_failed(tmp_path: Path) -> None:
     assert not (tmp_path / "dl" / "1.pdf").exists()
 
 
+def test_the_store_tries_each_s3_call_as_often_as_hoso_s3_attempts_says() -> None:
+    (port,) = free_ports(1, with_grpc=False)  # nothing listens there
+    settings = Settings(store="s3", s3_endpoint=f"127.0.0.1:{port}", s3_access_key="k", s3_secret_key="s",
+                        s3_attempts=1)
+    with pytest.raises(StorageFailed, match=r"unreachable .*\(after 1 attempts\)"):
+        open_store(settings)
+
+
 def test_local_store_sweeps_temp_files_left_by_a_killed_writer(tmp_path: Path) -> None:
     LocalObjectStore(tmp_path / "store")
     stale = tmp_path / "store" / ".tmp" / "dead.part"

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     s3_bucket: str = "hoso"
     s3_secure: bool = False
     s3_region: str = "us-east-1"
+    s3_attempts: int = Field(
+        3, ge=1, le=20, description="Tries of each S3 call when the server is unreachable or failing (backoff 0.5 s, "
+        "doubled); each try has the SDK's own 3 connection tries"
+    )
 
     # Records that last (storage/records.py)
     retention: dict[RecordClass, RetentionRule | None] = Field(
