@@ -61,6 +61,9 @@ WORKER_FLOW, WORKER_DEPLOYMENT = "hoso-archive-worker", "archive-worker"
 WORKER_ENTRYPOINT = "flows.archive:archive_worker_flow"
 #: How often a worker looks at its running dossiers (and the batch flow at the batch).
 POLL_S = 1.0
+#: A worker run's tag naming its process (:func:`storage.records.holder_id`): a finished batch tells by it a run
+#: whose worker died on this machine (marked Crashed at once) from one still ending.
+HOLDER_TAG = "hoso-holder:"
 #: Longest registry outage a worker waits through before its flow run fails (its claims then expire).
 MAX_OUTAGE_S = 600.0
 #: Rows of the batch's table artifact (failures first); the rest is in the registry (batch_items).
@@ -297,6 +300,7 @@ def archive_worker_flow(
     svc = services()
     svc.preflight()  # a worker that cannot sign or store must not claim anything
     batch = BatchSource(source, procedure, agency_map, batch_id, svc.settings.timezone)
+    _tag_holder(holder_id())
     ran = _work(batch_id, batch, max(1, min(slots, 8)))
     get_run_logger().info("batch %s: %d input(s) processed by this worker", batch_id, ran)
     return ran
@@ -429,6 +433,29 @@ def _forward_hoso_logs() -> None:
             logger.addHandler(APILogHandler())
 
 
+def _tag_holder(holder: str) -> None:
+    """Name this worker run's process on its flow run (:data:`HOLDER_TAG`); without it the batch only waits longer."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, tags=[*flow_run.tags, HOLDER_TAG + holder])
+    except Exception as err:  # best effort: the batch then waits HOSO_LATE_WORKER_SECONDS for this run
+        log.warning("could not tag this worker run with its process: %s", err)
+
+
+def run_over(run: Any) -> bool:
+    """Whether a worker flow run is over: in a final state, or Running in a process of this machine that is gone
+    (killed with its worker: Prefect keeps showing it Running)."""
+    if run.state is None:
+        return False
+    if run.state.is_final():
+        return True
+    holders = [t.removeprefix(HOLDER_TAG) for t in run.tags or () if t.startswith(HOLDER_TAG)]
+    return run.state.is_running() and bool(holders) and holder_alive(holders[0]) is False
+
+
 def _ensure_ocr_limit(size: int, *, update: bool) -> None:
     """Create the global concurrency limit on OCR if it is absent (of ``size`` slots); set its size if asked."""
     from prefect.client.orchestration import get_client
@@ -528,7 +555,8 @@ def _await_pool(
 ) -> None:
     """Wait until the batch is done. Should every worker run end while inputs are left (workers that died), hand
     out another; runs still not ended ``late_s`` after the batch (``HOSO_LATE_WORKER_SECONDS``) are marked
-    Cancelled (never started) or Crashed (left Running by a dead worker)."""
+    Cancelled (never started) or Crashed (left Running by a dead worker: at once when it was on this machine,
+    :func:`run_over`)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.states import Cancelled, Crashed
@@ -540,7 +568,7 @@ def _await_pool(
             return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs))))
 
         def ended() -> bool:
-            return all(r.state is not None and r.state.is_final() for r in current())
+            return all(run_over(r) for r in current())
 
         def relaunch() -> None:
             logger.warning("batch %s: every worker run ended with inputs left; handing out another", batch_id)
@@ -576,4 +604,5 @@ __all__ = [
     "ensure_worker_deployment",
     "reprocess_dossier",
     "reprocess_flow",
+    "run_over",
 ]

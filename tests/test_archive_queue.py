@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.archive import BatchSource, await_batch, drain
+from flows.archive import HOLDER_TAG, BatchSource, await_batch, drain, run_over
 from flows.retry import is_transient
 from pipeline.core.errors import InputCorrupt
 from pipeline.core.settings import Settings
@@ -156,6 +156,30 @@ def test_every_worker_run_ended_with_inputs_left_hands_out_one_more() -> None:
     clock = PoolClock(done_at=float("inf"), dead_at=1.0)
     assert clock.watch() == 1 and clock.finished()
     assert len(clock.relaunched_at) == 1 and clock.relaunched_at[0] >= 1.0
+
+
+def test_a_worker_run_left_running_by_a_dead_process_of_this_machine_is_over() -> None:
+    """Prefect shows a killed worker's run Running for ever; its holder tag tells the batch it is gone."""
+    import os
+    from types import SimpleNamespace
+
+    from prefect.states import Completed, Running, Scheduled
+
+    from storage.records import holder_id
+
+    alive = holder_id()
+    dead = alive.replace(f"/{os.getpid()}@", "/999999999@")  # above any pid_max: no such process
+    elsewhere = alive.split("@")[0] + "@another-boot/4026531836/1"
+
+    def run(state: object, *holders: str) -> SimpleNamespace:
+        return SimpleNamespace(state=state, tags=["other", *(HOLDER_TAG + h for h in holders)])
+
+    assert run_over(run(Completed())) and run_over(run(Completed(), alive))
+    assert run_over(run(Running(), dead))
+    assert not run_over(run(Running(), alive))
+    assert not run_over(run(Running()))  # untagged: the batch waits its grace for it
+    assert not run_over(run(Running(), elsewhere))  # another machine's process: cannot tell from here
+    assert not run_over(run(Scheduled(), dead)) and not run_over(run(None, dead))
 
 
 def test_prefect_retries_a_task_only_on_transient_exceptions() -> None:
