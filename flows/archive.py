@@ -159,7 +159,8 @@ class BatchSource:
 def _ocr_slot() -> AbstractContextManager[object]:
     from prefect.concurrency.sync import concurrency
 
-    # The lease is renewed while OCR runs; a dead worker's slot comes back when it lapses.
+    # The lease is renewed while OCR runs; a dead worker's slot comes back when it lapses (60 s: the least the
+    # Prefect server accepts, 422 below), then the server's lease check frees it (every 15 s by default).
     return concurrency(OCR_LIMIT, occupy=1, lease_duration=60)
 
 

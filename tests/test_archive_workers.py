@@ -273,6 +273,8 @@ def test_the_whole_batch_killed_and_run_again_accounts_for_each_input_once(
     prefect_server: PrefectServer, pg_url: str, tmp_path: Path
 ) -> None:
     names = _batch(tmp_path / "batch", [51, 52, 53, 54, 55])
+    # The killed workers die holding their OCR slots: the batch run again waits up to a minute for their leases
+    # to lapse (flows/archive.py _ocr_slot; the test server frees lapsed leases within 2 s).
     cluster = Cluster(tmp_path, prefect_server, pg_url, {"HOSO_TEST_OCR_DELAY": "1"})
     batch_id = f"batch-kill-{uuid.uuid4().hex[:6]}"
     try:

@@ -244,6 +244,8 @@ def launch_prefect_server(home: Path) -> PrefectServer:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "DO_NOT_TRACK": "1",
         "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        # Lapsed concurrency leases (a killed worker's OCR slot) are freed within 2 s, not 15.
+        "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
     }
     with (home / "server.log").open("wb") as log:
         process = subprocess.Popen(
