@@ -68,7 +68,9 @@ WORKER_FLOW, WORKER_DEPLOYMENT = "hoso-archive-worker", "archive-worker"
 WORKER_ENTRYPOINT = "flows.archive:archive_worker_flow"
 #: How often a worker looks at its running dossiers (and the batch flow at the batch).
 POLL_S = 1.0
-LATE_WORKER_S = 120.0  # how long a finished batch waits for its worker runs still starting
+#: A worker run's tag naming its process (:func:`storage.records.holder_id`): a finished batch tells by it a run
+#: whose worker died on this machine (marked Crashed at once) from one still ending.
+HOLDER_TAG = "hoso-holder:"
 #: Longest registry outage a worker waits through before its flow run fails (its claims then expire).
 MAX_OUTAGE_S = 600.0
 #: Rows of the batch's table artifact (failures first); the rest is in the registry (batch_items).
@@ -186,7 +188,8 @@ class BatchSource:
 def _ocr_slot() -> AbstractContextManager[object]:
     from prefect.concurrency.sync import concurrency
 
-    # The lease is renewed while OCR runs; a dead worker's slot comes back when it lapses.
+    # The lease is renewed while OCR runs; a dead worker's slot comes back when it lapses (60 s: the least the
+    # Prefect server accepts, 422 below), then the server's lease check frees it (every 15 s by default).
     return concurrency(OCR_LIMIT, occupy=1, lease_duration=60)
 
 
@@ -327,6 +330,7 @@ def archive_worker_flow(
     svc = services()
     svc.preflight()  # a worker that cannot sign or store must not claim anything
     batch = BatchSource(source, procedure, agency_map, batch_id, svc.settings.timezone)
+    _tag_holder(holder_id())
     ran = _work(batch_id, batch, max(1, min(slots, 8)))
     get_run_logger().info("batch %s: %d input(s) processed by this worker", batch_id, ran)
     return ran
@@ -378,7 +382,8 @@ def reprocess_flow(
             bar.update(tracker, completed=queue.progress(batch_id).done)
 
         if pool:
-            _await_pool(pool, workers, batch_id, source, concurrency, queue, runs, advance)
+            late_s = svc.settings.late_worker_seconds
+            _await_pool(pool, workers, batch_id, source, concurrency, queue, runs, advance, late_s)
         else:
             _work(batch_id, source, concurrency, advance)
         advance()
@@ -456,6 +461,29 @@ def _forward_hoso_logs() -> None:
             logger.addHandler(APILogHandler())
 
 
+def _tag_holder(holder: str) -> None:
+    """Name this worker run's process on its flow run (:data:`HOLDER_TAG`); without it the batch only waits longer."""
+    from prefect.client.orchestration import get_client
+    from prefect.runtime import flow_run
+
+    try:
+        with get_client(sync_client=True) as client:
+            client.update_flow_run(flow_run.id, tags=[*flow_run.tags, HOLDER_TAG + holder])
+    except Exception as err:  # best effort: the batch then waits HOSO_LATE_WORKER_SECONDS for this run
+        log.warning("could not tag this worker run with its process: %s", err)
+
+
+def run_over(run: Any) -> bool:
+    """Whether a worker flow run is over: in a final state, or Running in a process of this machine that is gone
+    (killed with its worker: Prefect keeps showing it Running)."""
+    if run.state is None:
+        return False
+    if run.state.is_final():
+        return True
+    holders = [t.removeprefix(HOLDER_TAG) for t in run.tags or () if t.startswith(HOLDER_TAG)]
+    return run.state.is_running() and bool(holders) and holder_alive(holders[0]) is False
+
+
 def _ensure_ocr_limit(size: int, *, update: bool) -> None:
     """Create the global concurrency limit on OCR if it is absent (of ``size`` slots); set its size if asked."""
     from prefect.client.orchestration import get_client
@@ -517,6 +545,31 @@ def _dispatch(pool: str, count: int, batch_id: str, source: BatchSource, slots: 
     return runs
 
 
+def await_batch(
+    finished: Callable[[], bool],
+    runs_ended: Callable[[], bool],
+    relaunch: Callable[[], None],
+    on_progress: Callable[[], None],
+    *,
+    max_relaunches: int,
+    poll: float = POLL_S * 2,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Wait until the batch is ``finished``; whenever every worker run has ended with inputs left (their workers
+    died), ``relaunch`` another, at most ``max_relaunches`` times; how many were. The runs are looked at before
+    the batch: workers that completed because the batch finished meanwhile are not taken for dead ones."""
+    relaunches = 0
+    while True:
+        ended = runs_ended()
+        if finished():
+            return relaunches
+        if ended and relaunches < max_relaunches:
+            relaunches += 1
+            relaunch()
+        sleep(poll)
+        on_progress()
+
+
 def _await_pool(
     pool: str,
     workers: int,
@@ -526,31 +579,37 @@ def _await_pool(
     queue: BatchQueue,
     runs: set[Any],
     on_progress: Callable[[], None],
+    late_s: float,
 ) -> None:
     """Wait until the batch is done. Should every worker run end while inputs are left (workers that died), hand
-    out another; runs left Running by a dead worker are marked Crashed at the end."""
+    out another; runs still not ended ``late_s`` after the batch (``HOSO_LATE_WORKER_SECONDS``) are marked
+    Cancelled (never started) or Crashed (left Running by a dead worker: at once when it was on this machine,
+    :func:`run_over`)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
     from prefect.states import Cancelled, Crashed
 
     logger = get_run_logger()
-    relaunches = 0
     with get_client(sync_client=True) as client:
 
         def current() -> list[Any]:
             return client.read_flow_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=list(runs))))
 
-        while not queue.progress(batch_id).finished:
-            time.sleep(POLL_S * 2)
-            on_progress()
-            if all(r.state is not None and r.state.is_final() for r in current()) and relaunches < 3 * workers:
-                relaunches += 1
-                logger.warning("batch %s: every worker run ended with inputs left; handing out another", batch_id)
-                runs |= _dispatch(pool, 1, batch_id, source, slots)
+        def ended() -> bool:
+            return all(run_over(r) for r in current())
+
+        def relaunch() -> None:
+            logger.warning("batch %s: every worker run ended with inputs left; handing out another", batch_id)
+            runs.update(_dispatch(pool, 1, batch_id, source, slots))
+
+        def finished() -> bool:
+            return queue.progress(batch_id).finished
+
+        await_batch(finished, ended, relaunch, on_progress, max_relaunches=3 * workers)
         # Live workers see the batch done within a poll or two; one still starting (a worker polls its pool,
         # then starts a process: tens of seconds on a loaded machine) finds nothing left and completes.
-        deadline = time.monotonic() + LATE_WORKER_S
-        while time.monotonic() < deadline and not all(r.state is not None and r.state.is_final() for r in current()):
+        deadline = time.monotonic() + late_s
+        while time.monotonic() < deadline and not ended():
             time.sleep(POLL_S)
         for run in current():
             if run.state is None or run.state.is_final():
@@ -568,8 +627,10 @@ __all__ = [
     "BatchSource",
     "BatchSummary",
     "archive_worker_flow",
+    "await_batch",
     "drain",
     "ensure_worker_deployment",
     "reprocess_dossier",
     "reprocess_flow",
+    "run_over",
 ]

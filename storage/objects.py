@@ -1222,5 +1222,6 @@ def open_store(settings: Settings) -> ObjectStore:
             settings.s3_bucket,
             secure=settings.s3_secure,
             region=settings.s3_region,
+            attempts=settings.s3_attempts,
         )
     return LocalObjectStore(settings.resolved_store_path)

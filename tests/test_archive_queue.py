@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.archive import BatchSource, drain
+from flows.archive import HOLDER_TAG, BatchSource, await_batch, drain, run_over
 from flows.retry import is_transient
 from pipeline.core.errors import InputCorrupt
 from pipeline.core.settings import Settings
@@ -114,6 +114,72 @@ def test_a_run_that_ends_without_recording_is_settled_by_the_loop(registry: Regi
     assert drain(queue, "b5", "w", lambda n: pool.submit(lambda: None), settle, lease_for=LEASE, poll=0.05) == 1
     (item,) = registry.batch_items("b5")
     assert item.outcome == "failed" and "after 4 tries" in (item.reason or "")
+
+
+class PoolClock:
+    """A batch watched on a work pool, in fake seconds: the batch finishes at ``done_at``; every worker run ends
+    at ``dead_at`` (its worker died) or, if none died, as soon as the batch finishes; a handed-out run finishes
+    the batch ``relaunch_takes`` later."""
+
+    def __init__(self, done_at: float, dead_at: float | None = None, relaunch_takes: float = 4.0) -> None:
+        self.now, self.done_at, self.dead_at, self.relaunch_takes = 0.0, done_at, dead_at, relaunch_takes
+        self.relaunched_at: list[float] = []
+
+    def finished(self) -> bool:
+        return self.now >= self.done_at
+
+    def runs_ended(self) -> bool:
+        if self.relaunched_at:
+            return self.finished()
+        return self.now >= (self.dead_at if self.dead_at is not None else self.done_at)
+
+    def relaunch(self) -> None:
+        self.relaunched_at.append(self.now)
+        self.done_at = self.now + self.relaunch_takes
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+    def watch(self) -> int:
+        return await_batch(self.finished, self.runs_ended, self.relaunch, lambda: None, max_relaunches=3,
+                           sleep=self.sleep)
+
+
+def test_workers_that_completed_because_the_batch_finished_between_two_looks_are_not_replaced() -> None:
+    """The batch finishes (and its workers complete) while the batch flow sleeps between two looks: no third worker
+    run (CI once saw three Completed worker runs of a batch run with --workers 2)."""
+    clock = PoolClock(done_at=1.0)
+    assert clock.watch() == 0 and clock.relaunched_at == []
+
+
+def test_every_worker_run_ended_with_inputs_left_hands_out_one_more() -> None:
+    clock = PoolClock(done_at=float("inf"), dead_at=1.0)
+    assert clock.watch() == 1 and clock.finished()
+    assert len(clock.relaunched_at) == 1 and clock.relaunched_at[0] >= 1.0
+
+
+def test_a_worker_run_left_running_by_a_dead_process_of_this_machine_is_over() -> None:
+    """Prefect shows a killed worker's run Running for ever; its holder tag tells the batch it is gone."""
+    import os
+    from types import SimpleNamespace
+
+    from prefect.states import Completed, Running, Scheduled
+
+    from storage.records import holder_id
+
+    alive = holder_id()
+    dead = alive.replace(f"/{os.getpid()}@", "/999999999@")  # above any pid_max: no such process
+    elsewhere = alive.split("@")[0] + "@another-boot/4026531836/1"
+
+    def run(state: object, *holders: str) -> SimpleNamespace:
+        return SimpleNamespace(state=state, tags=["other", *(HOLDER_TAG + h for h in holders)])
+
+    assert run_over(run(Completed())) and run_over(run(Completed(), alive))
+    assert run_over(run(Running(), dead))
+    assert not run_over(run(Running(), alive))
+    assert not run_over(run(Running()))  # untagged: the batch waits its grace for it
+    assert not run_over(run(Running(), elsewhere))  # another machine's process: cannot tell from here
+    assert not run_over(run(Scheduled(), dead)) and not run_over(run(None, dead))
 
 
 def test_prefect_retries_a_task_only_on_transient_exceptions() -> None:

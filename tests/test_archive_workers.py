@@ -236,7 +236,10 @@ def test_a_worker_killed_mid_dossier_leaves_it_to_another_that_records_it_once(
     """One worker stops after writing a dossier's objects and before recording them; it is killed there with
     its flow run. The other worker takes the input over, removes the dead one's objects and records it."""
     names = _batch(tmp_path / "batch", [41, 42, 43, 44], bad=False)
-    cluster = Cluster(tmp_path, prefect_server, pg_url)
+    # The killed worker's run stays Running: the finished batch marks it Crashed at once, its process (named by
+    # its holder tag) being gone from this machine — or, were that unknown, after HOSO_LATE_WORKER_SECONDS:
+    # 20 s (not 120) is still ample for the live worker, which finishes the batch, to see it done and complete.
+    cluster = Cluster(tmp_path, prefect_server, pg_url, {"HOSO_LATE_WORKER_SECONDS": "20"})
     pause = tmp_path / "paused"
     try:
         doomed = cluster.start_worker(
@@ -263,12 +266,15 @@ def test_a_worker_killed_mid_dossier_leaves_it_to_another_that_records_it_once(
     runs = [r for r in _api(prefect_server.api_url, "/flow_runs/filter")
             if r["parameters"].get("batch_id") == summary["batch_id"] and r["parameters"].get("source")]
     assert sorted(r["state_type"] for r in runs) == ["COMPLETED", "CRASHED"]
+    assert all(any(t.startswith("hoso-holder:") for t in r["tags"]) for r in runs), [r["tags"] for r in runs]
 
 
 def test_the_whole_batch_killed_and_run_again_accounts_for_each_input_once(
     prefect_server: PrefectServer, pg_url: str, tmp_path: Path
 ) -> None:
     names = _batch(tmp_path / "batch", [51, 52, 53, 54, 55])
+    # The killed workers die holding their OCR slots: the batch run again waits up to a minute for their leases
+    # to lapse (flows/archive.py _ocr_slot; the test server frees lapsed leases within 2 s).
     cluster = Cluster(tmp_path, prefect_server, pg_url, {"HOSO_TEST_OCR_DELAY": "1"})
     batch_id = f"batch-kill-{uuid.uuid4().hex[:6]}"
     try:

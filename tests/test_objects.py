@@ -257,12 +257,17 @@ def test_s3_nothing_listening_is_storage_failed() -> None:
 def test_s3_server_stopped_is_storage_failed(tmp_path: Path) -> None:
     server = start_seaweedfs(tmp_path / "short-lived")
     try:
-        store = S3ObjectStore(
+        patient = S3ObjectStore(
             server.endpoint, server.access_key, server.secret_key, "hoso", attempts=2, backoff=0.1
         )
-        store.put_bytes("HS/1.pdf", b"before the outage")
+        patient.put_bytes("HS/1.pdf", b"before the outage")
+        # Every operation below meets the server gone; one try each (the SDK's own retries still run) keeps
+        # the test short, the patient store shows our retry loop giving up the same way.
+        store = S3ObjectStore(server.endpoint, server.access_key, server.secret_key, "hoso", attempts=1)
     finally:
-        server.stop()
+        server.kill()  # stopped for good: as gone as after SIGTERM, without the seconds a clean stop takes
+    with pytest.raises(StorageFailed, match=r"unreachable .*\(after 2 attempts\)"):
+        patient.put_bytes("HS/2.pdf", b"after")
     src = tmp_path / "f.bin"
     src.write_bytes(b"after the outage")
     for action in (
@@ -277,6 +282,14 @@ def test_s3_server_stopped_is_storage_failed(tmp_path: Path) -> None:
         with pytest.raises(StorageFailed, match="unreachable"):
             action()
     assert not (tmp_path / "dl" / "1.pdf").exists()
+
+
+def test_the_store_tries_each_s3_call_as_often_as_hoso_s3_attempts_says() -> None:
+    (port,) = free_ports(1, with_grpc=False)  # nothing listens there
+    settings = Settings(store="s3", s3_endpoint=f"127.0.0.1:{port}", s3_access_key="k", s3_secret_key="s",
+                        s3_attempts=1)
+    with pytest.raises(StorageFailed, match=r"unreachable .*\(after 1 attempts\)"):
+        open_store(settings)
 
 
 def test_local_store_sweeps_temp_files_left_by_a_killed_writer(tmp_path: Path) -> None:

@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     s3_bucket: str = "hoso"
     s3_secure: bool = False
     s3_region: str = "us-east-1"
+    s3_attempts: int = Field(
+        3, ge=1, le=20, description="Tries of each S3 call when the server is unreachable or failing (backoff 0.5 s, "
+        "doubled); each try has the SDK's own 3 connection tries"
+    )
 
     # Records that last (storage/records.py)
     retention: dict[RecordClass, RetentionRule | None] = Field(
@@ -112,6 +116,12 @@ class Settings(BaseSettings):
     )
     lease_wait_seconds: float = Field(
         30.0, ge=0, description="How long a second desk with the same input waits for the first before it gives up"
+    )
+    late_worker_seconds: float = Field(
+        120.0,
+        ge=0,
+        description="How long a finished archive batch waits for its worker runs still starting or ending before it "
+        "marks them Cancelled (never started) or Crashed (their worker gone)",
     )
 
     # Retries of work that a transient error stopped (pipeline/core/retry.py)
