@@ -19,6 +19,7 @@ import typer
 
 from pipeline.cli.delivery import citizen_copy_name as _citizen_copy_name
 from pipeline.cli.delivery import deliver as _deliver
+from pipeline.cli.delivery import internal_error_line
 from pipeline.cli.delivery import write_bytes as _write_bytes
 from pipeline.core.errors import ExitCode, HosoError, InvalidRequest
 
@@ -54,11 +55,7 @@ def _guard(fn: Callable[[], T]) -> T:
         raise
     except Exception as err:
         log_path = _record_crash()
-        print(
-            f"hoso: lỗi [internal]: Lỗi hệ thống không mong đợi; đã ghi nhật ký tại {log_path} — "
-            f"internal error {type(err).__name__}: {err}",
-            file=sys.stderr,
-        )
+        print(internal_error_line(err, log_path), file=sys.stderr)
         raise typer.Exit(int(ExitCode.internal)) from None
 
 

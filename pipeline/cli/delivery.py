@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 
+def internal_error_line(err: BaseException, log_path: Path | str) -> str:
+    """The one stderr line of a bug: Vietnamese for the clerk, then the English for the log, and where it is."""
+    return (
+        f"hoso: lỗi [internal]: Lỗi hệ thống không mong đợi; đã ghi nhật ký tại {log_path} — "
+        f"internal error {type(err).__name__}: {err}"
+    )
+
+
 def write_json(path: Path, data: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, indent=2), encoding="utf-8")

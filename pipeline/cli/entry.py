@@ -81,6 +81,7 @@ def hand_off_args(argv: list[str], environ: Mapping[str, str] = os.environ) -> H
 
 def run_hand_off(args: HandOffArgs) -> int:
     """The hand-off; its exit code. Errors as the Typer command prints them (one line, Vietnamese — English)."""
+    from pipeline.cli.delivery import internal_error_line
     from pipeline.cli.handoff import ingest_remote, server_from
     from pipeline.core.errors import ExitCode, HosoError
 
@@ -104,11 +105,7 @@ def run_hand_off(args: HandOffArgs) -> int:
         from pipeline.cli.app import _record_crash  # a bug: the Typer command's crash log (loads it, rarely)
 
         log_path = _record_crash()
-        print(
-            f"hoso: lỗi [internal]: Lỗi hệ thống không mong đợi; đã ghi nhật ký tại {log_path} — "
-            f"internal error {type(err).__name__}: {err}",
-            file=sys.stderr,
-        )
+        print(internal_error_line(err, log_path), file=sys.stderr)
         return int(ExitCode.internal)
     return 0
 
