@@ -6,7 +6,6 @@ import os
 import shutil
 import sys
 import tempfile
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,6 +24,7 @@ from support.servers import (  # noqa: E402
     PrefectServer,
     SeaweedServer,
     launch_prefect_server,
+    pg_schema,
     postgres_url,
     start_natdb,
     start_seaweedfs,
@@ -112,19 +112,9 @@ def registry_url(
         return
     if postgres_base_url is None:
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432 (database 'test', user 'postgres')")
-    import sqlalchemy as sa
 
-    schema = f"hoso_t_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_base_url)
-    try:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        # libpq "options" pins search_path, so every table lands in (and is read from) this schema.
-        yield f"{postgres_base_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema(postgres_base_url) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 from support.cli import Hoso
-from support.servers import PrefectServer, SeaweedServer
+from support.servers import PrefectServer, SeaweedServer, pg_schema
 
 from pipeline.training.samples import render_sample_dossier
 from storage.registry import Registry
@@ -57,18 +57,8 @@ def pg_url(postgres_base_url: str | None) -> Iterator[str]:
     """A fresh PostgreSQL schema (hoso_prefect_…) for the registry every process of the test shares."""
     if postgres_base_url is None:
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
-    import sqlalchemy as sa
-
-    schema = f"hoso_prefect_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_base_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    try:
-        yield f"{postgres_base_url}?options=-csearch_path%3D{schema}"
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()
+    with pg_schema(postgres_base_url, "hoso_prefect") as url:
+        yield url
 
 
 class Cluster:

@@ -13,7 +13,7 @@ from pathlib import Path
 import pikepdf
 import pytest
 from support.cli import SAMPLE, Hoso
-from support.servers import PrefectServer
+from support.servers import PrefectServer, pg_schema
 
 from pipeline.core.errors import ExitCode
 from pipeline.training.samples import render_sample_dossier
@@ -357,22 +357,17 @@ def test_ingest_on_s3_and_postgresql(seaweedfs, postgres_base_url: str | None, t
         pytest.skip("PostgreSQL is not reachable at 127.0.0.1:5432")
     import uuid
 
-    import sqlalchemy as sa
     from minio import Minio
 
-    schema = f"hoso_e2e_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_base_url)
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     bucket = f"hoso-e2e-{uuid.uuid4().hex[:8]}"
-    try:
+    with pg_schema(postgres_base_url, "hoso_e2e") as database_url:
         runner = Hoso(tmp_path / "var", {
             "HOSO_STORE": "s3",
             "HOSO_S3_ENDPOINT": seaweedfs.endpoint,
             "HOSO_S3_ACCESS_KEY": seaweedfs.access_key,
             "HOSO_S3_SECRET_KEY": seaweedfs.secret_key,
             "HOSO_S3_BUCKET": bucket,
-            "HOSO_DATABASE_URL": f"{postgres_base_url}?options=-csearch_path%3D{schema}",
+            "HOSO_DATABASE_URL": database_url,
         })
         proc = runner("ingest", str(SAMPLE), "--procedure", "1.001612", "--json")
         assert proc.returncode == 0, proc.stderr
@@ -389,7 +384,3 @@ def test_ingest_on_s3_and_postgresql(seaweedfs, postgres_base_url: str | None, t
         assert refused.returncode == ExitCode.storage_failed, refused.stderr
         assert "Traceback" not in refused.stderr
         assert wrong.registry.list_dossiers() == []
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        admin.dispose()

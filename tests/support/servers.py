@@ -15,6 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -183,6 +184,28 @@ def start_seaweedfs(
         time.sleep(0.2)
     server.stop()
     raise RuntimeError(f"SeaweedFS S3 did not answer within {startup_timeout:.0f} s:\n{server.log_tail()}")
+
+
+@contextlib.contextmanager
+def pg_schema(base_url: str, prefix: str = "hoso_t") -> Iterator[str]:
+    """A new, empty PostgreSQL schema on ``base_url`` for as long as the block runs (dropped after, with all in it);
+    yields the URL whose connections use only that schema (libpq's ``options`` pins the search_path)."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    schema = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(base_url)
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        try:
+            yield f"{base_url}?options=-csearch_path%3D{schema}"
+        finally:
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+    finally:
+        admin.dispose()
 
 
 def postgres_url(url: str = POSTGRES_URL) -> str | None:
