@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -31,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
+from uuid import UUID
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -203,7 +205,6 @@ def _ocr_slot() -> Iterator[None]:
     import httpx
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
-    from prefect.concurrency._leases import maintain_concurrency_lease
 
     with get_client(sync_client=True) as client:
         while True:
@@ -221,11 +222,28 @@ def _ocr_slot() -> Iterator[None]:
         if not granted.limits:  # no such limit (removed by hand): OCR is not capped
             yield
             return
+        stop = threading.Event()
+        renewer = threading.Thread(target=_renew_lease, args=(granted.lease_id, stop), daemon=True)
+        renewer.start()
         try:
-            with maintain_concurrency_lease(granted.lease_id, SLOT_LEASE_S):
-                yield
+            yield
         finally:
+            stop.set()
+            renewer.join()
             client.release_concurrency_slots_with_lease(granted.lease_id)
+
+
+def _renew_lease(lease_id: UUID, stop: threading.Event) -> None:
+    """Renew an OCR slot's lease every third of its length until ``stop`` (which ends the wait at once;
+    Prefect's own renewal thread was joined with a 2 s timeout it often ran into, measured)."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        while not stop.wait(SLOT_LEASE_S / 3):
+            try:
+                client.renew_concurrency_lease(lease_id, lease_duration=SLOT_LEASE_S)
+            except Exception as err:  # the server away for a moment: the lease has two more thirds to go
+                log.warning("OCR slot lease %s not renewed: %s", lease_id, err)
 
 
 def _retry_if_transient(task: Any, task_run: Any, state: State[Any]) -> bool:

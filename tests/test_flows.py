@@ -94,3 +94,48 @@ def test_the_worker_serves_the_desk_clerk_and_archive_flows(prefect_server: Pref
     finally:
         os.killpg(worker.pid, signal.SIGTERM)
         worker.wait(timeout=30)
+
+
+def test_ocr_slots_are_held_one_at_a_time_and_all_given_back(
+    prefect_server: PrefectServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Three workers' dossiers contend for a global OCR limit of one slot: never two inside at once, every
+    dossier gets its turn, and no slot stays taken afterwards. Without the limit, OCR is not capped."""
+    import threading
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.archive as archive
+
+    name = f"hoso-ocr-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(archive, "OCR_LIMIT", name)
+    inside: list[int] = []
+    most, turns = [0], [0]
+    lock = threading.Lock()
+
+    def dossiers() -> None:
+        for _ in range(4):
+            with archive._ocr_slot():
+                with lock:
+                    inside.append(1)
+                    most[0], turns[0] = max(most[0], len(inside)), turns[0] + 1
+                time.sleep(0.05)
+                with lock:
+                    inside.pop()
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
+        with archive._ocr_slot():  # no such limit yet: not capped
+            pass
+        with get_client(sync_client=True) as client:
+            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
+            workers = [threading.Thread(target=dossiers) for _ in range(3)]
+            for t in workers:
+                t.start()
+            for t in workers:
+                t.join(120)
+            left = client.read_global_concurrency_limit_by_name(name)
+    assert (most[0], turns[0]) == (1, 12)
+    assert left.active_slots == 0
