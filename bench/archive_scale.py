@@ -271,9 +271,22 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
 
 
 def start_server(work: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
-    from support.servers import launch_prefect_server
+    """A Prefect server on PostgreSQL when 127.0.0.1:5432 answers (as in docker-compose: on SQLite the server's
+    writes queue on one lock, and a dossier's OCR-slot request waited ~2 s behind the others' state and log
+    writes, measured), else on SQLite."""
+    from support.servers import launch_prefect_server, postgres_url
 
-    server = launch_prefect_server(work / "prefect-server")
+    database_url = None
+    if postgres_url():
+        import sqlalchemy as sa
+
+        name = f"hoso_bench_prefect_{uuid.uuid4().hex[:8]}"
+        admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
+    server = launch_prefect_server(work / "prefect-server", database_url)
     server.wait_healthy(600)
     return server.process, server.api_url
 

@@ -256,9 +256,9 @@ class PrefectServer:
         raise RuntimeError("prefect server did not become healthy in time")
 
 
-def launch_prefect_server(home: Path) -> PrefectServer:
-    """Start a Prefect server (SQLite in ``home``) on a free loopback port; do not wait for it
-    (:meth:`PrefectServer.wait_healthy`)."""
+def launch_prefect_server(home: Path, database_url: str | None = None) -> PrefectServer:
+    """Start a Prefect server (SQLite in ``home``, or the ``postgresql+asyncpg://`` database given) on a free
+    loopback port; do not wait for it (:meth:`PrefectServer.wait_healthy`)."""
     prefect = Path(sys.executable).parent / "prefect"
     (port,) = free_ports(1, with_grpc=False)
     home.mkdir(parents=True, exist_ok=True)
@@ -270,6 +270,8 @@ def launch_prefect_server(home: Path) -> PrefectServer:
         # Lapsed concurrency leases (a killed worker's OCR slot) are freed within 2 s, not 15.
         "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
     }
+    if database_url:
+        env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = database_url
     with (home / "server.log").open("wb") as log:
         process = subprocess.Popen(
             [str(prefect), "server", "start", "--host", LOOPBACK, "--port", str(port), "--analytics-off"],
