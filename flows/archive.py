@@ -191,14 +191,13 @@ class BatchSource:
 
 @contextmanager
 def _ocr_slot() -> Iterator[None]:
-    """One slot of the global OCR limit while the block runs: acquired by asking the server every
-    :data:`SLOT_POLL_S` at most, held under a renewed lease, released at the end.
+    """One slot of the global OCR limit while the block runs: asked for again every :data:`SLOT_POLL_S` at most
+    while the limit is full, held under a lease renewed by :func:`_renew_lease`, released at the end.
 
-    Not Prefect's ``concurrency()``: it waits out the server's Retry-After (the limit's mean occupancy, ~2 s),
-    and the server still answers 423 for a moment after a slot is released — a one-worker batch waited
-    1-2.4 s for its own freed slot on one dossier in two (measured: 2.9 s a dossier instead of 1.1 s). A dead
-    worker's slot comes back when its lease lapses (60 s: the least the server accepts, 422 below), then the
-    server's lease check frees it (every 15 s by default).
+    Not Prefect's ``concurrency()``: a denied request there waits out the server's Retry-After, the limit's
+    mean occupancy (seconds), however soon a slot is freed. A dead worker's slot comes back when its lease
+    lapses (60 s: the least the server accepts, 422 below), then the server's lease check frees it (every
+    15 s by default).
     """
     import random
 
@@ -234,8 +233,7 @@ def _ocr_slot() -> Iterator[None]:
 
 
 def _renew_lease(lease_id: UUID, stop: threading.Event) -> None:
-    """Renew an OCR slot's lease every third of its length until ``stop`` (which ends the wait at once;
-    Prefect's own renewal thread was joined with a 2 s timeout it often ran into, measured)."""
+    """Renew an OCR slot's lease every third of its length until ``stop``, which ends the wait at once."""
     from prefect.client.orchestration import get_client
 
     with get_client(sync_client=True) as client:
