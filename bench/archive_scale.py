@@ -224,6 +224,10 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
                 pool,
                 "--workers",
                 str(workers),
+                # the global OCR limit outlives a batch: without this, the 2-worker run inherits the 1-worker
+                # run's single slot and its workers take turns at OCR
+                "--ocr-slots",
+                str(workers),
                 "--json",
             ],
             env=env,
