@@ -21,6 +21,7 @@ summary); it fails only when it could not account for every input. A global conc
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
 import threading
 import time
@@ -539,14 +540,17 @@ def _ensure_ocr_limit(size: int, *, update: bool) -> None:
     """Create the global concurrency limit on OCR if it is absent (of ``size`` slots); set its size if asked."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
             current = client.read_global_concurrency_limit_by_name(OCR_LIMIT)
         except ObjectNotFound:
-            client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=OCR_LIMIT, limit=size))
-            return
+            try:
+                client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=OCR_LIMIT, limit=size))
+                return
+            except ObjectAlreadyExists:  # another batch made it meanwhile
+                current = client.read_global_concurrency_limit_by_name(OCR_LIMIT)
         if update and current.limit != size:
             client.update_global_concurrency_limit(OCR_LIMIT, GlobalConcurrencyLimitUpdate(limit=size))
 
@@ -555,13 +559,15 @@ def ensure_worker_deployment(pool: str) -> str:
     """The work pool (a process pool, made if absent) and the worker flow's deployment on it; its name."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
-    from prefect.exceptions import ObjectNotFound
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
     with get_client(sync_client=True) as client:
         try:
             client.read_work_pool(pool)
         except ObjectNotFound:
-            client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
+            # a worker and the batch (or two workers) starting together both find it absent: one makes it
+            with contextlib.suppress(ObjectAlreadyExists):
+                client.create_work_pool(WorkPoolCreate(name=pool, type="process"))
         flow_id = client.create_flow_from_name(WORKER_FLOW)
         client.create_deployment(
             flow_id=flow_id,

@@ -100,3 +100,47 @@ def test_the_worker_stops_before_serving_when_production_refuses(
     err = capsys.readouterr().err
     assert err.startswith("hoso worker: lỗi [configuration]:") and err.count("\n") == 1
     assert not {"store", "registry", "keys"} & set(vars(refused))  # refused before any was opened
+
+
+def test_a_pool_or_ocr_limit_made_meanwhile_by_another_process_is_no_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker and the batch starting together both find the pool (and the OCR limit) absent; the one whose
+    create comes second gets 409 from the server and must carry on with what the other made."""
+    import prefect.client.orchestration as orchestration
+    from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+
+    from flows import archive as archive_flow
+
+    made: list[str] = []
+
+    class RacingClient:
+        def __enter__(self) -> RacingClient:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            return None
+
+        def read_work_pool(self, name: str) -> None:
+            raise ObjectNotFound(None)  # type: ignore[arg-type]
+
+        def create_work_pool(self, pool: object) -> None:
+            raise ObjectAlreadyExists(None)  # type: ignore[arg-type]
+
+        def create_flow_from_name(self, name: str) -> str:
+            return "flow-id"
+
+        def create_deployment(self, **kwargs: object) -> None:
+            made.append(str(kwargs["name"]))
+
+        def read_global_concurrency_limit_by_name(self, name: str) -> object:
+            if not made or made[-1] != "limit-read-once":
+                made.append("limit-read-once")
+                raise ObjectNotFound(None)  # type: ignore[arg-type]
+            return type("Limit", (), {"limit": 2})()
+
+        def create_global_concurrency_limit(self, limit: object) -> None:
+            raise ObjectAlreadyExists(None)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(orchestration, "get_client", lambda sync_client=True: RacingClient())
+    assert archive_flow.ensure_worker_deployment("hoso") == "hoso-archive-worker/archive-worker-hoso"
+    archive_flow._ensure_ocr_limit(2, update=False)
+    assert made == ["archive-worker-hoso", "limit-read-once"]
