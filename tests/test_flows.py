@@ -101,6 +101,7 @@ def test_ocr_slots_are_held_one_at_a_time_and_all_given_back(
 ) -> None:
     """Three workers' dossiers contend for a global OCR limit of one slot: never two inside at once, every
     dossier gets its turn, and no slot stays taken afterwards. Without the limit, OCR is not capped."""
+    import contextvars
     import threading
     import uuid
 
@@ -116,26 +117,33 @@ def test_ocr_slots_are_held_one_at_a_time_and_all_given_back(
     most, turns = [0], [0]
     lock = threading.Lock()
 
+    errors: list[BaseException] = []
+
     def dossiers() -> None:
-        for _ in range(4):
-            with archive._ocr_slot():
-                with lock:
-                    inside.append(1)
-                    most[0], turns[0] = max(most[0], len(inside)), turns[0] + 1
-                time.sleep(0.05)
-                with lock:
-                    inside.pop()
+        try:
+            for _ in range(4):
+                with archive._ocr_slot():
+                    with lock:
+                        inside.append(1)
+                        most[0], turns[0] = max(most[0], len(inside)), turns[0] + 1
+                    time.sleep(0.05)
+                    with lock:
+                        inside.pop()
+        except BaseException as err:
+            errors.append(err)
 
     with temporary_settings({PREFECT_API_URL: prefect_server.api_url}):
         with archive._ocr_slot():  # no such limit yet: not capped
             pass
         with get_client(sync_client=True) as client:
             client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=1))
-            workers = [threading.Thread(target=dossiers) for _ in range(3)]
+            # each thread in a copy of this context: Prefect's temporary settings live in a context variable
+            workers = [threading.Thread(target=contextvars.copy_context().run, args=(dossiers,)) for _ in range(3)]
             for t in workers:
                 t.start()
             for t in workers:
                 t.join(120)
             left = client.read_global_concurrency_limit_by_name(name)
+    assert not errors, errors
     assert (most[0], turns[0]) == (1, 12)
     assert left.active_slots == 0
