@@ -19,6 +19,7 @@ Run: ``python bench/archive_scale.py [--dossiers 40] [--large 160] [--workdir /t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -119,45 +120,18 @@ def api(url: str, path: str, body: dict | None = None) -> list[dict]:
         return json.loads(resp.read())
 
 
-def registry_url(tag: str) -> tuple[str, str | None]:
-    """A fresh registry: a PostgreSQL schema if the server answers (and the schema to drop), else SQLite."""
-    from support.servers import postgres_url
-
-    base = postgres_url()
-    if base is None:
-        return "", None
-    import sqlalchemy as sa
-
-    schema = f"hoso_prefect_bench_{tag}"
-    engine = sa.create_engine(base)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    engine.dispose()
-    return f"{base}?options=-csearch_path%3D{schema}", schema
-
-
-def drop_schema(schema: str | None) -> None:
-    if schema is None:
-        return
-    import sqlalchemy as sa
-    from support.servers import POSTGRES_URL
-
-    engine = sa.create_engine(POSTGRES_URL)
-    with engine.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
-    engine.dispose()
-
-
 def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) -> Run:
     """One batch on ``workers`` fresh workers; the figures of :class:`Run`."""
     from support.cli import clean_env
+    from support.servers import pg_schema, postgres_url
 
     base = work / label
     shutil.rmtree(base, ignore_errors=True)
     base.mkdir(parents=True)
     tag = uuid.uuid4().hex[:8]
-    database, schema = registry_url(tag)
+    registry = contextlib.ExitStack()  # a fresh registry: a PostgreSQL schema if the server answers, else SQLite
+    base_url = postgres_url()
+    database = registry.enter_context(pg_schema(base_url, "hoso_prefect_bench")) if base_url else ""
     pool = f"hoso-bench-{tag}"
     env = clean_env(base / "var", ocr="tesseract") | {
         "HOSO_OCR_JOBS": "1",
@@ -250,7 +224,7 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
                 p.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
-        drop_schema(schema)
+        registry.close()
     run.batch_s, run.processed, run.failed = summary["seconds"], summary["processed"], summary["failed"]
     run.peak_rss_mb = [kb / 1024 for kb in peaks]
     worker_runs = [
@@ -274,21 +248,15 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
     return run
 
 
-def start_server(work: Path) -> tuple[subprocess.Popen[bytes] | None, str]:
-    """A Prefect server on PostgreSQL when 127.0.0.1:5432 answers (as in docker-compose: on SQLite the server's
-    writes queue on one lock, and a dossier's OCR-slot request waited ~2 s behind the others' state and log
-    writes, measured), else on SQLite."""
-    from support.servers import launch_prefect_server, postgres_url
+def start_server(work: Path, cleanup: contextlib.ExitStack) -> tuple[subprocess.Popen[bytes] | None, str]:
+    """A Prefect server on a PostgreSQL database of its own when 127.0.0.1:5432 answers (as in docker-compose:
+    on SQLite the server's writes queue on one lock, and a dossier's OCR-slot request waited ~2 s behind the
+    others' state and log writes, measured), else on SQLite; the database is dropped by ``cleanup``."""
+    from support.servers import POSTGRES_URL, launch_prefect_server, pg_database, postgres_url
 
     database_url = None
     if postgres_url():
-        import sqlalchemy as sa
-
-        name = f"hoso_bench_prefect_{uuid.uuid4().hex[:8]}"
-        admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test", isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
+        name = cleanup.enter_context(pg_database(POSTGRES_URL, "hoso_bench_prefect"))
         database_url = f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
     server = launch_prefect_server(work / "prefect-server", database_url)
     server.wait_healthy(600)
@@ -321,7 +289,8 @@ def main(argv: list[str] | None = None) -> int:
     from signing.pki import ensure_dev_pki
 
     ensure_dev_pki(work / "pki", Settings().resolved_pki_passphrase().encode())
-    server, api_url = (None, f"http://127.0.0.1:{args.api_port}/api") if args.api_port else start_server(work)
+    cleanup = contextlib.ExitStack()  # what start_server made: closed once the server has stopped
+    server, api_url = (None, f"http://127.0.0.1:{args.api_port}/api") if args.api_port else start_server(work, cleanup)
     runs: list[Run] = []
     load_before = os.getloadavg()
     try:
@@ -346,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
         if server is not None:
             server.send_signal(signal.SIGTERM)
             server.wait(timeout=30)
+        cleanup.close()
     report(runs, load_before, os.getloadavg())
     return 0
 

@@ -11,12 +11,12 @@ the defaults; every request must answer 200.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import sys
 import tempfile
 import time
 import urllib.request
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 import pypdfium2 as pdfium  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
 from support.lifecycle import ROUTE, receive, take  # noqa: E402
 from support.pdfs import decode_qr  # noqa: E402
+from support.servers import pg_schema  # noqa: E402
 from support.web import start_web  # noqa: E402
 
 from pipeline.core.models import DossierState  # noqa: E402
@@ -59,12 +59,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="hoso-web-load-"))
-    schema = None
+    registry = contextlib.ExitStack()
     if args.database_url and args.database_url.startswith("postgresql"):  # a schema of its own, dropped after
-        schema = f"hoso_web_load_{uuid.uuid4().hex[:10]}"
-        with sa.create_engine(args.database_url).begin() as conn:
-            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-        args.database_url = f"{args.database_url}?options=-csearch_path%3D{schema}"
+        args.database_url = registry.enter_context(pg_schema(args.database_url, "hoso_web_load"))
     env = {"HOSO_DATA_DIR": str(folder / "var"), "HOSO_LEVEL_DIGITISED": "B-B", "HOSO_LEVEL_RESULT": "B-B",
            "HOSO_LOOKUP_RATE": "100000000", "HOSO_MODE": "development"}
     if args.database_url:
@@ -96,9 +93,7 @@ def main() -> None:
             print(f"{name:34} {n:8d} {rps:8.1f} {p50:8.1f} {p95:8.1f}")
     finally:
         server.stop()
-        if schema is not None:
-            with sa.create_engine(args.database_url.split("?")[0]).begin() as conn:
-                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+        registry.close()
 
 
 if __name__ == "__main__":

@@ -208,6 +208,28 @@ def pg_schema(base_url: str, prefix: str = "hoso_t") -> Iterator[str]:
         admin.dispose()
 
 
+@contextlib.contextmanager
+def pg_database(base_url: str, prefix: str) -> Iterator[str]:
+    """A new, empty database on ``base_url``'s server for as long as the block runs (dropped after, its
+    connections closed first); yields its name."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base_url, isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        try:
+            yield name
+        finally:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    finally:
+        admin.dispose()
+
+
 def postgres_url(url: str = POSTGRES_URL) -> str | None:
     """``url`` if a PostgreSQL server answers there (and the driver logs in), else None."""
     try:

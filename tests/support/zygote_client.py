@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 from support.zygote import HEADER
@@ -34,6 +35,8 @@ class _Zygote:
         )
         assert self.proc.stdout is not None
         self.ready = self.proc.stdout.readline().strip() == "ready"
+        if not self.ready:  # its imports failed: runs start Python anew
+            self.stop()
 
     def stop(self) -> None:
         self.proc.kill()
@@ -101,11 +104,11 @@ def zygote_run(
     selector = selectors.DefaultSelector()
     for fd in chunks:
         selector.register(fd, selectors.EVENT_READ)
-    deadline = _now() + timeout
+    deadline = time.monotonic() + timeout
     open_fds = set(chunks)
     try:
         while open_fds:
-            left = deadline - _now()
+            left = deadline - time.monotonic()
             if left <= 0:
                 _kill(pid)
                 raise subprocess.TimeoutExpired(
@@ -137,12 +140,6 @@ def zygote_run(
 def _text(raw: bytes) -> str:
     """Decoded as ``subprocess.run(text=True)`` decodes: the locale's encoding, universal newlines."""
     return io.TextIOWrapper(io.BytesIO(raw), encoding=locale.getpreferredencoding(False), newline=None).read()
-
-
-def _now() -> float:
-    import time
-
-    return time.monotonic()
 
 
 def _kill(pid: int) -> None:
