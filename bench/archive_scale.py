@@ -32,14 +32,14 @@ import time
 import urllib.request
 import uuid
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 PROCEDURE = "business_household_registration"
-PREFECT = str(Path(sys.executable).parent / "prefect")
 #: A dossier's task log: "... in 2.10 s (prepare 0.03 s, inspect 0.00 s, ocr 1.05 s, ..., wall 2.10 s)".
-STAGES = re.compile(r" in [0-9.]+ s \((.*)\)\s*$")
+STAGES = re.compile(r" in ([0-9.]+) s \((.*)\)\s*$")
 STAGE = re.compile(r"([a-z_]+) ([0-9.]+) s")
 
 
@@ -50,6 +50,9 @@ class Run:
     workers: int
     batch_s: float = 0.0
     command_s: float = 0.0
+    lead_s: float = 0.0  # from the batch's start to its first dossier's start (dispatch, worker start-up)
+    tail_s: float = 0.0  # from its last dossier's end to the batch's end
+    logged: int = 0  # dossiers whose stage times were found in the logs
     desk_s: float = 0.0
     processed: int = 0
     failed: int = 0
@@ -89,8 +92,28 @@ def subset(archive: Path, folder: Path, count: int) -> Path:
     return folder
 
 
-def tree_rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants (kB)."""
+def tree_pids(pid: int) -> set[int]:
+    """A process and all its descendants, from each thread's ``children`` list (cheap: the sampler must not
+    take the CPU it measures the workers on); a full scan of /proc where the kernel has no such lists."""
+    tree, frontier = {pid}, [pid]
+    while frontier:
+        found: list[int] = []
+        for parent in frontier:
+            try:
+                lists = [(t / "children").read_text() for t in Path(f"/proc/{parent}/task").iterdir()]
+            except FileNotFoundError:  # gone meanwhile, or no children lists here
+                if not Path(f"/proc/{pid}/task/{pid}/children").exists():
+                    return _tree_by_scan(pid)
+                continue
+            except OSError:
+                continue
+            found += [int(c) for text in lists for c in text.split() if int(c) not in tree]
+        tree.update(found)
+        frontier = found
+    return tree
+
+
+def _tree_by_scan(pid: int) -> set[int]:
     parents: dict[int, int] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -101,8 +124,13 @@ def tree_rss_kb(pid: int) -> int:
     while frontier:
         frontier = [c for c, p in parents.items() if p in frontier and c not in tree]
         tree.update(frontier)
+    return tree
+
+
+def tree_rss_kb(pid: int) -> int:
+    """Resident memory of a process and all its descendants (kB)."""
     total = 0
-    for member in tree:
+    for member in tree_pids(pid):
         try:
             for line in Path(f"/proc/{member}/status").read_text().splitlines():
                 if line.startswith("VmRSS:"):
@@ -148,19 +176,9 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
         log = open(base / f"worker-{n}.log", "wb")  # noqa: SIM115 — the child keeps it
         procs.append(
             subprocess.Popen(
-                [
-                    PREFECT,
-                    "worker",
-                    "start",
-                    "--pool",
-                    pool,
-                    "--type",
-                    "process",
-                    "--limit",
-                    "1",
-                    "--name",
-                    f"{pool}-{n}",
-                ],
+                # the worker command of the README and docker-compose: opens the store, registry and keys, makes
+                # the pool and its deployments, then becomes `prefect worker start --pool P --limit 1`
+                [sys.executable, "-m", "flows.worker", "--pool", pool, "--limit", "1"],
                 env=env,
                 cwd=base,
                 stdout=log,
@@ -168,6 +186,15 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
                 start_new_session=True,
             )
         )
+    # Workers are long-lived (one per core, started once): their start is not the batch's time.
+    deadline = time.monotonic() + 300
+    while not all("started!" in (base / f"worker-{n}.log").read_text(errors="replace") for n in range(workers)):
+        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+            for p in procs:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+            raise SystemExit(f"{label}: the workers did not start (see {base}/worker-*.log)")
+        time.sleep(0.2)
     peaks = [0] * workers
     stop = threading.Event()
 
@@ -215,6 +242,11 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
             raise SystemExit(f"{label}: the batch failed: {proc.stderr[-3000:]}")
         summary = json.loads(proc.stdout)
     finally:
+        # A worker run is Completed before its process has sent its last log lines (in batches, every 2 s):
+        # stopping the workers at once lost the last dossier's line. Wait for the flow-run processes to end.
+        deadline = time.monotonic() + 30
+        while any(len(tree_pids(p.pid)) > 1 for p in procs) and time.monotonic() < deadline:
+            time.sleep(0.2)
         stop.set()
         sampler.join()
         for p in procs:
@@ -232,6 +264,8 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
         for r in api(api_url, "/flow_runs/filter", {"limit": 200, "sort": "START_TIME_DESC"})
         if r["parameters"].get("batch_id") == summary["batch_id"]
     ]
+    batch_start = datetime.strptime(summary["batch_id"], "batch-%Y%m%dt%H%M%S%fz").replace(tzinfo=UTC)
+    first_start, last_end = datetime.max.replace(tzinfo=UTC), batch_start
     offset = 0
     while True:  # every log line of the batch's worker runs (the server pages them)
         logs = api(
@@ -241,10 +275,18 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
             if log_line["name"] == "prefect.task_runs" and (m := STAGES.search(log_line["message"])):
                 # the issue's "sum of per-dossier stage times": every stage but the total ("wall"), so that a
                 # wait between stages (an OCR slot, say) counts as orchestration
-                run.desk_s += sum(float(t) for name, t in STAGE.findall(m.group(1)) if name != "wall")
+                run.desk_s += sum(float(t) for name, t in STAGE.findall(m.group(2)) if name != "wall")
+                run.logged += 1
+                ended = datetime.fromisoformat(log_line["timestamp"])
+                first_start = min(first_start, ended - timedelta(seconds=float(m.group(1))))
+                last_end = max(last_end, ended)
         if len(logs) < 200:
             break
         offset += 200
+    run.lead_s = (first_start - batch_start).total_seconds()
+    run.tail_s = run.batch_s - (last_end - batch_start).total_seconds()
+    if run.logged != run.processed:
+        print(f"  {label}: {run.logged} dossier log lines for {run.processed} dossiers processed", file=sys.stderr)
     return run
 
 
@@ -332,6 +374,9 @@ def report(runs: list[Run], load_before: tuple[float, ...], load_after: tuple[fl
             f"{r.label:<10} {r.dossiers:>8} {r.workers:>7} {f'{r.processed}/{r.failed}':>9} {r.batch_s:>8.1f} "
             f"{r.desk_s:>9.1f} {r.overhead:>8.1%} {max(r.peak_rss_mb):>20.0f}"
         )
+    for r in runs:
+        print(f"  {r.label}: first dossier started {r.lead_s:.1f} s after the batch, batch ended {r.tail_s:.1f} s "
+              "after its last dossier")
     one, two = by.get("1w"), by.get("2w")
     if one and two:
         print(f"speed-up 2 workers vs 1: {one.batch_s / two.batch_s:.2f}× (target ≥ 1.75×)")

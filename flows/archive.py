@@ -27,7 +27,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -69,8 +69,15 @@ OCR_LIMIT = "hoso-ocr"
 #: deployment belongs to one pool, and batches on different pools must not move it under each other).
 WORKER_FLOW, WORKER_DEPLOYMENT = "hoso-archive-worker", "archive-worker"
 WORKER_ENTRYPOINT = "flows.archive:archive_worker_flow"
+#: A process worker starts a flow run with this command itself. Without one it starts a "workspace supervisor"
+#: process (Prefect 3.8: pull steps, code download) that then becomes the engine: a second Python start and
+#: Prefect import, ~1 s of a core per run, for nothing — hoso's flows are installed code with no pull steps.
+#: ``python`` is the worker's own (``python -m flows.worker`` puts its interpreter first on PATH).
+ENGINE_JOB = {"command": "python -m prefect.engine"}
 #: How often a worker looks at its running dossiers (and the batch flow at the batch).
 POLL_S = 1.0
+#: How often the batch flow asks the registry whether its batch is done: its end is not held up by a long poll.
+FINISH_POLL_S = 0.25
 SLOT_POLL_S = 0.2  # how often a dossier waiting for an OCR slot asks again, at most
 SLOT_LEASE_S = 60
 #: A worker run's tag naming its process (:func:`storage.records.holder_id`): a finished batch tells by it a run
@@ -190,23 +197,45 @@ class BatchSource:
 # --- one dossier ---------------------------------------------------------------------------------
 
 
-@contextmanager
-def _ocr_slot() -> Iterator[None]:
-    """One slot of the global OCR limit while the block runs: asked for again every :data:`SLOT_POLL_S` at most
-    while the limit is full, held under a lease renewed by :func:`_renew_lease`, released at the end.
+class _OcrSlots:
+    """This process's slots of the global OCR limit (:data:`OCR_LIMIT`): asked for through one API client (a new
+    client checks the server's version first: ~17 ms, a third of a slot's cost), kept under leases, and given
+    back by one thread that also renews the leases held — the dossier does not wait for the release.
 
     Not Prefect's ``concurrency()``: a denied request there waits out the server's Retry-After, the limit's
-    mean occupancy (seconds), however soon a slot is freed. A dead worker's slot comes back when its lease
-    lapses (60 s: the least the server accepts, 422 below), then the server's lease check frees it (every
-    15 s by default).
+    mean occupancy (seconds), however soon a slot is freed; here it is asked for again every
+    :data:`SLOT_POLL_S` at most. A dead worker's slot comes back when its lease lapses (60 s: the least the
+    server accepts), then the server's lease check frees it (every 15 s by default).
     """
-    import random
 
-    import httpx
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._client: Any = None
+        self._url: str | None = None
+        self._held: dict[UUID, Any] = {}  # lease → the client it was granted through
+        self._returned: dict[UUID, Any] = {}  # given back by their dossier, not yet released
+        self._thread: threading.Thread | None = None
 
-    with get_client(sync_client=True) as client:
+    def _api(self) -> Any:
+        """The client for the current API URL (made on first use, or when the URL changed: tests)."""
+        from prefect.client.orchestration import get_client
+        from prefect.settings import PREFECT_API_URL
+
+        url = PREFECT_API_URL.value()
+        with self._cond:
+            if self._client is None or self._url != url:
+                self._client, self._url = get_client(sync_client=True).__enter__(), url
+            return self._client
+
+    @contextmanager
+    def slot(self) -> Iterator[None]:
+        """One slot while the block runs: asked for until granted, renewed while held, given back at the end."""
+        import random
+
+        import httpx
+        from prefect.client.schemas.responses import ConcurrencyLimitWithLeaseResponse
+
+        client = self._api()
         while True:
             try:
                 response = client.increment_concurrency_slots_with_lease(
@@ -222,27 +251,57 @@ def _ocr_slot() -> Iterator[None]:
         if not granted.limits:  # no such limit (removed by hand): OCR is not capped
             yield
             return
-        stop = threading.Event()
-        renewer = threading.Thread(target=_renew_lease, args=(granted.lease_id, stop), daemon=True)
-        renewer.start()
+        with self._cond:
+            self._held[granted.lease_id] = client
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._keep, name="hoso-ocr-slots", daemon=True)
+                self._thread.start()
         try:
             yield
         finally:
-            stop.set()
-            renewer.join()
-            client.release_concurrency_slots_with_lease(granted.lease_id)
+            with self._cond:
+                self._returned[granted.lease_id] = self._held.pop(granted.lease_id)
+                self._cond.notify_all()
+
+    def flush(self, timeout: float = 10.0) -> bool:
+        """Wait until every slot given back is released (the end of a worker's run); whether they all were."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._returned, timeout)
+
+    def _keep(self) -> None:
+        """Release the slots given back, at once; renew the held ones each third of a lease (a lease granted
+        since the last renewal waits at most one third)."""
+        renew_at = time.monotonic() + SLOT_LEASE_S / 3
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: bool(self._returned), max(0.0, renew_at - time.monotonic()))
+                returned = list(self._returned.items())
+            for lease_id, client in returned:
+                try:
+                    client.release_concurrency_slots_with_lease(lease_id)
+                except Exception as err:  # its lease lapses within a minute; the server then frees the slot
+                    log.warning("OCR slot lease %s not released: %s", lease_id, err)
+            with self._cond:
+                for lease_id, _ in returned:
+                    self._returned.pop(lease_id, None)
+                self._cond.notify_all()
+                held = list(self._held.items()) if time.monotonic() >= renew_at else []
+            for lease_id, client in held:
+                try:
+                    client.renew_concurrency_lease(lease_id, lease_duration=SLOT_LEASE_S)
+                except Exception as err:  # the server away for a moment: the lease has two more thirds to go
+                    if lease_id in self._held:  # (not merely given back meanwhile)
+                        log.warning("OCR slot lease %s not renewed: %s", lease_id, err)
+            if held or time.monotonic() >= renew_at:
+                renew_at = time.monotonic() + SLOT_LEASE_S / 3
 
 
-def _renew_lease(lease_id: UUID, stop: threading.Event) -> None:
-    """Renew an OCR slot's lease every third of its length until ``stop``, which ends the wait at once."""
-    from prefect.client.orchestration import get_client
+_ocr_slots = _OcrSlots()
 
-    with get_client(sync_client=True) as client:
-        while not stop.wait(SLOT_LEASE_S / 3):
-            try:
-                client.renew_concurrency_lease(lease_id, lease_duration=SLOT_LEASE_S)
-            except Exception as err:  # the server away for a moment: the lease has two more thirds to go
-                log.warning("OCR slot lease %s not renewed: %s", lease_id, err)
+
+def _ocr_slot() -> AbstractContextManager[None]:
+    """One slot of the global OCR limit for the block (:class:`_OcrSlots`)."""
+    return _ocr_slots.slot()
 
 
 def _retry_if_transient(task: Any, task_run: Any, state: State[Any]) -> bool:
@@ -370,7 +429,10 @@ def _work(batch_id: str, source: BatchSource, slots: int, on_progress: Callable[
             log.warning("%s: could not record its failure now: %s", name, err)
 
     lease_for = timedelta(seconds=svc.settings.lease_seconds)
-    return drain(queue, batch_id, holder, start, settle, slots=slots, lease_for=lease_for, on_progress=on_progress)
+    try:
+        return drain(queue, batch_id, holder, start, settle, slots=slots, lease_for=lease_for, on_progress=on_progress)
+    finally:
+        _ocr_slots.flush()  # the last dossiers' OCR slots, given back as their tasks ended
 
 
 @flow(name=WORKER_FLOW, validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
@@ -576,6 +638,7 @@ def ensure_worker_deployment(pool: str) -> str:
             entrypoint=WORKER_ENTRYPOINT,
             enforce_parameter_schema=False,
             pull_steps=[],
+            job_variables=ENGINE_JOB,
             description="A worker of hoso archive batches",
         )
     return f"{WORKER_FLOW}/{WORKER_DEPLOYMENT}-{pool}"
@@ -609,22 +672,28 @@ def await_batch(
     on_progress: Callable[[], None],
     *,
     max_relaunches: int,
-    poll: float = POLL_S * 2,
+    poll: float = FINISH_POLL_S,
+    runs_poll: float = POLL_S * 2,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
-    """Wait until the batch is ``finished``; whenever every worker run has ended with inputs left (their workers
-    died), ``relaunch`` another, at most ``max_relaunches`` times; how many were. The runs are looked at before
-    the batch: workers that completed because the batch finished meanwhile are not taken for dead ones."""
+    """Wait until the batch is ``finished`` (asked every ``poll``: one registry count); every ``runs_poll``, look at
+    the worker runs too and, when every one has ended with inputs left (their workers died), ``relaunch``
+    another, at most ``max_relaunches`` times; how many were. The runs are looked at before the batch: workers
+    that completed because the batch finished meanwhile are not taken for dead ones."""
     relaunches = 0
+    since_runs = runs_poll  # the runs are looked at first
     while True:
-        ended = runs_ended()
+        ended = False
+        if since_runs >= runs_poll:
+            ended, since_runs = runs_ended(), 0.0
+            on_progress()
         if finished():
             return relaunches
         if ended and relaunches < max_relaunches:
             relaunches += 1
             relaunch()
         sleep(poll)
-        on_progress()
+        since_runs += poll
 
 
 def _await_pool(
@@ -667,7 +736,7 @@ def _await_pool(
         # then starts a process: tens of seconds on a loaded machine) finds nothing left and completes.
         deadline = time.monotonic() + late_s
         while time.monotonic() < deadline and not ended():
-            time.sleep(POLL_S)
+            time.sleep(FINISH_POLL_S)
         for run in current():
             if run.state is None or run.state.is_final():
                 continue

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 import flows  # noqa: F401  (quiet Prefect defaults before Prefect is imported)
-from flows.archive import ensure_worker_deployment
+from flows.archive import ENGINE_JOB, ensure_worker_deployment
 from flows.runtime import services
 from pipeline.core.errors import HosoError
 
@@ -43,6 +43,7 @@ def deploy(pool: str) -> list[str]:
                 entrypoint=entrypoint,
                 enforce_parameter_schema=False,
                 pull_steps=[],
+                job_variables=ENGINE_JOB,
             )
             names.append(f"{flow_name}/{deployment}")
     return names
@@ -59,7 +60,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hoso worker: lỗi [{err.reason}]: {err.message_vi} — {err}", file=sys.stderr)
         return int(err.exit_code)
     deploy(args.pool)
-    prefect = str(Path(sys.executable).parent / "prefect")
+    bin_dir = str(Path(sys.executable).parent)
+    # flow runs start as `python -m prefect.engine` (flows.archive.ENGINE_JOB): this interpreter's
+    os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
+    prefect = str(Path(bin_dir) / "prefect")
     command = [prefect, "worker", "start", "--pool", args.pool, "--type", "process", "--limit", str(args.limit)]
     if os.environ.get("PREFECT_WORKER_WEBSERVER_PORT"):
         command.append("--with-healthcheck")

@@ -136,6 +136,8 @@ def ocr_input(
     work = Path(tempfile.mkdtemp(prefix="hoso-ocr-", dir=out_pdf.parent))
     try:
         pages = iter_pages(info, options)
+        if jobs == 1:  # one core for OCR (a worker per core): OpenCV's own threads would take another
+            cv2.setNumThreads(1)
         if executor is None or jobs == 1 or info.page_count == 1:
             done = _recognize_here(page_engine, pages, work, options)
         else:  # at most 2 pages per worker wait on disk: memory and temp space stay bounded

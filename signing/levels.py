@@ -81,12 +81,22 @@ def effective_level(requested: Level, tsa_url: str | None, cert: asn1_x509.Certi
     """The strongest level not above ``requested`` that ``tsa_url`` and ``cert`` allow."""
     level = requested
     if level >= Level.B_T and not tsa_url:
-        log.warning("PAdES %s needs a timestamp server (HOSO_TSA_URL); signing at B-B", requested)
+        _warn_once("PAdES %s needs a timestamp server (HOSO_TSA_URL); signing at B-B", requested)
         return Level.B_B
     if level >= Level.B_LT and not has_revocation_pointers(cert):
-        log.warning("PAdES %s needs a certificate with OCSP/CRL pointers; signing at B-T", requested)
+        _warn_once("PAdES %s needs a certificate with OCSP/CRL pointers; signing at B-T", requested)
         return Level.B_T
     return level
+
+
+_warned: set[tuple[str, Level]] = set()
+
+
+def _warn_once(message: str, level: Level) -> None:
+    """A configuration's downgrade, logged once per process: not three lines for every dossier signed."""
+    if (message, level) not in _warned:
+        _warned.add((message, level))
+        log.warning(message, level)
 
 
 class _TimeStamper(RequestsHTTPTimeStamper):

@@ -152,6 +152,22 @@ def test_workers_that_completed_because_the_batch_finished_between_two_looks_are
     assert clock.watch() == 0 and clock.relaunched_at == []
 
 
+def test_the_batch_end_is_seen_within_a_short_poll_while_the_runs_are_looked_at_seldom() -> None:
+    """Asking the registry is cheap, asking Prefect for the runs is not: the end of a batch is not held up by the
+    runs' poll (a 2 s poll cost each batch ~1 s at its end), and the runs are not asked for at every look."""
+    clock = PoolClock(done_at=0.6)
+    looks: list[float] = []
+    runs_ended = clock.runs_ended
+
+    def counted() -> bool:
+        looks.append(clock.now)
+        return runs_ended()
+
+    clock.runs_ended = counted  # type: ignore[method-assign]
+    assert clock.watch() == 0
+    assert clock.now < 1.0 and looks == [0.0]
+
+
 def test_every_worker_run_ended_with_inputs_left_hands_out_one_more() -> None:
     clock = PoolClock(done_at=float("inf"), dead_at=1.0)
     assert clock.watch() == 1 and clock.finished()

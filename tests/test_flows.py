@@ -143,6 +143,7 @@ def test_ocr_slots_are_held_one_at_a_time_and_all_given_back(
                 t.start()
             for t in workers:
                 t.join(120)
+            assert archive._ocr_slots.flush()  # slots are given back by a thread of their own
             left = client.read_global_concurrency_limit_by_name(name)
     assert not errors, errors
     assert (most[0], turns[0]) == (1, 12)
