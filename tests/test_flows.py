@@ -96,6 +96,49 @@ def test_the_worker_serves_the_desk_clerk_and_archive_flows(prefect_server: Pref
         worker.wait(timeout=30)
 
 
+def test_a_worker_takes_its_ocr_slot_again_for_its_next_dossiers_and_gives_it_back(
+    prefect_server: PrefectServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dossiers one after another in a worker ask the server for a slot once per SLOT_KEEP_TURNS of them (each ask
+    and release costs a busy worker ~30 ms a dossier); a slot not taken again is released after SLOT_KEEP_S,
+    and at once at the end of the worker's run."""
+    import uuid
+
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import flows.archive as archive
+
+    name = f"hoso-ocr-test-{uuid.uuid4().hex[:8]}"
+    monkeypatch.setattr(archive, "OCR_LIMIT", name)
+    slots = archive._OcrSlots()
+    asked: list[int] = []
+    ask = slots._ask
+
+    def counted(client: object) -> object:
+        asked.append(1)
+        return ask(client)
+
+    monkeypatch.setattr(slots, "_ask", counted)
+
+    def active(client: object) -> int:
+        return client.read_global_concurrency_limit_by_name(name).active_slots  # type: ignore[attr-defined, no-any-return]
+
+    with temporary_settings({PREFECT_API_URL: prefect_server.api_url}), get_client(sync_client=True) as client:
+        client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(name=name, limit=2))
+        for _ in range(2 * archive.SLOT_KEEP_TURNS):
+            with slots.slot():
+                assert active(client) == 1
+        assert len(asked) == 2
+        assert slots.flush() and active(client) == 0
+        with slots.slot():
+            pass
+        assert active(client) == 1  # kept for the next dossier ...
+        time.sleep(archive.SLOT_KEEP_S + 1.0)
+        assert active(client) == 0  # ... which did not come
+
+
 def test_ocr_slots_are_held_one_at_a_time_and_all_given_back(
     prefect_server: PrefectServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
