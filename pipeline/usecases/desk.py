@@ -260,7 +260,8 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
                 kept.discard(kept_key)
             raise
     if kept and kept_key:
-        kept.discard(kept_key)  # recorded: nothing will OCR this input again
+        with clock.stage("record"):
+            kept.discard(kept_key)  # recorded: nothing will OCR this input again
     outcome.signed_pdf = signed
     # The stored receipt was written during "record"; the one handed back covers the whole intake.
     outcome.receipt.timings = clock.finish()
@@ -282,7 +283,8 @@ def _ocr(
     with OCR_SLOT.get()(), clock.stage("ocr"):  # waiting for a slot is not OCR time
         ocr = ocr_input(info, searchable, options, engine=engine, executor=services.ocr_executor)
     if kept and key:
-        kept.store(key, ocr)
+        with clock.stage("ocr"):  # keeping the output for a retry is the desk's work too
+            kept.store(key, ocr)
     return ocr
 
 
