@@ -47,6 +47,7 @@ from flows.runtime import services
 from pipeline.core.errors import HosoError, InputMissing, StorageFailed
 from pipeline.core.inputs import display_name, folder_entries
 from pipeline.core.settings import Settings
+from pipeline.domain.handover import read_agency_map
 from pipeline.usecases.archive import (
     MANIFEST,
     BatchInput,
@@ -113,7 +114,7 @@ class BatchSource:
 
     location: str
     procedure: str | None = None
-    agency_map: str | None = None  # old → new agency codes for hand-over rows of manifest.csv
+    agency_map_csv: str | None = None  # the agency map's text (old → new agency codes for hand-over rows)
     batch_id: str = "batch"
     timezone: str = "Asia/Ho_Chi_Minh"
 
@@ -140,7 +141,7 @@ class BatchSource:
     def hands_over(self, folder: Path) -> bool:
         """Whether the folder's manifest.csv has hand-over columns (or an agency map was given)."""
         manifest = folder / MANIFEST
-        if self.agency_map:
+        if self.agency_map_csv:
             return True
         if not manifest.is_file() or manifest.is_symlink():
             return False
@@ -172,9 +173,9 @@ class BatchSource:
             return handover_rows(Path(tmp), entries, self.procedure, **self._handover_options())
 
     def _handover_options(self) -> dict[str, Any]:
-        from pipeline.domain.handover import load_agency_map
+        from pipeline.domain.handover import parse_agency_map
 
-        agency_map = load_agency_map(Path(self.agency_map)) if self.agency_map else None
+        agency_map = parse_agency_map(self.agency_map_csv) if self.agency_map_csv else None
         return {"agency_map": agency_map, "batch_id": self.batch_id, "tz": self.timezone}
 
     @contextmanager
@@ -469,13 +470,13 @@ def _work(batch_id: str, source: BatchSource, slots: int, on_progress: Callable[
 
 @flow(name=WORKER_FLOW, validate_parameters=False, task_runner=ThreadPoolTaskRunner(max_workers=8))  # type: ignore[arg-type]
 def archive_worker_flow(
-    batch_id: str, source: str, procedure: str | None = None, slots: int = 1, agency_map: str | None = None
+    batch_id: str, source: str, procedure: str | None = None, slots: int = 1, agency_map_csv: str | None = None
 ) -> int:
     """A worker of an archive batch: claim and process its inputs until none is left; how many ran here."""
     _forward_hoso_logs()
     svc = services()
     svc.preflight()  # a worker that cannot sign or store must not claim anything
-    batch = BatchSource(source, procedure, agency_map, batch_id, svc.settings.timezone)
+    batch = BatchSource(source, procedure, agency_map_csv, batch_id, svc.settings.timezone)
     _tag_holder(holder_id())
     ran = _work(batch_id, batch, max(1, min(slots, 8)))
     get_run_logger().info("batch %s: %d input(s) processed by this worker", batch_id, ran)
@@ -508,9 +509,9 @@ def reprocess_flow(
     svc = services()
     # Workers run elsewhere (other working directories, other machines sharing the folder): an absolute path.
     location = folder if folder.startswith("s3://") else str(Path(folder).resolve())
-    if agency_map:
-        agency_map = str(Path(agency_map).resolve())
-    source = BatchSource(location, procedure, agency_map, batch_id, svc.settings.timezone)
+    # The map's text, not its path: a worker on another machine needs no copy of the file.
+    agency_map_csv = read_agency_map(Path(agency_map)) if agency_map else None
+    source = BatchSource(location, procedure, agency_map_csv, batch_id, svc.settings.timezone)
     queue = BatchQueue(svc.registry, holder_alive=holder_alive)
     queue.enqueue(batch_id, source.names(svc.settings))
     total = queue.progress(batch_id).total
@@ -686,7 +687,7 @@ def _dispatch(pool: str, count: int, batch_id: str, source: BatchSource, slots: 
         "source": source.location,
         "procedure": source.procedure,
         "slots": slots,
-        "agency_map": source.agency_map,
+        "agency_map_csv": source.agency_map_csv,
     }
     # run_deployment is sync here (no running event loop); its declared type also admits a coroutine.
     started: list[Any] = [

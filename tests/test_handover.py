@@ -389,7 +389,7 @@ def test_a_legacy_batch_under_an_s3_prefix_is_handed_over_with_its_record(
         agency_code="000.00.00.H56", s3_endpoint=seaweedfs.endpoint, s3_access_key=seaweedfs.access_key,
         s3_secret_key=seaweedfs.secret_key,
     )
-    source = BatchSource(f"s3://{bucket}/2019/huyen-cu", None, str(archive.agency_map), "batch-s3", TZ)
+    source = BatchSource(f"s3://{bucket}/2019/huyen-cu", None, archive.agency_map.read_text(), "batch-s3", TZ)
     names = source.names(settings)
     assert sorted(names) == sorted(r.file for r in archive.rows)  # the missing file's row is an input too
     with Services(settings) as services:

@@ -134,3 +134,25 @@ def test_a_retry_after_a_database_outage_does_not_ocr_the_dossier_again(tmp_path
         pages = len(record.receipt_json["pages"])
         assert pages > 0 and engine.pages == pages  # read once, not once per attempt
         assert not [p for p in services.ocr_results.folder.iterdir()]  # recorded: nothing kept
+
+
+@pytest.mark.slow  # a dossier received twice on a cold process (~4 s)
+def test_a_run_that_finds_its_dossier_recorded_drops_the_ocr_output_a_crashed_run_kept(tmp_path: Path) -> None:
+    """A run that recorded its dossier and died before dropping its kept OCR output: the retry finds the dossier
+    recorded (already done) and drops the output, which would otherwise wait HOSO_OCR_KEEP_HOURS."""
+    import hashlib
+
+    settings = Settings(data_dir=tmp_path / "var", natdb="off", ocr_jobs=1, level_digitised="B-B")
+    scan = tmp_path / "scan.pdf"
+    scan.write_bytes(SAMPLE.read_bytes())
+    with Services(settings) as services:
+        services.__dict__["ocr_engine"] = ScriptedEngine()
+        first = process_one(BatchInput("scan.pdf", scan, PROCEDURE), services)
+        assert first.outcome == "processed", first.reason
+        kept = services.ocr_results
+        key = kept.key(hashlib.sha256(scan.read_bytes()).hexdigest(), services.ocr_engine, services.ocr_options)
+        kept.store(key, _result(tmp_path))  # what the dead run left
+        assert kept.load(key, tmp_path / "out.pdf", page_count=2) is not None
+        again = process_one(BatchInput("scan.pdf", scan, PROCEDURE), services)
+        assert (again.outcome, again.dossier_code) == ("already_done", first.dossier_code)
+        assert kept.load(key, tmp_path / "out.pdf", page_count=2) is None and not list(kept.folder.iterdir())

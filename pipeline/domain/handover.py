@@ -145,6 +145,12 @@ def load_agency_map(path: Path) -> AgencyMap:
     The whole file is refused (InputCorrupt, exit 5) when a line is not two or three cells, a code is not an
     agency code, or an old code is mapped twice to different units: a batch never hands over on a guess.
     """
+    return parse_agency_map(read_agency_map(path, check=False), path.name)
+
+
+def read_agency_map(path: Path, *, check: bool = True) -> str:
+    """The agency map file's text (checked whole, as :func:`load_agency_map` does, unless ``check`` is off): what
+    a batch hands its workers, which then need no copy of the file."""
     if not os.path.lexists(path):
         raise InputMissing(f"agency map {path} not found", f"Không tìm thấy tệp ánh xạ đơn vị: {path}")
     with open_regular(path) as raw:
@@ -152,9 +158,19 @@ def load_agency_map(path: Path) -> AgencyMap:
             raise InputTooLarge(f"{path}: more than {MAX_MAP_BYTES >> 20} MB", "Tệp ánh xạ đơn vị quá lớn.")
         try:
             text = raw.read().decode("utf-8-sig")
-            rows = list(csv.reader(io.StringIO(text, newline="")))
-        except (UnicodeDecodeError, csv.Error) as exc:
-            raise _bad_map(path, f"not a UTF-8 CSV file ({exc})") from exc
+        except UnicodeDecodeError as exc:
+            raise _bad_map(path.name, f"not a UTF-8 CSV file ({exc})") from exc
+    if check:
+        parse_agency_map(text, path.name)
+    return text
+
+
+def parse_agency_map(text: str, label: str = "agency map") -> AgencyMap:
+    """An agency map's CSV text (:func:`load_agency_map`) as an :class:`AgencyMap`; ``label`` names it in errors."""
+    try:
+        rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+    except csv.Error as exc:
+        raise _bad_map(label, f"not a UTF-8 CSV file ({exc})") from exc
     units: dict[str, AgencyUnit] = {}
     for line, row in enumerate(rows, start=1):
         cells = [unicodedata.normalize("NFC", c.strip()) for c in row]
@@ -163,27 +179,27 @@ def load_agency_map(path: Path) -> AgencyMap:
         if line == 1 and cells[0].lower() == "old_code":
             continue
         if len(cells) not in (2, 3) or not cells[0] or not cells[1]:
-            raise _bad_map(path, f"line {line}: expected old_code,new_code[,new_name], got {len(cells)} cells")
+            raise _bad_map(label, f"line {line}: expected old_code,new_code[,new_name], got {len(cells)} cells")
         old, new = cells[0], cells[1]
         name = cells[2] if len(cells) == 3 and cells[2] else None
         if name is not None and (
             len(name) > MAX_UNIT_NAME or any(unicodedata.category(ch) in ("Cc", "Cf") for ch in name)
         ):
-            raise _bad_map(path, f"line {line}: the unit's name has control or invisible characters or is too long")
+            raise _bad_map(label, f"line {line}: the unit's name has control or invisible characters or is too long")
         for code in (old, new):
             if not _agency_ok(code):
-                raise _bad_map(path, f"line {line}: {code!r} is not an agency code (e.g. 000.21.35.H56)")
+                raise _bad_map(label, f"line {line}: {code!r} is not an agency code (e.g. 000.21.35.H56)")
         unit = AgencyUnit(new, name)
         if old in units and units[old] != unit:
-            raise _bad_map(path, f"line {line}: {old} is mapped twice ({units[old].code}, {new})")
+            raise _bad_map(label, f"line {line}: {old} is mapped twice ({units[old].code}, {new})")
         units[old] = unit
     return AgencyMap(units)
 
 
-def _bad_map(path: Path, why: str) -> InputCorrupt:
+def _bad_map(name: str, why: str) -> InputCorrupt:
     return InputCorrupt(
-        f"agency map {path}: {why}",
-        f"Tệp ánh xạ đơn vị không hợp lệ ({path.name}: cần CSV mã UTF-8, các cột old_code,new_code[,new_name]).",
+        f"agency map {name}: {why}",
+        f"Tệp ánh xạ đơn vị không hợp lệ ({name}: cần CSV mã UTF-8, các cột old_code,new_code[,new_name]).",
     )
 
 

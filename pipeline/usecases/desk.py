@@ -205,6 +205,10 @@ def ingest(request: IntakeRequest, services: Services, *, now: datetime | None =
             outcome.form = _desk_form(request, services, outcome.receipt, now)
         with clock.stage("save_to_citizen_store"):
             _save_to_citizen_store(services, done)
+        kept = services.ocr_results  # a run that recorded the dossier and crashed before dropping its OCR output
+        if kept is not None:
+            with clock.stage("record"):
+                kept.discard(kept.key(source.sha256, services.ocr_engine, services.ocr_options))
         outcome.receipt.timings = clock.finish()  # this run's; the first run's stay in the stored manifest
         return outcome
 
