@@ -73,8 +73,9 @@ WORKER_ENTRYPOINT = "flows.archive:archive_worker_flow"
 #: A process worker starts a flow run with this command itself. Without one it starts a "workspace supervisor"
 #: process (Prefect 3.8: pull steps, code download) that then becomes the engine: a second Python start and
 #: Prefect import, ~1 s of a core per run, for nothing — hoso's flows are installed code with no pull steps.
+#: :mod:`flows.warm` forks the run from the worker's warm process, or becomes ``python -m prefect.engine``;
 #: ``python`` is the worker's own (``python -m flows.worker`` puts its interpreter first on PATH).
-ENGINE_JOB = {"command": "python -m prefect.engine"}
+ENGINE_JOB = {"command": "python -m flows.warm"}
 #: How often a worker looks at its running dossiers (and the batch flow at the batch).
 POLL_S = 1.0
 #: How often the batch flow asks the registry whether its batch is done: its end is not held up by a long poll.

@@ -60,6 +60,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"hoso worker: lỗi [{err.reason}]: {err.message_vi} — {err}", file=sys.stderr)
         return int(err.exit_code)
     deploy(args.pool)
+    if services().settings.ocr_jobs == 1 and os.environ.get("HOSO_WARM_START", "1") != "0":
+        from flows.warm import SOCKET_ENV, start_server
+
+        socket_path = start_server()  # flow runs forked from a process that has imported Prefect and hoso
+        if socket_path is None:
+            print("hoso worker: warm start unavailable; flow runs start cold", file=sys.stderr)
+        else:
+            os.environ[SOCKET_ENV] = socket_path
     bin_dir = str(Path(sys.executable).parent)
     # flow runs start as `python -m prefect.engine` (flows.archive.ENGINE_JOB): this interpreter's
     os.environ["PATH"] = os.pathsep.join([bin_dir, os.environ.get("PATH", "")])
