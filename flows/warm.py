@@ -87,7 +87,7 @@ def run() -> int:
 # --- the server (beside the worker) ---------------------------------------------------------------
 
 
-def _child(request: dict[str, object], fds: list[int], set_by_imports: dict[str, str]) -> None:
+def _child(request: dict[str, object], fds: list[int], set_by_imports: dict[str, str]) -> NoReturn:
     """In the forked child: become ``python -m prefect.engine`` with the client's environment; never returns."""
     import runpy
     import traceback
@@ -160,7 +160,8 @@ def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
 def serve(path: str) -> int:
     """Import :data:`PRELOAD`, listen on ``path`` and fork a child per flow run, until the worker is gone."""
     import importlib
-    import selectors
+
+    from pipeline.core.forking import serve_forks
 
     before = dict(os.environ)
     for name in PRELOAD:
@@ -177,45 +178,13 @@ def serve(path: str) -> int:
     os.chmod(path, 0o600)
     listener.listen(16)
     print("ready", flush=True)
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
-    children: dict[int, socket.socket] = {}
-    while children or os.getppid() == worker:  # the worker gone: no new runs; its last ones end on their own
-        if os.getppid() != worker and listener.fileno() != -1:
-            selector.unregister(listener)
-            listener.close()
-        for _key, _events in selector.select(timeout=0.5 if not children else 0.05):
-            conn, _ = listener.accept()
-            try:
-                request, fds = _receive(conn)
-            except (OSError, ConnectionError, ValueError):
-                conn.close()
-                continue
-            pid = os.fork()
-            if pid == 0:
-                selector.close()
-                listener.close()
-                conn.close()
-                for other in children.values():
-                    other.close()
-                _child(request, fds, set_by_imports)
-            for fd in fds:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                conn.sendall(f"{pid}\n".encode())
-            children[pid] = conn
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            reply = children.pop(pid, None)
-            if reply is not None:
-                with contextlib.suppress(OSError):
-                    reply.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-                reply.close()
+
+    def child(request: dict[str, object], fds: list[int]) -> NoReturn:
+        _child(request, fds, set_by_imports)
+
+    # The worker gone: no new runs; its last ones end on their own (with their clients).
+    serve_forks(listener, _receive, child, keep_accepting=lambda: os.getppid() == worker, poll=0.1)
+    listener.close()
     with contextlib.suppress(OSError):
         os.unlink(path)
         os.rmdir(os.path.dirname(path))

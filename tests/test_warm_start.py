@@ -83,7 +83,8 @@ def test_a_run_is_forked_from_the_server_with_the_clients_environment_folder_and
     try:
         assert _wait_for(lambda: _children(proc.pid))
         (child,) = _children(proc.pid)
-        assert Path(f"/proc/{child}/cwd").resolve() == tmp_path.resolve()
+        # (the child takes the client's folder just after the fork: wait for it, not for a moment)
+        assert _wait_for(lambda: Path(f"/proc/{child}/cwd").resolve() == tmp_path.resolve())
         assert os.readlink(f"/proc/{child}/fd/2") == os.readlink(f"/proc/{client.pid}/fd/2")  # the client's stderr
         assert b"flows.warm" in Path(f"/proc/{client.pid}/cmdline").read_bytes()  # the client waits, not exec'd
         # The client's environment took (/proc shows a forked child's environment at the server's start, so it

@@ -22,10 +22,12 @@ import contextlib
 import importlib
 import os
 import pickle
-import selectors
 import socket
 import struct
 import sys
+from typing import NoReturn
+
+from pipeline.core.forking import serve_forks
 
 #: Imported once in the zygote. Not ``flows`` and not Prefect: they read the environment when imported.
 PRELOAD = (
@@ -54,7 +56,9 @@ def _preload() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if before.get(k) != v}
 
 
-def _child(request: tuple[list[str], dict[str, str], str], fds: list[int], set_by_imports: dict[str, str]) -> None:
+def _child(
+    request: tuple[list[str], dict[str, str], str], fds: list[int], set_by_imports: dict[str, str]
+) -> NoReturn:
     """In the forked child: become ``python -m pipeline.cli *argv`` in ``cwd`` with ``env``; never returns."""
     import atexit
     import runpy
@@ -109,7 +113,10 @@ def _receive(conn: socket.socket) -> tuple[tuple[list[str], dict[str, str], str]
         if not more:
             raise ConnectionError("request cut short")
         body += more
-    return pickle.loads(bytes(body)), list(fds)
+    try:
+        return pickle.loads(bytes(body)), list(fds)
+    except pickle.UnpicklingError as exc:
+        raise ValueError(f"not a request: {exc}") from exc
 
 
 def serve(path: str) -> None:
@@ -120,42 +127,11 @@ def serve(path: str) -> None:
     listener.bind(path)
     listener.listen(64)
     print("ready", flush=True)
-    selector = selectors.DefaultSelector()
-    selector.register(listener, selectors.EVENT_READ)
-    children: dict[int, socket.socket] = {}
-    while os.getppid() == parent:
-        for _key, _events in selector.select(timeout=0.02):
-            conn, _ = listener.accept()
-            try:
-                request, fds = _receive(conn)
-            except (OSError, ConnectionError, pickle.UnpicklingError):
-                conn.close()
-                continue
-            pid = os.fork()
-            if pid == 0:
-                selector.close()
-                listener.close()
-                conn.close()
-                for other in children.values():
-                    other.close()
-                _child(request, fds, set_by_imports)
-            for fd in fds:
-                os.close(fd)
-            with contextlib.suppress(OSError):
-                conn.sendall(f"{pid}\n".encode())
-            children[pid] = conn
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            if pid in children:
-                reply = children.pop(pid)
-                with contextlib.suppress(OSError):
-                    reply.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
-                reply.close()
+
+    def child(request: tuple[list[str], dict[str, str], str], fds: list[int]) -> NoReturn:
+        _child(request, fds, set_by_imports)
+
+    serve_forks(listener, _receive, child, keep_accepting=lambda: os.getppid() == parent, poll=0.02)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,77 @@
+"""A fork server's loop: a process that has imported what its children need forks one per request.
+
+Used by the archive workers' warm start (:mod:`flows.warm`) and by the test suite's ``hoso`` zygote. A request
+arrives on a Unix socket; the server forks, the child handles it (and never returns), and the server answers the
+child's pid on the request's connection, then its exit code (negative: the signal that ended it) once reaped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import socket
+from collections.abc import Callable
+from typing import NoReturn, TypeVar
+
+Request = TypeVar("Request")
+
+
+def serve_forks(
+    listener: socket.socket,
+    receive: Callable[[socket.socket], tuple[Request, list[int]]],
+    child: Callable[[Request, list[int]], NoReturn],
+    *,
+    keep_accepting: Callable[[], bool],
+    poll: float = 0.05,
+) -> None:
+    """Fork ``child(request, fds)`` for each request ``receive`` reads off a connection to ``listener`` (a request it
+    cannot read — ``OSError``, ``ConnectionError``, ``ValueError`` — is dropped), while ``keep_accepting()``; then
+    stop accepting and return once the last child has been reaped. The received descriptors are the child's:
+    the server closes its copies."""
+    selector = selectors.DefaultSelector()
+    selector.register(listener, selectors.EVENT_READ)
+    children: dict[int, socket.socket] = {}
+    accepting = True
+    while accepting or children:
+        if accepting and not keep_accepting():
+            selector.unregister(listener)
+            accepting = False
+        for _key, _events in selector.select(timeout=poll):
+            conn, _ = listener.accept()
+            try:
+                request, fds = receive(conn)
+            except (OSError, ConnectionError, ValueError):
+                conn.close()
+                continue
+            pid = os.fork()
+            if pid == 0:
+                selector.close()
+                listener.close()
+                conn.close()
+                for other in children.values():
+                    other.close()
+                child(request, fds)
+            for fd in fds:
+                os.close(fd)
+            with contextlib.suppress(OSError):
+                conn.sendall(f"{pid}\n".encode())
+            children[pid] = conn
+        _reap(children)  # (with the listener unregistered, the select above only waits out ``poll``)
+    selector.close()
+
+
+def _reap(children: dict[int, socket.socket]) -> None:
+    """Answer the exit code of every child that has ended."""
+    while children:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        reply = children.pop(pid, None)
+        if reply is not None:
+            with contextlib.suppress(OSError):
+                reply.sendall(f"{os.waitstatus_to_exitcode(status)}\n".encode())
+            reply.close()
