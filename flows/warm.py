@@ -26,14 +26,12 @@ import json
 import os
 import signal
 import socket
-import struct
 import sys
 import threading
 from typing import NoReturn
 
 #: The worker's server socket, in the environment of the worker and of the flow runs it starts.
 SOCKET_ENV = "HOSO_WARM_ENGINE"
-HEADER = struct.Struct("!I")
 #: What the server imports before it forks: the engine, and every flow hoso deploys.
 PRELOAD = ("prefect.engine", "flows.archive", "flows.desk", "flows.clerk")
 
@@ -48,6 +46,8 @@ def _cold() -> NoReturn:
 
 def run() -> int:
     """Run this flow run in a child of the worker's server; its exit code."""
+    from pipeline.core.forking import send_request  # (light: the client imports nothing heavy)
+
     path = os.environ.get(SOCKET_ENV)
     if not path:
         _cold()
@@ -56,7 +56,7 @@ def run() -> int:
     try:
         conn.connect(path)  # type: ignore[arg-type]
         body = json.dumps({"env": dict(os.environ), "cwd": os.getcwd()}).encode()
-        socket.send_fds(conn, [HEADER.pack(len(body)) + body], [0, 1, 2, life_r])
+        send_request(conn, body, [0, 1, 2, life_r])
         replies = conn.makefile("r")
         pid = int(replies.readline())
     except (OSError, ValueError):  # no server, or it is gone: start cold (nothing ran yet)
@@ -140,21 +140,10 @@ def _child(request: dict[str, object], fds: list[int], set_by_imports: dict[str,
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 4)
-    if len(fds) != 4 or len(data) < HEADER.size:
-        for fd in fds:
-            os.close(fd)
-        raise ConnectionError("not a flow run's request")
-    (size,) = HEADER.unpack_from(data)
-    body = bytearray(data[HEADER.size :])
-    while len(body) < size:
-        more = conn.recv(size - len(body))
-        if not more:
-            for fd in fds:
-                os.close(fd)
-            raise ConnectionError("request cut short")
-        body += more
-    return json.loads(bytes(body)), list(fds)
+    from pipeline.core.forking import read_request
+
+    body, fds = read_request(conn, 4)
+    return json.loads(body), fds
 
 
 def serve(path: str) -> int:

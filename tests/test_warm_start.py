@@ -75,6 +75,17 @@ def _start(path: str, api: str, tmp_path: Path) -> subprocess.Popen[bytes]:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
+def _started(
+    server: tuple[subprocess.Popen[bytes], str], api: str, tmp_path: Path
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A client started on the server, and its run (the server's one child)."""
+    proc, path = server
+    client = _start(path, api, tmp_path)
+    assert _wait_for(lambda: _children(proc.pid))
+    (child,) = _children(proc.pid)
+    return client, child
+
+
 def test_a_run_is_forked_from_the_server_with_the_clients_environment_folder_and_streams(
     server: tuple[subprocess.Popen[bytes], str], silent_api: str, tmp_path: Path
 ) -> None:
@@ -104,10 +115,7 @@ def test_a_run_ends_with_its_client(
     server: tuple[subprocess.Popen[bytes], str], silent_api: str, tmp_path: Path
 ) -> None:
     """The worker killed (its flow-run process with it): the forked run does not live on."""
-    proc, path = server
-    client = _start(path, silent_api, tmp_path)
-    assert _wait_for(lambda: _children(proc.pid))
-    (child,) = _children(proc.pid)
+    client, child = _started(server, silent_api, tmp_path)
     client.kill()
     client.wait()
     assert _wait_for(lambda: _gone(child), 10)
@@ -116,10 +124,7 @@ def test_a_run_ends_with_its_client(
 def test_a_signal_to_the_client_reaches_the_run_and_the_client_exits_as_it_did(
     server: tuple[subprocess.Popen[bytes], str], silent_api: str, tmp_path: Path
 ) -> None:
-    proc, path = server
-    client = _start(path, silent_api, tmp_path)
-    assert _wait_for(lambda: _children(proc.pid))
-    (child,) = _children(proc.pid)
+    client, child = _started(server, silent_api, tmp_path)
     time.sleep(1.0)  # the engine's signal handlers in place (else SIGTERM's default ends it: also a pass)
     client.send_signal(signal.SIGTERM)
     assert client.wait(timeout=60) != 0

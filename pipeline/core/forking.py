@@ -11,10 +11,36 @@ import contextlib
 import os
 import selectors
 import socket
+import struct
 from collections.abc import Callable
 from typing import NoReturn, TypeVar
 
 Request = TypeVar("Request")
+#: A request's frame: its body's length, then the body; descriptors ride with the first bytes (SCM_RIGHTS).
+HEADER = struct.Struct("!I")
+
+
+def send_request(conn: socket.socket, body: bytes, fds: list[int]) -> None:
+    """Send ``body`` framed, with ``fds`` attached."""
+    socket.send_fds(conn, [HEADER.pack(len(body)) + body], fds)
+
+
+def read_request(conn: socket.socket, fds_expected: int) -> tuple[bytes, list[int]]:
+    """The framed body of a request and the ``fds_expected`` descriptors attached (closed again, and
+    ``ConnectionError`` raised, when the request is not whole)."""
+    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, fds_expected)
+    body = bytearray(data[HEADER.size :])
+    size = HEADER.unpack_from(data)[0] if len(data) >= HEADER.size else -1
+    while size >= 0 and len(fds) == fds_expected and len(body) < size:
+        more = conn.recv(size - len(body))
+        if not more:
+            break
+        body += more
+    if size < 0 or len(fds) != fds_expected or len(body) != size:
+        for fd in fds:
+            os.close(fd)
+        raise ConnectionError("not a whole request")
+    return bytes(body), list(fds)
 
 
 def serve_forks(

@@ -23,11 +23,10 @@ import importlib
 import os
 import pickle
 import socket
-import struct
 import sys
 from typing import NoReturn
 
-from pipeline.core.forking import serve_forks
+from pipeline.core.forking import read_request, serve_forks
 
 #: Imported once in the zygote. Not ``flows`` and not Prefect: they read the environment when imported.
 PRELOAD = (
@@ -38,7 +37,6 @@ PRELOAD = (
     "pipeline.usecases.clerk", "pipeline.usecases.lifecycle", "storage.records", "storage.registry", "signing",
 )
 NOT_PRELOADED = ("flows", "prefect")
-HEADER = struct.Struct("!I")
 
 
 def _preload() -> dict[str, str]:
@@ -103,19 +101,12 @@ def _child(
 
 
 def _receive(conn: socket.socket) -> tuple[tuple[list[str], dict[str, str], str], list[int]]:
-    data, fds, _flags, _addr = socket.recv_fds(conn, 1 << 16, 2)
-    if len(data) < HEADER.size:
-        raise ConnectionError("short request")
-    (size,) = HEADER.unpack_from(data)
-    body = bytearray(data[HEADER.size:])
-    while len(body) < size:
-        more = conn.recv(size - len(body))
-        if not more:
-            raise ConnectionError("request cut short")
-        body += more
+    body, fds = read_request(conn, 2)
     try:
-        return pickle.loads(bytes(body)), list(fds)
+        return pickle.loads(body), fds
     except pickle.UnpicklingError as exc:
+        for fd in fds:
+            os.close(fd)
         raise ValueError(f"not a request: {exc}") from exc
 
 

@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from support.zygote import HEADER
+from pipeline.core.forking import send_request
 
 #: Variables a run may set freely: nothing the zygote preloads reads them when imported.
 RUNTIME_PREFIXES = ("HOSO_", "PREFECT_", "PYTEST_")
@@ -90,7 +90,7 @@ def zygote_run(
     try:
         conn.connect(zygote.path)
         body = pickle.dumps((argv, env, str(cwd)))
-        socket.send_fds(conn, [HEADER.pack(len(body)) + body], [out_w, err_w])
+        send_request(conn, body, [out_w, err_w])
     except OSError:
         conn.close()
         for fd in (out_r, out_w, err_r, err_w):
