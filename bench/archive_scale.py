@@ -59,6 +59,7 @@ class Run:
     processed: int = 0
     failed: int = 0
     peak_rss_mb: list[float] = field(default_factory=list)
+    peak_pss_mb: list[float] = field(default_factory=list)  # proportional: shared pages (the warm server's) once
 
     @property
     def overhead(self) -> float:
@@ -129,17 +130,20 @@ def _tree_by_scan(pid: int) -> set[int]:
     return tree
 
 
-def tree_rss_kb(pid: int) -> int:
-    """Resident memory of a process and all its descendants (kB)."""
-    total = 0
+def tree_memory_kb(pid: int) -> tuple[int, int]:
+    """Resident and proportional (PSS: a page shared by n processes counts 1/n) memory of a process and all its
+    descendants (kB)."""
+    rss = pss = 0
     for member in tree_pids(pid):
         try:
-            for line in Path(f"/proc/{member}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+            for line in Path(f"/proc/{member}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Rss:"):
+                    rss += int(line.split()[1])
+                elif line.startswith("Pss:"):
+                    pss += int(line.split()[1])
         except OSError:
             continue
-    return total
+    return rss, pss
 
 
 def api(url: str, path: str, body: dict | None = None) -> list[dict]:
@@ -198,13 +202,15 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
             raise SystemExit(f"{label}: the workers did not start (see {base}/worker-*.log)")
         time.sleep(0.2)
     peaks = [0] * workers
+    pss_peaks = [0] * workers
     stop = threading.Event()
 
     def sample() -> None:
         last = time.monotonic()
         while not stop.wait(0.5):
             for i, p in enumerate(procs):
-                peaks[i] = max(peaks[i], tree_rss_kb(p.pid))
+                rss, pss = tree_memory_kb(p.pid)
+                peaks[i], pss_peaks[i] = max(peaks[i], rss), max(pss_peaks[i], pss)
             if time.monotonic() - last >= 30:  # so far, for a run stopped before its end
                 last = time.monotonic()
                 done = sum(f.read_text(errors="replace").count(" processed: ") for f in base.glob("worker-*.log"))
@@ -261,6 +267,7 @@ def run_batch(label: str, folder: Path, workers: int, api_url: str, work: Path) 
         registry.close()
     run.batch_s, run.processed, run.failed = summary["seconds"], summary["processed"], summary["failed"]
     run.peak_rss_mb = [kb / 1024 for kb in peaks]
+    run.peak_pss_mb = [kb / 1024 for kb in pss_peaks]
     worker_runs = [
         r["id"]
         for r in api(api_url, "/flow_runs/filter", {"limit": 200, "sort": "START_TIME_DESC"})
@@ -352,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             saved.write_text(json.dumps(known, indent=2))
             print(
                 f"  {label}: {r.dossiers} dossiers, {r.workers} worker(s): batch {r.batch_s:.1f} s, "
-                f"desk Σ {r.desk_s:.1f} s, peak RSS {', '.join(f'{m:.0f}' for m in r.peak_rss_mb)} MB",
+                f"desk Σ {r.desk_s:.1f} s, peak RSS {', '.join(f'{m:.0f}' for m in r.peak_rss_mb)} MB "
+                f"(PSS {', '.join(f'{m:.0f}' for m in r.peak_pss_mb)} MB)",
                 flush=True,
             )
     finally:
@@ -387,7 +395,8 @@ def report(runs: list[Run], load_before: tuple[float, ...], load_after: tuple[fl
         small = by["2w-small"]
         print(
             f"peak RSS per worker, {two.dossiers} vs {small.dossiers} dossiers: "
-            f"{max(two.peak_rss_mb) / max(small.peak_rss_mb):.2f}× (target ≤ 1.2×)"
+            f"{max(two.peak_rss_mb) / max(small.peak_rss_mb):.2f}× (target ≤ 1.2×); PSS "
+            f"{max(two.peak_pss_mb, default=0):.0f} vs {max(small.peak_pss_mb, default=0):.0f} MB"
         )
     if one:
         rate = one.dossiers / one.batch_s  # dossiers/s of one worker with one OCR process (one core)
