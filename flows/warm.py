@@ -89,10 +89,10 @@ def run() -> int:
 
 def _child(request: dict[str, object], fds: list[int], set_by_imports: dict[str, str]) -> NoReturn:
     """In the forked child: become ``python -m prefect.engine`` with the client's environment; never returns."""
-    import runpy
     import traceback
 
-    code = 1
+    from pipeline.core.forking import run_as_main
+
     try:
         for target, fd in enumerate(fds[:3]):
             os.dup2(fd, target)
@@ -122,21 +122,10 @@ def _child(request: dict[str, object], fds: list[int], set_by_imports: dict[str,
         refresh_global_settings_context()  # Prefect read its settings when the server imported it
         sys.argv = [sys.argv[0]]
         sys.modules.pop("prefect.engine", None)  # run anew as __main__ (its imports are what is warm)
-        try:
-            runpy.run_module("prefect.engine", run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
-        except BaseException:
-            traceback.print_exc()
-        import atexit
-
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    run_as_main("prefect.engine")
 
 
 def _receive(conn: socket.socket) -> tuple[dict[str, object], list[int]]:

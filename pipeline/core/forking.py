@@ -43,6 +43,35 @@ def read_request(conn: socket.socket, fds_expected: int) -> tuple[bytes, list[in
     return bytes(body), list(fds)
 
 
+def run_as_main(module: str) -> NoReturn:
+    """In a forked child: run ``module`` as ``python -m`` would (``sys.argv`` already set), then exit this process
+    with its exit code, as that would — a message in ``SystemExit`` printed, a traceback for an error, the
+    ``atexit`` functions run and the streams flushed (``os._exit`` skips the interpreter's own shutdown)."""
+    import atexit
+    import runpy
+    import sys
+    import traceback
+
+    code = 1
+    try:
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+            code = 0
+        except SystemExit as stop:
+            if stop.code is None or isinstance(stop.code, int):
+                code = stop.code or 0
+            else:
+                print(stop.code, file=sys.stderr)
+        except BaseException:
+            traceback.print_exc()
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(code)
+
+
 def serve_forks(
     listener: socket.socket,
     receive: Callable[[socket.socket], tuple[Request, list[int]]],

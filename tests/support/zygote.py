@@ -18,7 +18,6 @@ exit code (negative: the signal that ended it), one line each.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import os
 import pickle
@@ -26,7 +25,7 @@ import socket
 import sys
 from typing import NoReturn
 
-from pipeline.core.forking import read_request, serve_forks
+from pipeline.core.forking import read_request, run_as_main, serve_forks
 
 #: Imported once in the zygote. Not ``flows`` and not Prefect: they read the environment when imported.
 PRELOAD = (
@@ -58,11 +57,8 @@ def _child(
     request: tuple[list[str], dict[str, str], str], fds: list[int], set_by_imports: dict[str, str]
 ) -> NoReturn:
     """In the forked child: become ``python -m pipeline.cli *argv`` in ``cwd`` with ``env``; never returns."""
-    import atexit
-    import runpy
     import traceback
 
-    code: int = 1
     try:
         argv, env, cwd = request
         null = os.open(os.devnull, os.O_RDONLY)
@@ -78,26 +74,10 @@ def _child(
             os.environ.setdefault(key, value)
         sys.path[0] = cwd  # what ``python -m`` puts first
         sys.argv = [sys.argv[0], *argv]
-        try:
-            runpy.run_module("pipeline.cli", run_name="__main__", alter_sys=True)
-            code = 0
-        except SystemExit as stop:
-            if stop.code is None:
-                code = 0
-            elif isinstance(stop.code, int):
-                code = stop.code
-            else:
-                print(stop.code, file=sys.stderr)
-                code = 1
-        except BaseException:
-            traceback.print_exc()
-            code = 1
-        atexit._run_exitfuncs()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(Exception):
-                stream.flush()
-        os._exit(code)
+    except BaseException:
+        traceback.print_exc()
+        os._exit(1)
+    run_as_main("pipeline.cli")
 
 
 def _receive(conn: socket.socket) -> tuple[tuple[list[str], dict[str, str], str], list[int]]:
