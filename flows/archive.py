@@ -231,6 +231,7 @@ class _OcrSlots:
         self._url: str | None = None
         self._held: dict[UUID, _Lease] = {}  # in use by a dossier
         self._kept: list[_Lease] = []  # given back, to be taken again or released
+        self._releasing = 0  # taken off ``_kept`` and being released (no dossier may take them again)
         self._thread: threading.Thread | None = None
 
     def _api(self) -> Any:
@@ -300,7 +301,7 @@ class _OcrSlots:
             for lease in self._kept:
                 lease.kept_until = 0.0
             self._cond.notify_all()
-            return self._cond.wait_for(lambda: not self._kept, timeout)
+            return self._cond.wait_for(lambda: not self._kept and not self._releasing, timeout)
 
     def _keep(self) -> None:
         """Release the slots given back once their keeping is over; renew the held and kept ones each third of a
@@ -312,6 +313,8 @@ class _OcrSlots:
                     self._cond.wait(wait)
                 now = time.monotonic()
                 ending = [k for k in self._kept if k.kept_until <= now]
+                self._kept = [k for k in self._kept if k.kept_until > now]  # before the release: no one takes them
+                self._releasing += len(ending)
                 renewing = [*self._held.values(), *self._kept] if now >= renew_at else []
             for lease in ending:
                 try:
@@ -319,7 +322,7 @@ class _OcrSlots:
                 except Exception as err:  # its lease lapses within a minute; the server then frees the slot
                     log.warning("OCR slot lease %s not released: %s", lease.id, err)
             with self._cond:
-                self._kept = [k for k in self._kept if k not in ending]
+                self._releasing -= len(ending)
                 self._cond.notify_all()
             for lease in renewing:
                 try:

@@ -76,7 +76,7 @@ def run() -> int:
         line = replies.readline()
     except OSError:
         line = ""
-    code = int(line) if line.strip() else 1  # the server died: the child went with it
+    code = int(line) if line.strip() else 1  # the server died: closing the lifeline below ends the child
     os.close(life_w)
     if code < 0:  # ended by a signal: end the same way, as a cold process would have
         signal.signal(-code, signal.SIG_DFL)
